@@ -1,0 +1,272 @@
+"""Train manifests and the local train catalogue (``train_images/<name>/``).
+
+A train folder holds ``manifest.yaml`` (name, version, parameters, columns, output
+disclosure class, rounds), the ``entrypoint.py`` that stations run and, for the
+container executor, a ``Dockerfile``. The *code digest* is the SHA-256 over the
+manifest bytes and the entrypoint bytes, domain-separated; a station runs a train only if
+the digest it computes over its own copy equals the digest in the request.
+
+Manifest example::
+
+    name: survival.km
+    version: 1.0.0
+    description: Kaplan-Meier curves and log-rank tests, pooled exactly
+    rounds: single
+    parameters:
+      time:  {type: column, kind: numeric, required: true, doc: duration column}
+      event: {type: column, kind: binary, required: true, doc: 1 = event, 0 = censored}
+      group: {type: column, kind: categorical, doc: compare these groups}
+      alpha: {type: number, default: 0.05, minimum: 0.0001, maximum: 0.5}
+    output:
+      class: event_table
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pht import yamlcfg
+from pht.errors import ConfigError
+from pht.wire import TrainRef
+
+DISCLOSURE_CLASSES = ("aggregate", "model", "event_table")
+COLUMN_KINDS = ("numeric", "binary", "categorical")
+PARAM_TYPES = ("column", "columns", "number", "integer", "string", "boolean")
+
+TRAINS_DIR = Path(__file__).resolve().parent.parent / "train_images"
+"""The train catalogue shipped with this checkout."""
+
+ParamType = Literal["column", "columns", "number", "integer", "string", "boolean"]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared train parameter."""
+
+    name: str
+    type: ParamType
+    required: bool = False
+    default: Any = None
+    kind: str | None = None
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    doc: str = ""
+
+    def check(self, value: Any) -> str | None:
+        """Return why ``value`` is not acceptable, or None when it is."""
+        if self.type in ("column", "string"):
+            if not isinstance(value, str) or not value.strip():
+                return "expected a non-empty string"
+            if self.choices is not None and value not in self.choices:
+                return f"expected one of {', '.join(self.choices)}, got {value!r}"
+            return None
+        if self.type == "columns":
+            if not isinstance(value, list) or not all(
+                isinstance(v, str) and v for v in value
+            ):
+                return "expected a list of column names"
+            if len(set(value)) != len(value):
+                return "lists a column twice"
+            return None
+        if self.type == "boolean":
+            return None if isinstance(value, bool) else "expected true or false"
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if self.type == "integer" and not (numeric and float(value).is_integer()):
+            return f"expected an integer, got {value!r}"
+        if not numeric:
+            return f"expected a number, got {value!r}"
+        if self.minimum is not None and value < self.minimum:
+            return f"must be >= {self.minimum}, got {value}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be <= {self.maximum}, got {value}"
+        return None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed train manifest."""
+
+    name: str
+    version: str
+    description: str
+    rounds: Literal["single", "iterative"]
+    parameters: Mapping[str, ParamSpec]
+    output_class: str
+
+    @property
+    def ref(self) -> TrainRef:
+        """``name@version``."""
+        return TrainRef(self.name, self.version)
+
+    def column_params(self) -> list[ParamSpec]:
+        """Parameters that name dataset columns."""
+        return [p for p in self.parameters.values() if p.type in ("column", "columns")]
+
+    def resolve(self, given: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Check ``given`` parameters; return them with defaults and a list of problems.
+
+        Problems are ``(key, message)`` strings such as ``"alpha: must be <= 0.5"`` so
+        the caller can locate them in its own file.
+        """
+        problems: list[str] = []
+        resolved: dict[str, Any] = {}
+        for key, value in given.items():
+            spec = self.parameters.get(key)
+            if spec is None:
+                problems.append(
+                    f"{key}: not a parameter of {self.ref}; allowed: "
+                    + ", ".join(sorted(self.parameters))
+                )
+                continue
+            why = spec.check(value)
+            if why:
+                problems.append(f"{key}: {why}")
+            resolved[key] = value
+        for spec in self.parameters.values():
+            if spec.name not in resolved:
+                if spec.required:
+                    problems.append(f"{spec.name}: required by {self.ref}; {spec.doc}")
+                elif spec.default is not None:
+                    resolved[spec.name] = spec.default
+        return resolved, problems
+
+    def columns_of(self, parameters: Mapping[str, Any]) -> dict[str, str]:
+        """Columns named by ``parameters`` with the kind each must have."""
+        columns: dict[str, str] = {}
+        for spec in self.column_params():
+            value = parameters.get(spec.name)
+            if value is None:
+                continue
+            for column in [value] if isinstance(value, str) else value:
+                columns[column] = spec.kind or "numeric"
+        return columns
+
+
+@dataclass(frozen=True)
+class TrainPackage:
+    """A train folder of the catalogue: manifest, entrypoint and code digest."""
+
+    folder: Path
+    manifest: Manifest
+    manifest_bytes: bytes
+    entrypoint: Path
+
+    @property
+    def digest(self) -> str:
+        """``sha256:<hex>`` over the manifest and entrypoint bytes."""
+        h = hashlib.sha256(b"pht-train-code/1\x00")
+        for part in (self.manifest_bytes, self.entrypoint.read_bytes()):
+            h.update(len(part).to_bytes(8, "big"))
+            h.update(part)
+        return "sha256:" + h.hexdigest()
+
+
+def _param(name: str, node: yamlcfg.Node) -> ParamSpec:
+    m = node.mapping(
+        {"type", "kind", "required", "default", "choices", "minimum", "maximum", "doc"}
+    )
+    kind_type = m.require("type").as_str()
+    if kind_type not in PARAM_TYPES:
+        raise m.require("type").error(
+            f"parameter type must be one of {', '.join(PARAM_TYPES)}"
+        )
+    kind = m.get("kind")
+    kind_value = kind.as_str() if kind else None
+    if kind_value is not None and kind_value not in COLUMN_KINDS:
+        raise kind.error(f"column kind must be one of {', '.join(COLUMN_KINDS)}")  # type: ignore[union-attr]
+    choices = m.get("choices")
+    return ParamSpec(
+        name=name,
+        type=kind_type,  # type: ignore[arg-type]
+        required=m.get("required").as_type(bool) if m.get("required") else False,  # type: ignore[union-attr]
+        default=m.get("default").value() if m.get("default") else None,  # type: ignore[union-attr]
+        kind=kind_value,
+        choices=tuple(choices.as_str_list()) if choices else None,
+        minimum=m.get("minimum").as_type(float) if m.get("minimum") else None,  # type: ignore[union-attr]
+        maximum=m.get("maximum").as_type(float) if m.get("maximum") else None,  # type: ignore[union-attr]
+        doc=m.get("doc").as_str() if m.get("doc") else "",  # type: ignore[union-attr]
+    )
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Parse and validate a ``manifest.yaml``."""
+    root = yamlcfg.load(path).mapping(
+        {"name", "version", "description", "rounds", "parameters", "output"}
+    )
+    ref = TrainRef(root.require("name").as_str(), root.require("version").as_str())
+    rounds = root.require("rounds").as_str()
+    if rounds not in ("single", "iterative"):
+        raise root.require("rounds").error("must be 'single' or 'iterative'")
+    params = {
+        key: _param(key, node)
+        for key, node in root.require("parameters").raw_mapping_nodes()
+    }
+    output = root.require("output").mapping({"class"})
+    output_class = output.require("class").as_str()
+    if output_class not in DISCLOSURE_CLASSES:
+        raise output.require("class").error(
+            f"disclosure class must be one of {', '.join(DISCLOSURE_CLASSES)}"
+        )
+    return Manifest(
+        name=ref.name,
+        version=str(ref.version),
+        description=root.require("description").as_str(),
+        rounds=rounds,  # type: ignore[arg-type]
+        parameters=params,
+        output_class=output_class,
+    )
+
+
+def load_package(folder: Path) -> TrainPackage:
+    """Load one train folder."""
+    manifest_path = folder / "manifest.yaml"
+    manifest = load_manifest(manifest_path)
+    entrypoint = folder / "entrypoint.py"
+    if not entrypoint.is_file():
+        raise ConfigError(f"{entrypoint}: train entrypoint missing; add entrypoint.py")
+    return TrainPackage(folder, manifest, manifest_path.read_bytes(), entrypoint)
+
+
+class Catalogue:
+    """The trains available in a folder, looked up by name and optional version."""
+
+    def __init__(self, root: Path = TRAINS_DIR) -> None:
+        self.root = root
+        self._packages: dict[str, list[TrainPackage]] = {}
+        if not root.is_dir():
+            raise ConfigError(f"{root}: train catalogue folder not found")
+        for folder in sorted(p for p in root.iterdir() if (p / "manifest.yaml").is_file()):
+            package = load_package(folder)
+            self._packages.setdefault(package.manifest.name, []).append(package)
+
+    def names(self) -> list[str]:
+        """All train names."""
+        return sorted(self._packages)
+
+    def packages(self) -> list[TrainPackage]:
+        """All packages, sorted by name and version."""
+        return [p for name in self.names() for p in self._packages[name]]
+
+    def get(self, ref: TrainRef) -> TrainPackage:
+        """The package for ``ref`` (newest version when none is given)."""
+        candidates = self._packages.get(ref.name)
+        if not candidates:
+            known = ", ".join(self.names()) or "none"
+            raise ConfigError(f"unknown train '{ref.name}'; known trains: {known}")
+        if ref.version is None:
+            return max(
+                candidates,
+                key=lambda p: tuple(int(x) for x in p.manifest.version.split(".")),
+            )
+        for package in candidates:
+            if package.manifest.version == ref.version:
+                return package
+        versions = ", ".join(p.manifest.version for p in candidates)
+        raise ConfigError(
+            f"train '{ref.name}' has no version {ref.version}; available: {versions}"
+        )

@@ -1,0 +1,1 @@
+"""The requester side: study and network files, engines, pooling, results and reports."""

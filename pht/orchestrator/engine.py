@@ -1,0 +1,94 @@
+"""Engines deliver requests to stations and bring their replies back.
+
+:class:`EmbeddedEngine` builds every station of a ``network.yaml`` in this process, each
+with its own datasets, policy, executor and working folder, and talks to them only
+through :mod:`pht.wire` messages (encoded to JSON and decoded again, exactly as over a
+network). Stations run concurrently. A distributed engine (vantage6) will implement the
+same :class:`Engine` protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+from pht.errors import ConfigError
+from pht.manifest import Catalogue
+from pht.orchestrator.config import Network
+from pht.station import ProcessExecutor, Station, StationConfig, load_policy
+from pht.station.executors import Executor
+from pht.wire import Reply, Request
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[str, str, Reply | None], None]
+"""Called as ``(station_id, "started" | "finished", reply)``."""
+
+
+class Engine(Protocol):
+    """Dispatches requests to stations."""
+
+    name: str
+
+    def dispatch(
+        self, requests: Mapping[str, Request], progress: ProgressCallback | None = None
+    ) -> dict[str, Reply]:
+        """Send each request to its station; return the replies by station id."""
+        ...
+
+
+def _executor(kind: str) -> Executor:
+    if kind == "process":
+        return ProcessExecutor()
+    raise ConfigError(f"executor '{kind}' is not available")
+
+
+class EmbeddedEngine:
+    """All stations of a network in this process, talking JSON messages."""
+
+    name = "embedded"
+
+    def __init__(self, network: Network, catalogue: Catalogue | None = None) -> None:
+        self.network = network
+        self._catalogue = catalogue or Catalogue()
+        self._stations: dict[str, Station] = {}
+        for entry in network.stations.values():
+            entry.workdir.mkdir(parents=True, exist_ok=True)
+            config = StationConfig(
+                id=entry.id,
+                name=entry.name,
+                datasets={k: d.path for k, d in entry.datasets.items()},
+                policy=load_policy(entry.policy),
+                workdir=entry.workdir,
+                executor=entry.executor,
+            )
+            self._stations[entry.id] = Station(
+                config, _executor(entry.executor), self._catalogue
+            )
+
+    def _one(self, station_id: str, wire: str, progress: ProgressCallback | None) -> str:
+        if progress:
+            progress(station_id, "started", None)
+        reply = self._stations[station_id].handle(Request.from_json(wire))
+        encoded = reply.to_json()
+        if progress:
+            progress(station_id, "finished", Reply.from_json(encoded))
+        return encoded
+
+    def dispatch(
+        self, requests: Mapping[str, Request], progress: ProgressCallback | None = None
+    ) -> dict[str, Reply]:
+        """Run the requests concurrently, one worker per station."""
+        unknown = [s for s in requests if s not in self._stations]
+        if unknown:
+            raise ConfigError(f"unknown station(s): {', '.join(unknown)}")
+        if not requests:
+            return {}
+        with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+            futures = {
+                station_id: pool.submit(self._one, station_id, req.to_json(), progress)
+                for station_id, req in requests.items()
+            }
+            return {s: Reply.from_json(f.result()) for s, f in futures.items()}

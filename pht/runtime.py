@@ -1,0 +1,94 @@
+"""The small train runtime: the file contract every executor honours.
+
+A train's ``entrypoint.py`` calls :func:`run_train` with its station-side function.
+The executor starts it as::
+
+    python entrypoint.py --input INPUT.json --data DATASET --output OUTDIR
+
+``INPUT.json`` is a :class:`~pht.wire.TrainInput`; ``DATASET`` a Parquet or CSV file
+(read-only; only the columns the input names are loaded); the runtime writes
+``OUTDIR/output.json``, a :class:`~pht.wire.TrainOutput`. A :class:`DisclosureError`
+becomes status ``refused``, a :class:`DataError` status ``error`` with its message; any
+other exception becomes ``error`` with a generic reason, its traceback going to stderr,
+which the station keeps in its own log and never forwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pht.errors import DataError, DisclosureError, PhtError
+from pht.wire import TrainInput, TrainOutput
+
+LocalFunction = Callable[[pd.DataFrame, TrainInput], Mapping[str, Any]]
+OUTPUT_NAME = "output.json"
+
+
+def read_columns(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    """Read only ``columns`` of a Parquet or CSV dataset."""
+    wanted = list(dict.fromkeys(columns))
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            names = set(pq.read_schema(path).names)
+            missing = [c for c in wanted if c not in names]
+            if missing:
+                raise DataError(f"dataset lacks column(s) {', '.join(missing)}")
+            return pq.read_table(path, columns=wanted).to_pandas()
+        if suffix == ".csv":
+            header = pd.read_csv(path, nrows=0).columns
+            missing = [c for c in wanted if c not in header]
+            if missing:
+                raise DataError(f"dataset lacks column(s) {', '.join(missing)}")
+            return pd.read_csv(path, usecols=wanted)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"dataset cannot be read ({type(exc).__name__})") from None
+    raise DataError(f"dataset format '{suffix}' is not supported; use .parquet or .csv")
+
+
+def execute(local: LocalFunction, train_input: TrainInput, data: Path) -> TrainOutput:
+    """Run ``local`` on the dataset and wrap the outcome as a :class:`TrainOutput`."""
+    try:
+        frame = read_columns(data, train_input.columns)
+        output = dict(local(frame, train_input))
+    except DisclosureError as exc:
+        return TrainOutput("refused", str(exc))
+    except PhtError as exc:
+        return TrainOutput("error", str(exc))
+    except Exception:  # noqa: BLE001 - the boundary: never leak a traceback upward
+        traceback.print_exc(file=sys.stderr)
+        return TrainOutput("error", "the train failed with an internal error")
+    return TrainOutput("ok", None, output)
+
+
+def run_train(local: LocalFunction, argv: Sequence[str] | None = None) -> int:
+    """Entry point of a single-round train; returns the process exit code."""
+    parser = argparse.ArgumentParser(description="pht train entrypoint")
+    parser.add_argument("--input", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    train_input = TrainInput.from_json(args.input.read_bytes())
+    result = execute(local, train_input, args.data)
+    try:
+        text = result.to_json()
+    except ValueError:
+        text = TrainOutput("error", "the train produced a non-finite number").to_json()
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / OUTPUT_NAME).write_text(text, encoding="utf-8")
+    return 0 if result.status == "ok" else 3
+
+
+def dumps(obj: Any) -> str:
+    """JSON for train outputs (no NaN/Inf)."""
+    return json.dumps(obj, allow_nan=False, sort_keys=True)

@@ -1,0 +1,165 @@
+"""Executors run a train's entrypoint under the file contract of :mod:`pht.runtime`.
+
+``Executor.run(job)`` gets the train entrypoint, the input file, the dataset and an
+output folder, and returns a :class:`JobResult` with the bytes of ``output.json``. The
+station never trusts what it gets back: it parses and checks it itself.
+
+:class:`ProcessExecutor` is the portable default: a child process of the station's own
+Python with a clean environment (no inherited variables, isolated mode), its own working
+folder, resource limits (address space, CPU seconds, file size, open files) and a hard
+wall-clock timeout after which the whole process group is killed. It keeps honest code
+honest; the sandbox against hostile code is the container executor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pht.runtime import OUTPUT_NAME
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one train run."""
+
+    timeout_seconds: float = 600.0
+    memory_bytes: int = 8 * 1024**3
+    cpu_seconds: int = 3600
+    output_bytes: int = 64 * 1024**2
+    open_files: int = 256
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of a train's entrypoint."""
+
+    entrypoint: Path
+    input_file: Path
+    dataset: Path
+    output_dir: Path
+    workdir: Path
+    limits: Limits = Limits()
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What came back from a run; ``output`` is None when no output file was written."""
+
+    returncode: int | None
+    output: bytes | None
+    elapsed_seconds: float
+    timed_out: bool
+    stderr_tail: str
+
+
+class Executor(Protocol):
+    """Runs jobs; implementations: process (here) and docker."""
+
+    name: str
+
+    def run(self, job: Job) -> JobResult:
+        """Run ``job`` to completion or timeout."""
+        ...
+
+
+def _clean_env(workdir: Path) -> dict[str, str]:
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir),
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+    }
+
+
+def read_output(output_dir: Path, max_bytes: int) -> bytes | None:
+    """Read ``output.json`` without following symlinks and within a size cap."""
+    path = output_dir / OUTPUT_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        return None
+    return data
+
+
+class ProcessExecutor:
+    """Run the entrypoint in a child Python process with a clean environment."""
+
+    name = "process"
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
+
+    def _limit(self, limits: Limits) -> None:  # runs in the child before exec
+        os.setsid()
+        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
+        resource.setrlimit(
+            resource.RLIMIT_FSIZE, (limits.output_bytes, limits.output_bytes)
+        )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    def command(self, job: Job) -> list[str]:
+        """The command line of a job."""
+        return [
+            self.python,
+            "-I",
+            str(job.entrypoint),
+            "--input",
+            str(job.input_file),
+            "--data",
+            str(job.dataset),
+            "--output",
+            str(job.output_dir),
+        ]
+
+    def run(self, job: Job) -> JobResult:
+        """Run the job; kill the process group at the timeout."""
+        job.output_dir.mkdir(parents=True, exist_ok=True)
+        stderr_path = job.workdir / "stderr.log"
+        started = time.monotonic()
+        timed_out = False
+        with open(stderr_path, "wb") as stderr:
+            proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                self.command(job),
+                cwd=job.workdir,
+                env=_clean_env(job.workdir),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                preexec_fn=lambda: self._limit(job.limits),  # noqa: PLW1509
+                close_fds=True,
+            )
+            try:
+                returncode: int | None = proc.wait(timeout=job.limits.timeout_seconds)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                returncode = None
+        elapsed = time.monotonic() - started
+        tail = stderr_path.read_bytes()[-4000:].decode("utf-8", "replace")
+        output = None if timed_out else read_output(job.output_dir, job.limits.output_bytes)
+        log.debug("process job %s ended rc=%s in %.2fs", job.entrypoint, returncode, elapsed)
+        return JobResult(returncode, output, elapsed, timed_out, tail)

@@ -1,0 +1,237 @@
+"""Typed, versioned messages between orchestrator, station and train.
+
+Station and orchestrator import each other's internals never; they talk only through
+these types, as they would across a network. Every message carries ``wire`` (the format
+version) and is validated on decode: an unknown version, a missing field or a field of
+the wrong type raises :class:`~pht.errors.ConfigError` instead of being guessed at.
+
+Messages
+--------
+:class:`TrainRef`    ``name@version`` of a train
+:class:`Request`     orchestrator -> station: run a train on a dataset
+:class:`TrainInput`  station -> train (input file): the request plus the station's limits
+:class:`TrainOutput` train -> station (output file): status and the aggregate
+:class:`Reply`       station -> orchestrator: status, reason, the released aggregate
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from pht.errors import ConfigError
+
+WIRE_VERSION = "pht.wire/1"
+Status = Literal["ok", "refused", "error"]
+STATUSES: tuple[Status, ...] = ("ok", "refused", "error")
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+
+
+@dataclass(frozen=True, order=True)
+class TrainRef:
+    """A train's name and optional exact version (``survival.km@1.0.0``)."""
+
+    name: str
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError(
+                f"train name '{self.name}' is not valid; use dotted lower-case names "
+                "such as 'survival.km'"
+            )
+        if self.version is not None and not _VERSION.match(self.version):
+            raise ConfigError(
+                f"train version '{self.version}' is not valid; use MAJOR.MINOR.PATCH"
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> TrainRef:
+        """Parse ``name`` or ``name@version``."""
+        name, _, version = text.strip().partition("@")
+        return cls(name, version or None)
+
+    def __str__(self) -> str:
+        return self.name if self.version is None else f"{self.name}@{self.version}"
+
+
+def _require(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in data:
+        raise ConfigError(f"message field '{key}' is missing")
+    value = data[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        raise ConfigError(f"message field '{key}' has the wrong type")
+    return value
+
+
+def _check_version(data: Mapping[str, Any]) -> None:
+    if data.get("wire") != WIRE_VERSION:
+        raise ConfigError(
+            f"message format {data.get('wire')!r} is not supported; expected "
+            f"{WIRE_VERSION!r} (upgrade pht on both sides)"
+        )
+
+
+def _decode(text: str | bytes, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} must be a JSON object")
+    _check_version(data)
+    return data
+
+
+def _encode(message: Any) -> str:
+    body = asdict(message)
+    body["wire"] = WIRE_VERSION
+    return json.dumps(body, sort_keys=True, allow_nan=False)
+
+
+@dataclass(frozen=True)
+class Request:
+    """Orchestrator -> station: run ``train`` on ``dataset`` with ``parameters``."""
+
+    request_id: str
+    train: str
+    train_digest: str
+    dataset: str
+    parameters: Mapping[str, Any]
+    purpose: str
+    requester: str
+    issued_at: str
+
+    @property
+    def train_ref(self) -> TrainRef:
+        """The parsed train reference."""
+        return TrainRef.parse(self.train)
+
+    def to_json(self) -> str:
+        """Canonical JSON."""
+        return _encode(self)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Request:
+        """Decode and validate."""
+        data = _decode(text, "request")
+        return cls(
+            request_id=_require(data, "request_id", str),
+            train=_require(data, "train", str),
+            train_digest=_require(data, "train_digest", str),
+            dataset=_require(data, "dataset", str),
+            parameters=_require(data, "parameters", dict),
+            purpose=_require(data, "purpose", str),
+            requester=_require(data, "requester", str),
+            issued_at=_require(data, "issued_at", str),
+        )
+
+
+@dataclass(frozen=True)
+class TrainInput:
+    """Station -> train: what to compute, on which columns, under which limits."""
+
+    request_id: str
+    train: str
+    parameters: Mapping[str, Any]
+    columns: tuple[str, ...]
+    min_count: int
+
+    def to_json(self) -> str:
+        """Canonical JSON."""
+        return _encode(self)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> TrainInput:
+        """Decode and validate."""
+        data = _decode(text, "train input")
+        columns = _require(data, "columns", list)
+        if not all(isinstance(c, str) for c in columns):
+            raise ConfigError("message field 'columns' must be a list of strings")
+        return cls(
+            request_id=_require(data, "request_id", str),
+            train=_require(data, "train", str),
+            parameters=_require(data, "parameters", dict),
+            columns=tuple(columns),
+            min_count=_require(data, "min_count", int),
+        )
+
+
+@dataclass(frozen=True)
+class TrainOutput:
+    """Train -> station: the aggregate, or why there is none."""
+
+    status: Status
+    reason: str | None = None
+    output: Mapping[str, Any] | None = None
+
+    def to_json(self) -> str:
+        """Canonical JSON (NaN and Inf are not JSON and are refused)."""
+        return _encode(self)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> TrainOutput:
+        """Decode and validate."""
+        data = _decode(text, "train output")
+        status = _require(data, "status", str)
+        if status not in STATUSES:
+            raise ConfigError(f"train output status {status!r} is not one of {STATUSES}")
+        reason = data.get("reason")
+        output = data.get("output")
+        if reason is not None and not isinstance(reason, str):
+            raise ConfigError("train output 'reason' must be a string")
+        if output is not None and not isinstance(output, dict):
+            raise ConfigError("train output 'output' must be an object")
+        if status == "ok" and output is None:
+            raise ConfigError("train output has status ok but no output")
+        return cls(status=status, reason=reason, output=output)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Station -> orchestrator: the outcome of one request at one station."""
+
+    request_id: str
+    station: str
+    status: Status
+    reason: str | None = None
+    output: Mapping[str, Any] | None = None
+    disclosure_class: str | None = None
+    executor: str | None = None
+    train_digest: str | None = None
+    elapsed_seconds: float | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the station released an aggregate."""
+        return self.status == "ok"
+
+    def to_json(self) -> str:
+        """Canonical JSON."""
+        return _encode(self)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Reply:
+        """Decode and validate."""
+        data = _decode(text, "reply")
+        status = _require(data, "status", str)
+        if status not in STATUSES:
+            raise ConfigError(f"reply status {status!r} is not one of {STATUSES}")
+        return cls(
+            request_id=_require(data, "request_id", str),
+            station=_require(data, "station", str),
+            status=status,
+            reason=data.get("reason"),
+            output=data.get("output"),
+            disclosure_class=data.get("disclosure_class"),
+            executor=data.get("executor"),
+            train_digest=data.get("train_digest"),
+            elapsed_seconds=data.get("elapsed_seconds"),
+            details=data.get("details") or {},
+        )

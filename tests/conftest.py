@@ -1,0 +1,91 @@
+"""Shared fixtures: build small networks from data frames, run studies end to end."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from pht.manifest import Catalogue
+
+
+def write_network(
+    root: Path,
+    frames: Mapping[str, pd.DataFrame],
+    *,
+    dataset: str = "melanoma",
+    min_cell_size: int = 10,
+    fmt: str = "parquet",
+    policy: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write one data file per station, a policy and network.yaml; return its path."""
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    policy_doc = dict(
+        policy
+        or {
+            "min_cell_size": min_cell_size,
+            "disclosure_classes": ["aggregate", "model", "event_table"],
+            "purposes": ["package-management/reassessment"],
+        }
+    )
+    (root / "policy.yaml").write_text(yaml.safe_dump(policy_doc), encoding="utf-8")
+    stations = []
+    for station_id, frame in frames.items():
+        path = root / "data" / f"{station_id}.{fmt}"
+        if fmt == "parquet":
+            frame.to_parquet(path, index=False)
+        else:
+            frame.to_csv(path, index=False)
+        stations.append(
+            {
+                "id": station_id,
+                "name": f"Station {station_id}",
+                "datasets": [{"id": dataset, "path": f"data/{station_id}.{fmt}"}],
+                "policy": "policy.yaml",
+            }
+        )
+    network = root / "network.yaml"
+    network.write_text(yaml.safe_dump({"stations": stations}), encoding="utf-8")
+    return network
+
+
+def write_study(root: Path, **fields: Any) -> Path:
+    """Write study.yaml with sensible defaults overridden by ``fields``."""
+    doc: dict[str, Any] = {
+        "question": "Does survival differ between groups?",
+        "purpose": "package-management/reassessment",
+        "train": "survival.km",
+        "dataset": "melanoma",
+        "parameters": {"time": "os_days", "event": "death", "group": "regimen"},
+    }
+    doc.update(fields)
+    doc = {k: v for k, v in doc.items() if v is not None}
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def run_embedded(study: Path, network: Path) -> dict[str, Any]:
+    """Run a study through the embedded engine and return the result dict."""
+    from pht.orchestrator.config import load_network, load_study
+    from pht.orchestrator.engine import EmbeddedEngine
+    from pht.orchestrator.run import run_study
+
+    catalogue = Catalogue()
+    net = load_network(network)
+    st = load_study(study, catalogue, net)
+    return run_study(st, net, EmbeddedEngine(net, catalogue))
+
+
+@pytest.fixture(scope="session")
+def lung() -> pd.DataFrame:
+    """lifelines' real NCCTG lung data, with institution and complete time/status."""
+    from lifelines.datasets import load_lung
+
+    frame = load_lung().dropna(subset=["inst"]).reset_index(drop=True)
+    frame["inst"] = frame["inst"].astype(int)
+    return frame
