@@ -32,6 +32,10 @@ def _progress(station: str, event: str, reply: Reply | None) -> None:
     if event == "started":
         console.print(f"  [cyan]{station:<8}[/] running ...")
         return
+    if event == "opened" and reply is not None and reply.ok:
+        n = (reply.output or {}).get("n")
+        console.print(f"  [green]{station:<8}[/] session open, n={n}")
+        return
     assert reply is not None
     took = f" ({reply.elapsed_seconds:.1f} s)" if reply.elapsed_seconds else ""
     if reply.ok:
@@ -65,8 +69,12 @@ def _run(study_path: Path, network_path: Path, out_dir: Path) -> Path:
 
 @app.command()
 def synth(
-    out_dir: Annotated[Path, typer.Option("--out", help="folder for the Parquet files")],
-    seed: Annotated[int, typer.Option(help="random seed (same seed, same data)")] = 2026,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="folder for the Parquet files")
+    ],
+    seed: Annotated[
+        int, typer.Option(help="random seed (same seed, same data)")
+    ] = 2026,
     patients: Annotated[
         int, typer.Option(help="patients over all three stations", min=30)
     ] = 9000,

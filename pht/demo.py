@@ -53,7 +53,9 @@ def network_yaml(stations: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def create_demo(root: Path, seed: int = 2026, patients: int = synth.DEFAULT_PATIENTS) -> Demo:
+def create_demo(
+    root: Path, seed: int = 2026, patients: int = synth.DEFAULT_PATIENTS
+) -> Demo:
     """Write synthetic data, the default policy, ``network.yaml`` and ``study.yaml``."""
     root.mkdir(parents=True, exist_ok=True)
     synth.write(root / "data", seed=seed, patients=patients)

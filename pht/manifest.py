@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,12 +35,14 @@ from pht.wire import TrainRef
 
 DISCLOSURE_CLASSES = ("aggregate", "model", "event_table")
 COLUMN_KINDS = ("numeric", "binary", "categorical")
-PARAM_TYPES = ("column", "columns", "number", "integer", "string", "boolean")
+PARAM_TYPES = ("column", "columns", "number", "integer", "string", "boolean", "mapping")
 
 TRAINS_DIR = Path(__file__).resolve().parent.parent / "train_images"
 """The train catalogue shipped with this checkout."""
 
-ParamType = Literal["column", "columns", "number", "integer", "string", "boolean"]
+ParamType = Literal[
+    "column", "columns", "number", "integer", "string", "boolean", "mapping"
+]
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,13 @@ class ParamSpec:
             if len(set(value)) != len(value):
                 return "lists a column twice"
             return None
+        if self.type == "mapping":
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str | int) and not isinstance(v, bool)
+                for k, v in value.items()
+            ):
+                return "expected a mapping of names to values, e.g. {regimen: standard}"
+            return None
         if self.type == "boolean":
             return None if isinstance(value, bool) else "expected true or false"
         numeric = isinstance(value, int | float) and not isinstance(value, bool)
@@ -97,6 +106,15 @@ class Manifest:
     rounds: Literal["single", "iterative"]
     parameters: Mapping[str, ParamSpec]
     output_class: str
+    output_class_by: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def output_class_for(self, parameters: Mapping[str, Any]) -> str:
+        """The disclosure class of the outputs for these parameters."""
+        for name, by_value in self.output_class_by.items():
+            value = parameters.get(name)
+            if isinstance(value, str) and value in by_value:
+                return by_value[value]
+        return self.output_class
 
     @property
     def ref(self) -> TrainRef:
@@ -193,6 +211,15 @@ def _param(name: str, node: yamlcfg.Node) -> ParamSpec:
     )
 
 
+def _disclosure_class(node: yamlcfg.Node) -> str:
+    value = node.as_str()
+    if value not in DISCLOSURE_CLASSES:
+        raise node.error(
+            f"disclosure class must be one of {', '.join(DISCLOSURE_CLASSES)}"
+        )
+    return value
+
+
 def load_manifest(path: Path) -> Manifest:
     """Parse and validate a ``manifest.yaml``."""
     root = yamlcfg.load(path).mapping(
@@ -206,12 +233,18 @@ def load_manifest(path: Path) -> Manifest:
         key: _param(key, node)
         for key, node in root.require("parameters").raw_mapping_nodes()
     }
-    output = root.require("output").mapping({"class"})
-    output_class = output.require("class").as_str()
-    if output_class not in DISCLOSURE_CLASSES:
-        raise output.require("class").error(
-            f"disclosure class must be one of {', '.join(DISCLOSURE_CLASSES)}"
-        )
+    output = root.require("output").mapping({"class", "class_by"})
+    output_class = _disclosure_class(output.require("class"))
+    class_by: dict[str, dict[str, str]] = {}
+    by_node = output.get("class_by")
+    if by_node is not None:
+        for param, values in by_node.raw_mapping_nodes():
+            if param not in params:
+                raise values.error(f"'{param}' is not a declared parameter")
+            class_by[param] = {
+                value: _disclosure_class(node)
+                for value, node in values.raw_mapping_nodes()
+            }
     return Manifest(
         name=ref.name,
         version=str(ref.version),
@@ -219,6 +252,7 @@ def load_manifest(path: Path) -> Manifest:
         rounds=rounds,  # type: ignore[arg-type]
         parameters=params,
         output_class=output_class,
+        output_class_by=class_by,
     )
 
 
@@ -240,7 +274,9 @@ class Catalogue:
         self._packages: dict[str, list[TrainPackage]] = {}
         if not root.is_dir():
             raise ConfigError(f"{root}: train catalogue folder not found")
-        for folder in sorted(p for p in root.iterdir() if (p / "manifest.yaml").is_file()):
+        for folder in sorted(
+            p for p in root.iterdir() if (p / "manifest.yaml").is_file()
+        ):
             package = load_package(folder)
             self._packages.setdefault(package.manifest.name, []).append(package)
 

@@ -92,3 +92,82 @@ def run_train(local: LocalFunction, argv: Sequence[str] | None = None) -> int:
 def dumps(obj: Any) -> str:
     """JSON for train outputs (no NaN/Inf)."""
     return json.dumps(obj, allow_nan=False, sort_keys=True)
+
+
+class Session:
+    """A station-side state kept alive across rounds of an iterative train."""
+
+    def opened(self) -> Mapping[str, Any]:
+        """The aggregate returned when the session opens (round 0)."""
+        raise PhtError("an iterative train must describe its data when it opens")
+
+    def round(self, message: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Answer one round message with an aggregate."""
+        raise PhtError("an iterative train must answer rounds")
+
+
+OpenFunction = Callable[[pd.DataFrame, TrainInput], Session]
+
+
+def _answer(call: Callable[[], Mapping[str, Any]]) -> TrainOutput:
+    try:
+        return TrainOutput("ok", None, dict(call()))
+    except DisclosureError as exc:
+        return TrainOutput("refused", str(exc))
+    except PhtError as exc:
+        return TrainOutput("error", str(exc))
+    except Exception:  # noqa: BLE001 - the boundary: never leak a traceback upward
+        traceback.print_exc(file=sys.stderr)
+        return TrainOutput("error", "the train failed with an internal error")
+
+
+def _send(channel: Any, output: TrainOutput) -> None:
+    try:
+        text = output.to_json()
+    except ValueError:
+        text = TrainOutput("error", "the train produced a non-finite number").to_json()
+    channel.write(text.encode("utf-8") + b"\n")
+    channel.flush()
+
+
+def run_session(open_session: OpenFunction, argv: Sequence[str] | None = None) -> int:
+    """Entry point of an iterative train: one process for all rounds.
+
+    The protocol runs over the process's original stdin/stdout, one JSON document per
+    line: the train first writes a :class:`TrainOutput` for opening the session, then
+    answers each line it reads (``{"op": ..., ...}``) with one :class:`TrainOutput`
+    line, until stdin closes or ``{"op": "close"}`` arrives. The train's own ``print``
+    goes to stderr, so it cannot corrupt the protocol.
+    """
+    parser = argparse.ArgumentParser(description="pht iterative train entrypoint")
+    parser.add_argument("--input", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=False)
+    args = parser.parse_args(argv)
+    import os
+
+    channel = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    train_input = TrainInput.from_json(args.input.read_bytes())
+    state: list[Session] = []
+
+    def opened() -> Mapping[str, Any]:
+        frame = read_columns(args.data, train_input.columns)
+        state.append(open_session(frame, train_input))
+        return state[0].opened()
+
+    first = _answer(opened)
+    _send(channel, first)
+    if first.status != "ok":
+        return 3
+    for line in sys.stdin.buffer:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            _send(channel, TrainOutput("error", "round message is not valid JSON"))
+            continue
+        if not isinstance(message, dict) or message.get("op") == "close":
+            break
+        _send(channel, _answer(lambda m=message: state[0].round(m)))
+    return 0

@@ -180,7 +180,9 @@ class TrainOutput:
         data = _decode(text, "train output")
         status = _require(data, "status", str)
         if status not in STATUSES:
-            raise ConfigError(f"train output status {status!r} is not one of {STATUSES}")
+            raise ConfigError(
+                f"train output status {status!r} is not one of {STATUSES}"
+            )
         reason = data.get("reason")
         output = data.get("output")
         if reason is not None and not isinstance(reason, str):

@@ -48,7 +48,9 @@ def error_line(err: str) -> str:
 
 def test_good_study_runs(tmp_path, net, capsys) -> None:
     study = write_study(tmp_path)
-    code, err = run_cli(capsys, "run", study, "--network", net, "--out", tmp_path / "out")
+    code, err = run_cli(
+        capsys, "run", study, "--network", net, "--out", tmp_path / "out"
+    )
     assert code == 0, err
     assert (tmp_path / "out" / "result.json").is_file()
 
@@ -75,7 +77,9 @@ def test_unknown_network_key(tmp_path, capsys) -> None:
     doc["stations"][1]["exectuor"] = "process"
     network.write_text(yaml.safe_dump(doc))
     study = write_study(tmp_path)
-    code, err = run_cli(capsys, "run", study, "--network", network, "--out", tmp_path / "o")
+    code, err = run_cli(
+        capsys, "run", study, "--network", network, "--out", tmp_path / "o"
+    )
     line = error_line(err)
     assert "network.yaml:" in line and "stations[1].exectuor" in line
 
@@ -84,7 +88,9 @@ def test_missing_dataset_file(tmp_path, capsys) -> None:
     network = write_network(tmp_path, frames())
     (tmp_path / "data" / "s2.parquet").unlink()
     study = write_study(tmp_path)
-    code, err = run_cli(capsys, "run", study, "--network", network, "--out", tmp_path / "o")
+    code, err = run_cli(
+        capsys, "run", study, "--network", network, "--out", tmp_path / "o"
+    )
     line = error_line(err)
     assert code == 2 and "data/s2.parquet" in line and "not found" in line
 
@@ -108,7 +114,9 @@ def test_wrong_column_type(tmp_path, capsys) -> None:
     data["s1"]["os_days"] = data["s1"]["os_days"].astype(str)
     network = write_network(tmp_path, data)
     study = write_study(tmp_path)
-    code, err = run_cli(capsys, "run", study, "--network", network, "--out", tmp_path / "o")
+    code, err = run_cli(
+        capsys, "run", study, "--network", network, "--out", tmp_path / "o"
+    )
     line = error_line(err)
     assert code == 3 and "column 'os_days'" in line and "must be numeric" in line
     assert "station s1" in line
@@ -119,7 +127,9 @@ def test_event_column_with_other_values(tmp_path, capsys) -> None:
     data["s2"]["death"] = data["s2"]["death"] + 1
     network = write_network(tmp_path, data)
     study = write_study(tmp_path)
-    code, err = run_cli(capsys, "run", study, "--network", network, "--out", tmp_path / "o")
+    code, err = run_cli(
+        capsys, "run", study, "--network", network, "--out", tmp_path / "o"
+    )
     assert code == 3 and "event column must hold only 0" in error_line(err)
 
 
@@ -127,7 +137,9 @@ def test_unknown_train(tmp_path, net, capsys) -> None:
     study = write_study(tmp_path, train="survival.kmx")
     code, err = run_cli(capsys, "run", study, "--network", net, "--out", tmp_path / "o")
     line = error_line(err)
-    assert code == 2 and "unknown train 'survival.kmx'" in line and "survival.km" in line
+    assert (
+        code == 2 and "unknown train 'survival.kmx'" in line and "survival.km" in line
+    )
 
 
 def test_unknown_train_version(tmp_path, net, capsys) -> None:
@@ -140,7 +152,11 @@ def test_unknown_station(tmp_path, net, capsys) -> None:
     study = write_study(tmp_path, stations=["s1", "s9"])
     code, err = run_cli(capsys, "run", study, "--network", net, "--out", tmp_path / "o")
     line = error_line(err)
-    assert code == 2 and "stations[1]: unknown station 's9'" in line and "s1, s2, s3" in line
+    assert (
+        code == 2
+        and "stations[1]: unknown station 's9'" in line
+        and "s1, s2, s3" in line
+    )
 
 
 def test_wrong_parameter_type_and_missing_parameter(tmp_path, net, capsys) -> None:
@@ -158,16 +174,16 @@ def test_group_with_a_single_level(tmp_path, net, capsys) -> None:
     study = write_study(
         tmp_path, parameters={"time": "os_days", "event": "death", "group": "site"}
     )
-    code, err = run_cli(
-        capsys, "run", study, "--network", net, "--out", tmp_path / "o"
-    )
+    code, err = run_cli(capsys, "run", study, "--network", net, "--out", tmp_path / "o")
     assert code == 0  # three sites over three stations: three groups
     data = frames()
     for frame in data.values():
         frame["regimen"] = "standard"
     network = write_network(tmp_path / "single", data)
     study = write_study(tmp_path / "single")
-    code, err = run_cli(capsys, "run", study, "--network", network, "--out", tmp_path / "o2")
+    code, err = run_cli(
+        capsys, "run", study, "--network", network, "--out", tmp_path / "o2"
+    )
     line = error_line(err)
     assert code == 3 and "'regimen' has patients in only one level" in line
 
@@ -179,7 +195,9 @@ def test_empty_group_everywhere_is_refused(tmp_path, capsys) -> None:
         frame["regimen"] = frame["regimen"].astype("string")
     network = write_network(tmp_path, data)
     study = write_study(tmp_path)
-    code, err = run_cli(capsys, "run", study, "--network", network, "--out", tmp_path / "o")
+    code, err = run_cli(
+        capsys, "run", study, "--network", network, "--out", tmp_path / "o"
+    )
     line = error_line(err)
     assert code == 4 and "no station took part" in line and "fewer than 10" in line
 
@@ -188,7 +206,9 @@ def test_bad_policy_key_names_file_and_line(tmp_path, capsys) -> None:
     network = write_network(tmp_path, frames())
     (tmp_path / "policy.yaml").write_text("min_cell_size: 10\nmin_cel_size: 3\n")
     study = write_study(tmp_path)
-    code, err = run_cli(capsys, "run", study, "--network", network, "--out", tmp_path / "o")
+    code, err = run_cli(
+        capsys, "run", study, "--network", network, "--out", tmp_path / "o"
+    )
     line = error_line(err)
     assert code == 2 and "policy.yaml:2" in line and "min_cel_size" in line
 
@@ -206,12 +226,20 @@ def test_failed_run_keeps_the_previous_result(tmp_path, net, capsys) -> None:
 
 def test_verbose_shows_the_traceback(tmp_path, net, capsys) -> None:
     study = write_study(tmp_path, train="survival.kmx")
-    code, err = run_cli(capsys, "-v", "run", study, "--network", net, "--out", tmp_path / "o")
+    code, err = run_cli(
+        capsys, "-v", "run", study, "--network", net, "--out", tmp_path / "o"
+    )
     assert code == 2 and "Traceback" in err
 
 
 def test_every_command_has_help(capsys) -> None:
-    for command in (["--help"], ["run", "--help"], ["synth", "--help"], ["demo", "--help"],
-                    ["validate", "--help"], ["trains", "list", "--help"]):
+    for command in (
+        ["--help"],
+        ["run", "--help"],
+        ["synth", "--help"],
+        ["demo", "--help"],
+        ["validate", "--help"],
+        ["trains", "list", "--help"],
+    ):
         assert main(command) == 0
         assert "Usage" in capsys.readouterr().out

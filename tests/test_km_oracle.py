@@ -30,13 +30,23 @@ TEST_TOL = 1e-9
 def km_max_diff(curve: Mapping[str, Any], time: Any, event: Any) -> float:
     """Largest |difference| of survival and both CI bounds against lifelines."""
     kmf = KaplanMeierFitter().fit(np.asarray(time), np.asarray(event))  # the oracle
-    assert np.array_equal(kmf.survival_function_.index.to_numpy(), np.asarray(curve["time"]))
+    assert np.array_equal(
+        kmf.survival_function_.index.to_numpy(), np.asarray(curve["time"])
+    )
     ci = kmf.confidence_interval_.to_numpy()
-    assert np.array_equal(kmf.event_table["at_risk"].to_numpy(), np.asarray(curve["at_risk"]))
-    assert np.array_equal(kmf.event_table["observed"].to_numpy(), np.asarray(curve["events"]))
+    assert np.array_equal(
+        kmf.event_table["at_risk"].to_numpy(), np.asarray(curve["at_risk"])
+    )
+    assert np.array_equal(
+        kmf.event_table["observed"].to_numpy(), np.asarray(curve["events"])
+    )
     lifelines_median = kmf.median_survival_time_
     ci_median = median_survival_times(kmf.confidence_interval_).to_numpy().ravel()
-    ours = [curve["median"].estimate, curve["median"].ci_lower, curve["median"].ci_upper]
+    ours = [
+        curve["median"].estimate,
+        curve["median"].ci_lower,
+        curve["median"].ci_upper,
+    ]
     assert np.allclose(ours, [lifelines_median, *ci_median], equal_nan=True)
     return float(
         max(
@@ -47,7 +57,9 @@ def km_max_diff(curve: Mapping[str, Any], time: Any, event: Any) -> float:
     )
 
 
-def station_tables(frame: pd.DataFrame, by: str, group: str) -> list[GroupedEventTables]:
+def station_tables(
+    frame: pd.DataFrame, by: str, group: str
+) -> list[GroupedEventTables]:
     return [
         GroupedEventTables(
             {
@@ -66,14 +78,20 @@ def test_km_equals_lifelines_on_lung_split_by_institution(lung: pd.DataFrame) ->
     for sex, curve in pooled.curves.items():
         rows = lung[lung["sex"].astype(str) == sex]
         as_dict = {
-            "time": curve.time, "survival": curve.survival, "ci_lower": curve.ci_lower,
-            "ci_upper": curve.ci_upper, "at_risk": curve.at_risk, "events": curve.events,
+            "time": curve.time,
+            "survival": curve.survival,
+            "ci_lower": curve.ci_lower,
+            "ci_upper": curve.ci_upper,
+            "at_risk": curve.at_risk,
+            "events": curve.events,
             "median": curve.median,
         }
         assert km_max_diff(as_dict, rows["time"], rows["status"]) <= KM_TOL
 
 
-def test_logrank_equals_lifelines_multivariate_logrank_on_lung(lung: pd.DataFrame) -> None:
+def test_logrank_equals_lifelines_multivariate_logrank_on_lung(
+    lung: pd.DataFrame,
+) -> None:
     oracle = multivariate_logrank_test(lung["time"], lung["sex"], lung["status"])
     ours = pool_km(station_tables(lung, "inst", "sex")).logrank
     assert ours is not None and ours.df == 1 and not ours.stratified
@@ -81,9 +99,13 @@ def test_logrank_equals_lifelines_multivariate_logrank_on_lung(lung: pd.DataFram
     assert abs(ours.p_value - oracle.p_value) <= TEST_TOL
 
 
-def test_stratified_logrank_equals_statsmodels_survdiff_on_lung(lung: pd.DataFrame) -> None:
+def test_stratified_logrank_equals_statsmodels_survdiff_on_lung(
+    lung: pd.DataFrame,
+) -> None:
     statistic, p_value = survdiff(
-        lung["time"].to_numpy(), lung["status"].to_numpy(), lung["sex"].to_numpy(),
+        lung["time"].to_numpy(),
+        lung["status"].to_numpy(),
+        lung["sex"].to_numpy(),
         strata=lung["inst"].to_numpy(),
     )
     ours = pool_km(station_tables(lung, "inst", "sex")).logrank_stratified
@@ -100,7 +122,9 @@ def test_three_group_logrank_equals_lifelines_on_lung_ecog(lung: pd.DataFrame) -
     assert ours is not None and ours.df == 2
     assert abs(ours.statistic - oracle.test_statistic) <= TEST_TOL
     statistic, _ = survdiff(
-        frame["time"].to_numpy(), frame["status"].to_numpy(), frame["ecog"].to_numpy(),
+        frame["time"].to_numpy(),
+        frame["status"].to_numpy(),
+        frame["ecog"].to_numpy(),
         strata=frame["inst"].to_numpy(),
     )
     stratified = pool_km(station_tables(frame, "inst", "ecog")).logrank_stratified
@@ -113,13 +137,20 @@ def test_km_handles_events_at_time_zero_and_total_death() -> None:
     event = np.array([1, 0, 1, 1, 1, 1])
     curve = kaplan_meier(EventTable.from_rows(time, event))
     kmf = KaplanMeierFitter().fit(time, event)  # oracle
-    assert np.allclose(curve.survival, kmf.survival_function_.to_numpy()[:, 0], atol=1e-15)
-    assert np.allclose(curve.ci_lower, kmf.confidence_interval_.to_numpy()[:, 0], atol=1e-15)
+    assert np.allclose(
+        curve.survival, kmf.survival_function_.to_numpy()[:, 0], atol=1e-15
+    )
+    assert np.allclose(
+        curve.ci_lower, kmf.confidence_interval_.to_numpy()[:, 0], atol=1e-15
+    )
 
 
 def test_merge_event_tables_equals_table_of_concatenated_rows() -> None:
     rng = np.random.default_rng(7)
-    parts = [(rng.integers(1, 30, 40).astype(float), rng.integers(0, 2, 40)) for _ in range(4)]
+    parts = [
+        (rng.integers(1, 30, 40).astype(float), rng.integers(0, 2, 40))
+        for _ in range(4)
+    ]
     merged = merge_event_tables([EventTable.from_rows(t, e) for t, e in parts])
     whole = EventTable.from_rows(
         np.concatenate([t for t, _ in parts]), np.concatenate([e for _, e in parts])
@@ -143,9 +174,13 @@ def test_local_event_tables_refuses_small_groups() -> None:
 
 def test_end_to_end_km_equals_lifelines_on_lung_by_institution(tmp_path, lung) -> None:
     frames = {f"inst{i}": part for i, part in lung.groupby("inst")}
-    network = write_network(tmp_path, frames, dataset="lung", min_cell_size=5, fmt="csv")
+    network = write_network(
+        tmp_path, frames, dataset="lung", min_cell_size=5, fmt="csv"
+    )
     study = write_study(
-        tmp_path, dataset="lung", parameters={"time": "time", "event": "status", "group": "sex"}
+        tmp_path,
+        dataset="lung",
+        parameters={"time": "time", "event": "status", "group": "sex"},
     )
     result = run_embedded(study, network)
     took_part = [s["id"] for s in result["stations"] if s["participated"]]
@@ -163,7 +198,10 @@ def test_end_to_end_km_equals_lifelines_on_lung_by_institution(tmp_path, lung) -
     assert abs(result["logrank"]["statistic"] - oracle.test_statistic) <= TEST_TOL
     inst = np.concatenate([[s] * len(frames[s]) for s in took_part])
     statistic, _ = survdiff(
-        rows["time"].to_numpy(), rows["status"].to_numpy(), rows["sex"].to_numpy(), strata=inst
+        rows["time"].to_numpy(),
+        rows["status"].to_numpy(),
+        rows["sex"].to_numpy(),
+        strata=inst,
     )
     assert abs(result["logrank_stratified"]["statistic"] - statistic) <= TEST_TOL
 
@@ -172,4 +210,9 @@ def _median(curve: Mapping[str, Any]) -> Any:
     from pht.algorithms.km import MedianSurvival
 
     m = curve["median"]
-    return MedianSurvival(*(np.inf if m[k] is None else m[k] for k in ("estimate", "ci_lower", "ci_upper")))
+    return MedianSurvival(
+        *(
+            np.inf if m[k] is None else m[k]
+            for k in ("estimate", "ci_lower", "ci_upper")
+        )
+    )

@@ -87,9 +87,7 @@ class EventTable:
         return int(self.events.sum())
 
     @classmethod
-    def from_rows(
-        cls, time: npt.ArrayLike, event: npt.ArrayLike
-    ) -> EventTable:
+    def from_rows(cls, time: npt.ArrayLike, event: npt.ArrayLike) -> EventTable:
         """Tabulate rows (duration, event indicator 0/1) into an event table."""
         t = np.asarray(time, dtype=np.float64)
         e = np.asarray(event).astype(np.int64)
@@ -373,7 +371,8 @@ def logrank_test(
         weighted = r * np.sqrt(factor)
         cov += np.diag((r * d_tot * shrink / r_tot).sum(axis=1)) - weighted @ weighted.T
     head = slice(0, k - 1)
-    statistic = float(u[head] @ np.linalg.solve(cov[head, head], u[head]))
+    # pseudo-inverse as lifelines: a group without events at risk gives a singular V
+    statistic = float(u[head] @ np.linalg.pinv(cov[head, head]) @ u[head])
     df = k - 1
     return LogRankResult(
         statistic=statistic,

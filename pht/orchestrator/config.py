@@ -141,7 +141,9 @@ def load_network(path: Path) -> Network:
     for item in items:
         entry = _station(item, path.parent)
         if entry.id in stations:
-            raise item.error(f"station '{entry.id}' is listed twice; ids must be unique")
+            raise item.error(
+                f"station '{entry.id}' is listed twice; ids must be unique"
+            )
         stations[entry.id] = entry
     return Network(path, stations)
 
@@ -151,7 +153,15 @@ def load_study(
 ) -> Study:
     """Parse ``study.yaml``, resolve its train and check it against the network."""
     root = yamlcfg.load(path).mapping(
-        {"question", "purpose", "train", "dataset", "stations", "parameters", "requester"}
+        {
+            "question",
+            "purpose",
+            "train",
+            "dataset",
+            "stations",
+            "parameters",
+            "requester",
+        }
     )
     question = root.require("question").as_str()
     purpose_node = root.require("purpose")

@@ -9,22 +9,24 @@ same :class:`Engine` protocol.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
 
 from pht.errors import ConfigError
 from pht.manifest import Catalogue
 from pht.orchestrator.config import Network
 from pht.station import ProcessExecutor, Station, StationConfig, load_policy
+from pht.station.station import StationSession
 from pht.station.executors import Executor
 from pht.wire import Reply, Request
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, str, Reply | None], None]
-"""Called as ``(station_id, "started" | "finished", reply)``."""
+"""Called as ``(station_id, "started" | "finished" | "opened", reply)``."""
 
 
 class Engine(Protocol):
@@ -36,6 +38,12 @@ class Engine(Protocol):
         self, requests: Mapping[str, Request], progress: ProgressCallback | None = None
     ) -> dict[str, Reply]:
         """Send each request to its station; return the replies by station id."""
+        ...
+
+    def open_sessions(
+        self, requests: Mapping[str, Request], progress: ProgressCallback | None = None
+    ) -> SessionGroup:
+        """Open an iterative session at each station."""
         ...
 
 
@@ -68,7 +76,9 @@ class EmbeddedEngine:
                 config, _executor(entry.executor), self._catalogue
             )
 
-    def _one(self, station_id: str, wire: str, progress: ProgressCallback | None) -> str:
+    def _one(
+        self, station_id: str, wire: str, progress: ProgressCallback | None
+    ) -> str:
         if progress:
             progress(station_id, "started", None)
         reply = self._stations[station_id].handle(Request.from_json(wire))
@@ -92,3 +102,78 @@ class EmbeddedEngine:
                 for station_id, req in requests.items()
             }
             return {s: Reply.from_json(f.result()) for s, f in futures.items()}
+
+    def open_sessions(
+        self, requests: Mapping[str, Request], progress: ProgressCallback | None = None
+    ) -> SessionGroup:
+        """Open a session per station; each keeps one train process for all rounds."""
+        sessions: dict[str, StationSession] = {}
+        pool = ThreadPoolExecutor(max_workers=max(1, len(requests)))
+
+        def open_one(station_id: str, wire: str) -> str:
+            if progress:
+                progress(station_id, "started", None)
+            reply, session = self._stations[station_id].open_session(
+                Request.from_json(wire)
+            )
+            if session is not None:
+                sessions[station_id] = session
+            encoded = reply.to_json()
+            if progress:
+                progress(station_id, "opened", Reply.from_json(encoded))
+            return encoded
+
+        futures = {
+            s: pool.submit(open_one, s, r.to_json()) for s, r in requests.items()
+        }
+        opened = {s: Reply.from_json(f.result()) for s, f in futures.items()}
+
+        def run_round(messages: Mapping[str, Mapping[str, Any]]) -> dict[str, Reply]:
+            wires = {s: json.dumps(dict(m), allow_nan=False) for s, m in messages.items()}
+            done = {
+                s: pool.submit(lambda s=s, w=w: sessions[s].round(json.loads(w)).to_json())
+                for s, w in wires.items()
+            }
+            return {s: Reply.from_json(f.result()) for s, f in done.items()}
+
+        def close() -> None:
+            for session in sessions.values():
+                session.close()
+            pool.shutdown(wait=True)
+
+        return SessionGroup(opened, run_round, close)
+
+
+class SessionGroup:
+    """Live iterative sessions at several stations; rounds run concurrently."""
+
+    def __init__(
+        self,
+        opened: dict[str, Reply],
+        run_round: Callable[[Mapping[str, Mapping[str, Any]]], dict[str, Reply]],
+        close: Callable[[], None],
+    ) -> None:
+        self.opened = opened
+        self._round = run_round
+        self._close = close
+        self.rounds = 0
+
+    @property
+    def active(self) -> list[str]:
+        """Stations whose session is open."""
+        return [s for s, r in self.opened.items() if r.ok]
+
+    def round(self, messages: Mapping[str, Mapping[str, Any]]) -> dict[str, Reply]:
+        """Send one message per station; return their replies."""
+        self.rounds += 1
+        return self._round(messages)
+
+    def close(self) -> None:
+        """End every session."""
+        self._close()
+
+    def __enter__(self) -> SessionGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -20,6 +20,7 @@ from pht import __version__
 from pht.errors import DataError, PolicyError
 from pht.orchestrator.config import Network, Study
 from pht.orchestrator.engine import Engine, ProgressCallback
+from pht.orchestrator.drivers import driver_for
 from pht.orchestrator.pooling import pooler_for
 from pht.wire import Reply, Request
 
@@ -73,6 +74,24 @@ def _station_rows(
     return rows
 
 
+def _check_participation(
+    study: Study, replies: Mapping[str, Reply]
+) -> dict[str, Mapping[str, Any]]:
+    """Raise on station errors or when nobody took part; return released outputs."""
+    errors = [r for r in replies.values() if r.status == "error"]
+    if errors:
+        first = errors[0]
+        raise DataError(
+            f"station {first.station}: {first.reason}; fix {study.source.name} "
+            "(parameters, or leave the station out under 'stations') and run again"
+        )
+    released = {s: r.output for s, r in replies.items() if r.ok and r.output is not None}
+    if not released:
+        reasons = "; ".join(f"{s}: {r.reason}" for s, r in replies.items())
+        raise PolicyError(f"no station took part ({reasons})")
+    return released
+
+
 def run_study(
     study: Study,
     network: Network,
@@ -82,19 +101,18 @@ def run_study(
     """Dispatch the study's train and pool the released aggregates into a result."""
     manifest = study.train.manifest
     requests = plan_requests(study, network)
-    replies = engine.dispatch(requests, progress)
-    errors = [r for r in replies.values() if r.status == "error"]
-    if errors:
-        first = errors[0]
-        raise DataError(
-            f"station {first.station}: {first.reason}; fix {study.source.name} "
-            "(parameters or dataset) and run again"
-        )
-    released = {s: r.output for s, r in replies.items() if r.ok and r.output is not None}
-    if not released:
-        reasons = "; ".join(f"{s}: {r.reason}" for s, r in replies.items())
-        raise PolicyError(f"no station took part ({reasons})")
-    sections = pooler_for(manifest.name)(released, study.parameters)
+    if manifest.rounds == "iterative":
+        driver = driver_for(manifest.name)
+        with engine.open_sessions(requests, progress) as group:
+            replies = group.opened
+            _check_participation(study, replies)
+            sections = driver(group, study.parameters)
+            rounds = group.rounds + 1
+    else:
+        replies = engine.dispatch(requests, progress)
+        released = _check_participation(study, replies)
+        sections = pooler_for(manifest.name)(released, study.parameters)
+        rounds = 1
     return {
         "train": str(manifest.ref),
         "train_digest": study.train.digest,
@@ -111,7 +129,8 @@ def run_study(
             "study_file": str(study.source),
             "network_file": str(network.source),
             "requester": study.requester,
-            "disclosure_class": manifest.output_class,
+            "disclosure_class": manifest.output_class_for(study.parameters),
+            "rounds": rounds,
             "requests": [
                 {
                     "station": s,

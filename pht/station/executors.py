@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import selectors
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from pht.runtime import OUTPUT_NAME
 
@@ -63,6 +64,22 @@ class JobResult:
     stderr_tail: str
 
 
+class Channel(Protocol):
+    """A live train session: one line of JSON out, one line back, per round."""
+
+    def receive(self, timeout: float) -> bytes | None:
+        """The next line from the train, or None on timeout, exit or oversize."""
+        ...
+
+    def send(self, line: bytes) -> None:
+        """Send one line to the train."""
+        ...
+
+    def close(self) -> str:
+        """End the session (kill if needed); return the tail of the train's stderr."""
+        ...
+
+
 class Executor(Protocol):
     """Runs jobs; implementations: process (here) and docker."""
 
@@ -70,6 +87,10 @@ class Executor(Protocol):
 
     def run(self, job: Job) -> JobResult:
         """Run ``job`` to completion or timeout."""
+        ...
+
+    def start(self, job: Job) -> Channel:
+        """Start ``job`` as a long-lived session for an iterative train."""
         ...
 
 
@@ -112,12 +133,18 @@ class ProcessExecutor:
 
     def _limit(self, limits: Limits) -> None:  # runs in the child before exec
         os.setsid()
-        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
+        resource.setrlimit(
+            resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes)
+        )
+        resource.setrlimit(
+            resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds)
+        )
         resource.setrlimit(
             resource.RLIMIT_FSIZE, (limits.output_bytes, limits.output_bytes)
         )
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files)
+        )
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
     def command(self, job: Job) -> list[str]:
@@ -133,6 +160,22 @@ class ProcessExecutor:
             "--output",
             str(job.output_dir),
         ]
+
+    def start(self, job: Job) -> ProcessChannel:
+        """Start the job as a session speaking JSON lines over stdin/stdout."""
+        job.output_dir.mkdir(parents=True, exist_ok=True)
+        stderr = open(job.workdir / "stderr.log", "wb")  # noqa: SIM115 - closed by channel
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            self.command(job),
+            cwd=job.workdir,
+            env=_clean_env(job.workdir),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            preexec_fn=lambda: self._limit(job.limits),  # noqa: PLW1509
+            close_fds=True,
+        )
+        return ProcessChannel(proc, stderr, job)
 
     def run(self, job: Job) -> JobResult:
         """Run the job; kill the process group at the timeout."""
@@ -160,6 +203,71 @@ class ProcessExecutor:
                 returncode = None
         elapsed = time.monotonic() - started
         tail = stderr_path.read_bytes()[-4000:].decode("utf-8", "replace")
-        output = None if timed_out else read_output(job.output_dir, job.limits.output_bytes)
-        log.debug("process job %s ended rc=%s in %.2fs", job.entrypoint, returncode, elapsed)
+        output = (
+            None if timed_out else read_output(job.output_dir, job.limits.output_bytes)
+        )
+        log.debug(
+            "process job %s ended rc=%s in %.2fs", job.entrypoint, returncode, elapsed
+        )
         return JobResult(returncode, output, elapsed, timed_out, tail)
+
+
+class ProcessChannel:
+    """The station's end of a session with a child process (JSON lines on pipes)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], stderr: IO[bytes], job: Job) -> None:
+        self.proc = proc
+        self._stderr = stderr
+        self._job = job
+        self._buffer = b""
+        self._deadline = time.monotonic() + job.limits.timeout_seconds
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+
+    def receive(self, timeout: float) -> bytes | None:
+        """Read one line within ``timeout`` (and the job's overall deadline)."""
+        assert self.proc.stdout is not None
+        end = min(time.monotonic() + timeout, self._deadline)
+        cap = self._job.limits.output_bytes
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            while b"\n" not in self._buffer:
+                if len(self._buffer) > cap:
+                    return None
+                left = end - time.monotonic()
+                if left <= 0 or not selector.select(left):
+                    return None
+                chunk = self.proc.stdout.read(1 << 20)
+                if not chunk:
+                    return None
+                self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line if len(line) <= cap else None
+
+    def send(self, line: bytes) -> None:
+        """Write one line to the train's stdin."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(line.rstrip(b"\n") + b"\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+
+    def close(self) -> str:
+        """Ask the train to stop, then kill its process group."""
+        if self.proc.poll() is None:
+            self.send(b'{"op": "close"}')
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+        self._stderr.close()
+        return (self._job.workdir / "stderr.log").read_bytes()[-4000:].decode(
+            "utf-8", "replace"
+        )

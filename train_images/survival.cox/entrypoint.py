@@ -1,0 +1,151 @@
+"""Station side of survival.cox: one session, rounds of Cox sums (pht.algorithms.cox)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pht.algorithms.cox import Covariate, Design, SortedRows, design_matrix
+from pht.errors import DataError, DisclosureError
+from pht.runtime import Session, run_session
+from pht.wire import TrainInput
+
+
+def _is_categorical(series: pd.Series, declared: bool) -> bool:
+    return declared or not pd.api.types.is_numeric_dtype(series) or (
+        pd.api.types.is_bool_dtype(series)
+    )
+
+
+class CoxSession(Session):
+    """Keeps the station's sorted complete cases for all Newton-Raphson rounds."""
+
+    def __init__(self, frame: pd.DataFrame, train_input: TrainInput) -> None:
+        params = train_input.parameters
+        self.k = train_input.min_count
+        self.mode = params["mode"]
+        self.ties = params["ties"]
+        self.covariates = list(params["covariates"])
+        declared = set(params.get("categorical") or [])
+        time_col, event_col = params["time"], params["event"]
+        used = [time_col, event_col, *self.covariates]
+        complete = frame[used].dropna()
+        self.excluded = len(frame) - len(complete)
+        time = complete[time_col].to_numpy(dtype=np.float64)
+        event = complete[event_col].to_numpy(dtype=np.float64)
+        if np.any(time < 0):
+            raise DataError(f"column '{time_col}' has negative durations")
+        if not np.all(np.isin(event, (0.0, 1.0))):
+            raise DataError(f"column '{event_col}' must hold only 0 and 1")
+        grid = params.get("time_grid")
+        if grid:
+            time = np.ceil(time / grid) * grid
+        if len(time) < self.k:
+            raise DisclosureError(f"fewer than {self.k} complete cases at this station")
+        if event.sum() < self.k:
+            raise DisclosureError(f"fewer than {self.k} events at this station")
+        self.time, self.event = time, event
+        self.values: dict[str, np.ndarray] = {}
+        self.kinds: dict[str, str] = {}
+        for column in self.covariates:
+            series = complete[column]
+            if _is_categorical(series, column in declared):
+                self.kinds[column] = "categorical"
+                self.values[column] = np.asarray(series.astype(str), dtype=object)
+            else:
+                self.kinds[column] = "numeric"
+                self.values[column] = series.to_numpy(dtype=np.float64)
+        self.rows: SortedRows | None = None
+        self.times: np.ndarray | None = None
+
+    def opened(self) -> Mapping[str, Any]:
+        """Round 0: sizes, covariate sums and level counts (>= k), event times."""
+        columns: dict[str, Any] = {}
+        for column in self.covariates:
+            values = self.values[column]
+            if self.kinds[column] == "numeric":
+                if np.ptp(values) == 0 and len(values) > 0:
+                    columns[column] = {"kind": "numeric", "sum": float(values.sum()),
+                                       "constant": True}
+                else:
+                    columns[column] = {"kind": "numeric", "sum": float(values.sum()),
+                                       "constant": False}
+                continue
+            labels, counts = np.unique(values.astype(str), return_counts=True)
+            small = [lab for lab, c in zip(labels, counts, strict=True) if c < self.k]
+            if small:
+                raise DisclosureError(
+                    f"level(s) {', '.join(repr(s) for s in small)} of '{column}' have "
+                    f"fewer than {self.k} patients at this station; merge levels"
+                )
+            columns[column] = {
+                "kind": "categorical",
+                "levels": {str(lab): int(c) for lab, c in zip(labels, counts, strict=True)},
+            }
+        described: dict[str, Any] = {
+            "n": int(self.time.size),
+            "events": int(self.event.sum()),
+            "excluded": int(self.excluded),
+            "columns": columns,
+        }
+        if self.mode == "pooled":
+            described["event_times"] = np.unique(self.time[self.event == 1]).tolist()
+        return described
+
+    def _design(self, message: Mapping[str, Any]) -> Mapping[str, Any]:
+        spec = message["design"]
+        design = Design(
+            tuple(
+                Covariate(c["column"], tuple(c.get("levels", ())), c.get("reference"))
+                for c in spec["covariates"]
+            ),
+            tuple(float(v) for v in spec["centre"]),
+        )
+        if self.time.size < 10 * design.p:
+            raise DisclosureError(
+                f"fewer than 10 patients per parameter ({design.p} parameters) at "
+                "this station; use fewer covariates"
+            )
+        x = design_matrix(self.values, design)
+        self.rows = SortedRows(self.time, self.event, x)
+        if self.mode == "pooled":
+            self.times = np.asarray(message["times"], dtype=np.float64)
+        return {"p": design.p}
+
+    def round(self, message: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``design`` once, then ``terms`` (stratified) or ``sums`` (pooled) per round."""
+        op = message.get("op")
+        if op == "design":
+            return self._design(message)
+        if self.rows is None:
+            raise DataError("the design must be agreed before rounds")
+        beta = np.asarray(message["beta"], dtype=np.float64)
+        if beta.shape != (self.rows.p,):
+            raise DataError(f"expected {self.rows.p} coefficients")
+        if op == "terms" and self.mode == "stratified":
+            terms = self.rows.terms(beta, self.ties)
+            return {
+                "loglik": terms.loglik,
+                "gradient": terms.gradient.tolist(),
+                "hessian": terms.hessian.tolist(),
+            }
+        if op == "sums" and self.mode == "pooled":
+            sums = self.rows.sums(beta, self.times)
+            return {
+                "deaths": sums.deaths.tolist(),
+                "x_death": sums.x_death.tolist(),
+                "s0": sums.s0.tolist(),
+                "s1": sums.s1.tolist(),
+                "s2": sums.s2.tolist(),
+                "d0": sums.d0.tolist(),
+                "d1": sums.d1.tolist(),
+                "d2": sums.d2.tolist(),
+            }
+        raise DataError(f"operation {op!r} is not available in {self.mode} mode")
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_session(CoxSession))
