@@ -23,7 +23,8 @@ purpose: package-management/reassessment
 train: survival.km
 dataset: melanoma
 stations: [nkr, dica, umc]
-parameters: {time: os_days, event: death, group: regimen}
+parameters:
+  {time: os_days, event: death, group: regimen, reference_group: standard, tau: 730, at: 365}
 """
 
 

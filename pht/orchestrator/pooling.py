@@ -8,6 +8,7 @@ station id) into the result sections of ``result.json``. Trains are looked up in
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,8 +20,11 @@ from pht.algorithms.km import (
     KMCurve,
     LogRankResult,
     at_risk_before,
+    differences,
     merge_event_tables,
     pool_km,
+    rmst,
+    survival_at,
 )
 from pht.errors import ConfigError, DataError
 
@@ -106,7 +110,7 @@ def pool_survival_km(
     }
     max_time = max(float(t.time[-1]) for t in pooled.values())
     times = np.arange(0.0, max_time + 1e-9, nice_step(max_time))
-    return {
+    sections: dict[str, Any] = {
         "km": {g: _curve_json(c) for g, c in result.curves.items()},
         "at_risk_table": {
             "times": times.tolist(),
@@ -115,6 +119,42 @@ def pool_survival_km(
         "logrank": _test_json(result.logrank),
         "logrank_stratified": _test_json(result.logrank_stratified),
     }
+    reference = str(parameters.get("reference_group") or next(iter(result.curves)))
+    if reference not in result.curves:
+        raise DataError(
+            f"reference_group '{reference}' has no patients; use one of "
+            + ", ".join(result.curves)
+        )
+    alpha = float(parameters.get("alpha", 0.05))
+    if parameters.get("tau") is not None:
+        tau = float(parameters["tau"])
+        estimates = {g: rmst(c, tau, alpha) for g, c in result.curves.items()}
+        sections["rmst"] = {
+            "tau": tau,
+            "groups": {g: asdict(e) for g, e in estimates.items()},
+            "differences": [asdict(d) for d in differences(estimates, reference, alpha)],
+            "beyond_follow_up": [
+                g for g, c in result.curves.items() if float(c.time[-1]) < tau
+            ],
+        }
+    if parameters.get("at") is not None:
+        at = float(parameters["at"])
+        beyond = [g for g, c in result.curves.items() if float(c.time[-1]) < at]
+        if beyond:
+            raise DataError(
+                f"'at' = {at:g} is beyond the last follow-up time of group(s) "
+                f"{', '.join(beyond)}; choose a smaller 'at'"
+            )
+        fixed = {g: survival_at(c, at) for g, c in result.curves.items()}
+        sections["survival_at"] = {
+            "time": at,
+            "groups": {
+                g: {**asdict(e), "at_risk": int(at_risk_before(pooled[g], [at])[0])}
+                for g, e in fixed.items()
+            },
+            "differences": [asdict(d) for d in differences(fixed, reference, alpha)],
+        }
+    return sections
 
 
 POOLERS: dict[str, Pooler] = {
