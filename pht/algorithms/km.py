@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import stats
 
 from pht.errors import DataError, DisclosureError
 
@@ -270,6 +269,8 @@ def kaplan_meier(table: EventTable, alpha: float = 0.05) -> KMCurve:
     The timeline is 0 followed by every distinct time in ``table``; values are those of
     lifelines ``KaplanMeierFitter`` (same formula, same order of operations).
     """
+    from scipy import stats
+
     if table.time.size == 0:
         raise DataError("cannot estimate a survival curve without patients")
     time, events, censored = table.time, table.events, table.censored
@@ -338,6 +339,8 @@ def logrank_test(
     groups : all group labels, in a fixed order
     stratified : whether ``strata`` are real strata (recorded in the result)
     """
+    from scipy import stats
+
     k = len(groups)
     if k < 2:
         raise DataError("a log-rank test needs at least two groups; check 'group'")
@@ -443,6 +446,8 @@ class Difference:
 
 
 def _normal_ci(estimate: float, se: float, alpha: float) -> Estimate:
+    from scipy import stats
+
     z = float(stats.norm.ppf(1 - alpha / 2))
     return Estimate(estimate, se, estimate - z * se, estimate + z * se)
 
@@ -490,6 +495,8 @@ def differences(
     estimates: Mapping[str, Estimate], reference: str, alpha: float = 0.05
 ) -> list[Difference]:
     """Each group's estimate minus the reference group's, with a Wald test."""
+    from scipy import stats
+
     z_crit = float(stats.norm.ppf(1 - alpha / 2))
     ref = estimates[reference]
     out = []

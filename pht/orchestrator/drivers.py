@@ -33,7 +33,7 @@ from pht.algorithms.cox import (
     cox_terms,
     newton_raphson,
 )
-from pht.errors import ConvergenceError, DataError, ExecutorError
+from pht.errors import ConvergenceError, DataError, ExecutorError, PolicyError
 from pht.orchestrator.engine import SessionGroup
 from pht.wire import Reply
 
@@ -189,17 +189,29 @@ def drive_survival_cox(
     mode = parameters.get("mode", "stratified")
     ties = parameters.get("ties", "efron")
     described = {s: group.opened[s].output or {} for s in group.active}
-    design, warnings = agree_design(described, parameters)
-    p = design.p
-    message: dict[str, Any] = {"op": "design", "design": _design_message(design)}
-    times = np.empty(0)
-    if mode == "pooled":
-        times = np.unique(
-            np.concatenate([np.asarray(d["event_times"], float) for d in described.values()])
-        )
-        message["times"] = times.tolist()
-    replies = group.round({s: message for s in described})
-    _fail(replies, "the design round")
+    while True:  # agree a design; stations refusing it (e.g. the dof rule) drop out
+        if not described:
+            raise PolicyError("no station accepted the model design")
+        design, warnings = agree_design(described, parameters)
+        p = design.p
+        message: dict[str, Any] = {"op": "design", "design": _design_message(design)}
+        times = np.empty(0)
+        if mode == "pooled":
+            times = np.unique(
+                np.concatenate(
+                    [np.asarray(d["event_times"], float) for d in described.values()]
+                )
+            )
+            message["times"] = times.tolist()
+        replies = group.round({s: message for s in described})
+        errors = {s: r for s, r in replies.items() if r.status == "error"}
+        _fail(errors, "the design round")
+        refused = [s for s, r in replies.items() if r.status == "refused"]
+        if not refused:
+            break
+        for station in refused:
+            group.drop(station, replies[station])
+            del described[station]
 
     def evaluate(beta: np.ndarray) -> CoxTerms:
         op = "terms" if mode == "stratified" else "sums"

@@ -154,14 +154,24 @@ class SessionGroup:
         close: Callable[[], None],
     ) -> None:
         self.opened = opened
+        self.dropped: dict[str, Reply] = {}
         self._round = run_round
         self._close = close
         self.rounds = 0
 
     @property
     def active(self) -> list[str]:
-        """Stations whose session is open."""
-        return [s for s, r in self.opened.items() if r.ok]
+        """Stations whose session is open and that have not dropped out."""
+        return [s for s, r in self.opened.items() if r.ok and s not in self.dropped]
+
+    def drop(self, station: str, reply: Reply) -> None:
+        """Record that ``station`` left the session (its reply says why)."""
+        self.dropped[station] = reply
+
+    @property
+    def outcome(self) -> dict[str, Reply]:
+        """The final reply of every station: its refusal if it dropped out."""
+        return {s: self.dropped.get(s, r) for s, r in self.opened.items()}
 
     def round(self, messages: Mapping[str, Mapping[str, Any]]) -> dict[str, Reply]:
         """Send one message per station; return their replies."""

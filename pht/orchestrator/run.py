@@ -108,6 +108,7 @@ def run_study(
             _check_participation(study, replies)
             sections = driver(group, study.parameters)
             rounds = group.rounds + 1
+            replies = group.outcome
     else:
         replies = engine.dispatch(requests, progress)
         released = _check_participation(study, replies)
