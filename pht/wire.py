@@ -237,3 +237,51 @@ class Reply:
             elapsed_seconds=data.get("elapsed_seconds"),
             details=data.get("details") or {},
         )
+
+
+def encode_array(values: Any) -> dict[str, Any]:
+    """A float64 array as ``{"dtype", "shape", "base64"}`` (exact, compact, fast).
+
+    Large numeric outputs (risk-set sums) travel this way instead of as JSON lists:
+    the bytes are the little-endian IEEE 754 doubles, so nothing is rounded.
+    """
+    import base64
+
+    import numpy as np
+
+    array = np.ascontiguousarray(values, dtype="<f8")
+    return {
+        "dtype": "float64",
+        "shape": list(array.shape),
+        "base64": base64.b64encode(array.tobytes()).decode("ascii"),
+    }
+
+
+def decode_array(obj: Any, shape: tuple[int, ...] | None = None) -> Any:
+    """Inverse of :func:`encode_array`, checking dtype, shape and length."""
+    import base64
+    import binascii
+
+    import numpy as np
+
+    if not isinstance(obj, dict) or obj.get("dtype") != "float64":
+        raise ConfigError("expected an encoded float64 array")
+    declared = obj.get("shape")
+    if not isinstance(declared, list) or not all(
+        isinstance(d, int) and d >= 0 for d in declared
+    ):
+        raise ConfigError("encoded array has no valid shape")
+    if shape is not None and tuple(declared) != tuple(shape):
+        raise ConfigError(
+            f"encoded array has shape {tuple(declared)}, expected {tuple(shape)}"
+        )
+    try:
+        raw = base64.b64decode(obj.get("base64", ""), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("encoded array is not valid base64") from None
+    count = int(np.prod(declared)) if declared else 1
+    if len(raw) != 8 * count:
+        raise ConfigError(
+            f"encoded array has {len(raw)} bytes, expected {8 * count} for its shape"
+        )
+    return np.frombuffer(raw, dtype="<f8").reshape(declared).astype(np.float64)

@@ -33,9 +33,9 @@ from pht.algorithms.cox import (
     cox_terms,
     newton_raphson,
 )
-from pht.errors import ConvergenceError, DataError, ExecutorError, PolicyError
+from pht.errors import ConfigError, ConvergenceError, DataError, ExecutorError, PolicyError
 from pht.orchestrator.engine import SessionGroup
-from pht.wire import Reply
+from pht.wire import Reply, decode_array
 
 Driver = Callable[[SessionGroup, Mapping[str, Any]], dict[str, Any]]
 
@@ -134,19 +134,28 @@ def _design_message(design: Design) -> dict[str, Any]:
 
 def _sums(output: Mapping[str, Any], times: np.ndarray, p: int) -> RiskSetSums:
     m = times.size
+    q = p * (p + 1) // 2
+    upper = np.triu_indices(p)
+
+    def full(packed: np.ndarray) -> np.ndarray:
+        out = np.zeros((m, p, p))
+        out[:, upper[0], upper[1]] = packed
+        out[:, upper[1], upper[0]] = packed
+        return out
+
     try:
         return RiskSetSums(
             time=times,
-            deaths=np.asarray(output["deaths"], dtype=np.float64).reshape(m),
-            x_death=np.asarray(output["x_death"], dtype=np.float64).reshape(m, p),
-            s0=np.asarray(output["s0"], dtype=np.float64).reshape(m),
-            s1=np.asarray(output["s1"], dtype=np.float64).reshape(m, p),
-            s2=np.asarray(output["s2"], dtype=np.float64).reshape(m, p, p),
-            d0=np.asarray(output["d0"], dtype=np.float64).reshape(m),
-            d1=np.asarray(output["d1"], dtype=np.float64).reshape(m, p),
-            d2=np.asarray(output["d2"], dtype=np.float64).reshape(m, p, p),
+            deaths=decode_array(output["deaths"], (m,)),
+            x_death=decode_array(output["x_death"], (m, p)),
+            s0=decode_array(output["s0"], (m,)),
+            s1=decode_array(output["s1"], (m, p)),
+            s2=full(decode_array(output["s2"], (m, q))),
+            d0=decode_array(output["d0"], (m,)),
+            d1=decode_array(output["d1"], (m, p)),
+            d2=full(decode_array(output["d2"], (m, q))),
         )
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ConfigError) as exc:
         raise DataError(f"a station returned malformed risk-set sums ({exc})") from None
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 from pht.algorithms.cox import Covariate, Design, SortedRows, design_matrix
 from pht.errors import DataError, DisclosureError
 from pht.runtime import Session, run_session
-from pht.wire import TrainInput
+from pht.wire import TrainInput, encode_array
 
 
 def _is_categorical(series: pd.Series, declared: bool) -> bool:
@@ -134,15 +134,16 @@ class CoxSession(Session):
             }
         if op == "sums" and self.mode == "pooled":
             sums = self.rows.sums(beta, self.times)
+            upper = np.triu_indices(self.rows.p)
             return {
-                "deaths": sums.deaths.tolist(),
-                "x_death": sums.x_death.tolist(),
-                "s0": sums.s0.tolist(),
-                "s1": sums.s1.tolist(),
-                "s2": sums.s2.tolist(),
-                "d0": sums.d0.tolist(),
-                "d1": sums.d1.tolist(),
-                "d2": sums.d2.tolist(),
+                "deaths": encode_array(sums.deaths),
+                "x_death": encode_array(sums.x_death),
+                "s0": encode_array(sums.s0),
+                "s1": encode_array(sums.s1),
+                "s2": encode_array(sums.s2[:, upper[0], upper[1]]),
+                "d0": encode_array(sums.d0),
+                "d1": encode_array(sums.d1),
+                "d2": encode_array(sums.d2[:, upper[0], upper[1]]),
             }
         raise DataError(f"operation {op!r} is not available in {self.mode} mode")
 
