@@ -182,28 +182,44 @@ def _unpack(
 
 
 def cox_terms(sums: RiskSetSums, beta: FloatArray, ties: Ties) -> CoxTerms:
-    """Reduce risk-set sums to the partial log-likelihood, gradient and Hessian."""
+    """Reduce risk-set sums to the partial log-likelihood, gradient and Hessian.
+
+    The sums over ``l`` are taken on scalars first: with ``c_l = S0 - a_l D0`` only
+    the per-time weights ``sum 1/c_l``, ``sum a_l/c_l`` and ``sum a_l^k/c_l^2`` are
+    needed, so the cost is O(deaths + times * p^2), not O(deaths * p^2).
+    """
     keep = sums.deaths > 0
     d = sums.deaths[keep].astype(np.int64)
-    p = sums.p
-    loglik = float(np.sum(sums.x_death[keep] @ beta))
-    gradient = sums.x_death[keep].sum(axis=0)
-    # one row per (event time, l) with a_l = l / d (Efron) or 0 (Breslow)
+    s0, d0 = sums.s0[keep], sums.d0[keep]
+    s1, d1 = sums.s1[keep], sums.d1[keep]
+    s2, d2 = sums.s2[keep], sums.d2[keep]
+    x_death = sums.x_death[keep]
+    # one entry per (event time, l) with a_l = l / d (Efron) or 0 (Breslow)
     which = np.repeat(np.arange(d.size), d)
     if ties == "efron":
         a = (np.arange(which.size) - np.repeat(np.cumsum(d) - d, d)) / np.repeat(d, d)
     else:
         a = np.zeros(which.size)
-    s0 = sums.s0[keep][which] - a * sums.d0[keep][which]
-    s1 = sums.s1[keep][which] - a[:, None] * sums.d1[keep][which]
-    s2 = sums.s2[keep][which] - a[:, None, None] * sums.d2[keep][which]
-    loglik -= float(np.sum(np.log(s0)))
-    mean = s1 / s0[:, None]
-    gradient = gradient - mean.sum(axis=0)
-    hessian = -(
-        np.einsum("k,kij->ij", 1.0 / s0, s2) - np.einsum("ki,kj->ij", mean, mean)
+    c = s0[which] - a * d0[which]
+    m = d.size
+
+    def per_time(values: FloatArray) -> FloatArray:
+        return np.bincount(which, weights=values, minlength=m)
+
+    inv = 1.0 / c
+    w1, w2 = per_time(inv), per_time(a * inv)
+    inv2 = inv * inv
+    u0, u1, u2 = per_time(inv2), per_time(a * inv2), per_time(a * a * inv2)
+    loglik = float(np.sum(x_death @ beta) - np.sum(np.log(c)))
+    gradient = x_death.sum(axis=0) - (w1 @ s1 - w2 @ d1)
+    outer = (
+        np.einsum("t,ti,tj->ij", u0, s1, s1)
+        - np.einsum("t,ti,tj->ij", u1, s1, d1)
+        - np.einsum("t,ti,tj->ij", u1, d1, s1)
+        + np.einsum("t,ti,tj->ij", u2, d1, d1)
     )
-    return CoxTerms(loglik, gradient.reshape(p), hessian.reshape(p, p))
+    hessian = -(np.einsum("t,tij->ij", w1, s2) - np.einsum("t,tij->ij", w2, d2)) + outer
+    return CoxTerms(loglik, gradient, hessian)
 
 
 def add_terms(parts: Sequence[CoxTerms]) -> CoxTerms:
@@ -309,7 +325,10 @@ def newton_raphson(
     null = terms.loglik
     halvings = 0
     for iteration in range(1, max_iter + 1):
-        step = np.linalg.solve(-terms.hessian, terms.gradient)
+        try:
+            step = np.linalg.solve(-terms.hessian, terms.gradient)
+        except np.linalg.LinAlgError:  # information became singular: diverging
+            return NewtonResult(beta, terms, null, iteration, False, halvings)
         candidate = beta + step
         new = evaluate(candidate)
         tries = 0

@@ -78,7 +78,7 @@ class CoxSession(Session):
             small = [lab for lab, c in zip(labels, counts, strict=True) if c < self.k]
             if small:
                 raise DisclosureError(
-                    f"level(s) {', '.join(repr(s) for s in small)} of '{column}' have "
+                    f"level(s) {', '.join(repr(str(s)) for s in small)} of '{column}' have "
                     f"fewer than {self.k} patients at this station; merge levels"
                 )
             columns[column] = {
