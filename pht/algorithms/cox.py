@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -116,6 +116,7 @@ class SortedRows:
         self.event_times = np.unique(self.time[self.event == 1])
         self._death_rows = np.flatnonzero(self.event == 1)
         self._iu = np.triu_indices(self.x.shape[1])
+        self._cached: tuple[bytes, tuple[Any, ...]] | None = None
 
     @property
     def n(self) -> int:
@@ -127,39 +128,61 @@ class SortedRows:
         """Number of covariates."""
         return int(self.x.shape[1])
 
-    def sums(self, beta: FloatArray, at: FloatArray | None = None) -> RiskSetSums:
-        """Risk-set and death sums at ``at`` (default: this station's event times)."""
-        times = self.event_times if at is None else np.asarray(at, dtype=np.float64)
-        x, p = self.x, self.p
-        eta = x @ beta
-        w = np.exp(eta)
-        iu0, iu1 = self._iu
-        # suffix sums: rows with time >= t are rows[start(t):]
-        wx = x * w[:, None]
-        wxx = x[:, iu0] * wx[:, iu1]
-        suffix0 = np.concatenate([np.cumsum(w[::-1])[::-1], [0.0]])
-        suffix1 = np.vstack([np.cumsum(wx[::-1], axis=0)[::-1], np.zeros((1, p))])
-        suffix2 = np.vstack(
-            [np.cumsum(wxx[::-1], axis=0)[::-1], np.zeros((1, iu0.size))]
-        )
+    def _layout(self, times: FloatArray) -> tuple[Any, ...]:
+        """Row positions for evaluation ``times`` (cached: they do not change)."""
+        key = times.tobytes()
+        if self._cached is not None and self._cached[0] == key:
+            return self._cached[1]  # type: ignore[no-any-return]
         start = np.searchsorted(self.time, times, side="left")
-        s0 = suffix0[start]
-        s1 = suffix1[start]
-        s2 = _unpack(suffix2[start], p, self._iu)
-        # death sums: group death rows by their position in `times`
         rows = self._death_rows
         pos = np.searchsorted(times, self.time[rows])
         hit = (pos < times.size) & (
             times[np.minimum(pos, times.size - 1)] == self.time[rows]
         )
         rows, pos = rows[hit], pos[hit]
+        present, first = np.unique(pos, return_index=True)
         m = times.size
         deaths = np.bincount(pos, minlength=m).astype(np.float64)
-        d0 = np.bincount(pos, weights=w[rows], minlength=m)
-        x_death = _group_sum(pos, x[rows], m)
-        d1 = _group_sum(pos, wx[rows], m)
-        d2 = _unpack(_group_sum(pos, wxx[rows], m), p, self._iu)
-        return RiskSetSums(times, deaths, x_death, s0, s1, s2, d0, d1, d2)
+        x_death = np.zeros((m, self.p))
+        if rows.size:
+            x_death[present] = np.add.reduceat(self.x[rows], first, axis=0)
+        layout = (start, rows, present, first, deaths, x_death)
+        self._cached = (key, layout)
+        return layout
+
+    def sums(self, beta: FloatArray, at: FloatArray | None = None) -> RiskSetSums:
+        """Risk-set and death sums at ``at`` (default: this station's event times)."""
+        times = self.event_times if at is None else np.asarray(at, dtype=np.float64)
+        start, rows, present, first, deaths, x_death = self._layout(times)
+        x, p, m = self.x, self.p, times.size
+        iu0, iu1 = self._iu
+        w = np.exp(x @ beta)
+        # one matrix [w, w x, w x x' (upper triangle)] per row, then suffix sums:
+        # rows with time >= t are rows[start(t):] (summed from the end, so small late
+        # risk sets keep full precision)
+        body = np.empty((self.n + 1, 1 + p + iu0.size))
+        body[-1] = 0.0
+        body[:-1, 0] = w
+        np.multiply(x, w[:, None], out=body[:-1, 1 : 1 + p])
+        np.multiply(x[:, iu0], body[:-1, 1 + iu1], out=body[:-1, 1 + p :])
+        dead = body[rows]
+        flipped = body[::-1]
+        np.cumsum(flipped, axis=0, out=flipped)
+        risk = body[start]
+        death_sums = np.zeros((m, body.shape[1]))
+        if rows.size:
+            death_sums[present] = np.add.reduceat(dead, first, axis=0)
+        return RiskSetSums(
+            times,
+            deaths,
+            x_death,
+            risk[:, 0],
+            risk[:, 1 : 1 + p],
+            _unpack(risk[:, 1 + p :], p, self._iu),
+            death_sums[:, 0],
+            death_sums[:, 1 : 1 + p],
+            _unpack(death_sums[:, 1 + p :], p, self._iu),
+        )
 
     def terms(self, beta: FloatArray, ties: Ties) -> CoxTerms:
         """This station's own (stratum's) log-likelihood, gradient and Hessian."""
