@@ -160,18 +160,19 @@ class SortedRows:
         # one matrix [w, w x, w x x' (upper triangle)] per row, then suffix sums:
         # rows with time >= t are rows[start(t):] (summed from the end, so small late
         # risk sets keep full precision)
-        body = np.empty((self.n + 1, 1 + p + iu0.size))
+        body = np.empty((self.n + 1, 1 + p + iu0.size), order="F")  # column-major
         body[-1] = 0.0
         body[:-1, 0] = w
         np.multiply(x, w[:, None], out=body[:-1, 1 : 1 + p])
-        np.multiply(x[:, iu0], body[:-1, 1 + iu1], out=body[:-1, 1 + p :])
-        dead = body[rows]
+        for k, (i, j) in enumerate(zip(iu0, iu1, strict=True)):
+            np.multiply(x[:, i], body[:-1, 1 + j], out=body[:-1, 1 + p + k])
+        death_sums = np.zeros((m, body.shape[1]))
+        if rows.size:
+            for col in range(body.shape[1]):  # column by column: no (deaths x q) copy
+                death_sums[present, col] = np.add.reduceat(body[rows, col], first)
         flipped = body[::-1]
         np.cumsum(flipped, axis=0, out=flipped)
         risk = body[start]
-        death_sums = np.zeros((m, body.shape[1]))
-        if rows.size:
-            death_sums[present] = np.add.reduceat(dead, first, axis=0)
         return RiskSetSums(
             times,
             deaths,
@@ -340,7 +341,8 @@ def newton_raphson(
 
     Convergence rule: stop when the Newton step's largest absolute component is below
     ``tol`` *and* the log-likelihood changed by less than ``tol * (1 + |loglik|)``.
-    A step that lowers the log-likelihood is halved (at most ``max_halvings`` times).
+    A step that lowers the log-likelihood by more than rounding noise
+    (``1e-11 * (1 + |loglik|)``) is halved (at most ``max_halvings`` times).
     Each call of ``evaluate`` is one federated round.
     """
     beta = np.zeros(p)
@@ -355,7 +357,9 @@ def newton_raphson(
         candidate = beta + step
         new = evaluate(candidate)
         tries = 0
-        while (not np.isfinite(new.loglik) or new.loglik < terms.loglik - 1e-12) and (
+        # a decrease within rounding noise of a sum over many patients is no decrease
+        slack = 1e-11 * (1.0 + abs(terms.loglik))
+        while (not np.isfinite(new.loglik) or new.loglik < terms.loglik - slack) and (
             tries < max_halvings
         ):
             step = step / 2

@@ -111,6 +111,8 @@ class CoxSession(Session):
             )
         x = design_matrix(self.values, design)
         self.rows = SortedRows(self.time, self.event, x)
+        del x
+        self.values = {}  # the design matrix now lives (sorted) in self.rows
         if self.mode == "pooled":
             self.times = np.asarray(message["times"], dtype=np.float64)
         return {"p": design.p}

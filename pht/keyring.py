@@ -1,0 +1,374 @@
+"""A station's trust store: which public keys it trusts, for which roles, and when.
+
+File format (YAML, read strictly: unknown keys, wrong types and naive times are
+errors naming the file, line and key)::
+
+    keys:
+      - public: keys/alice.pub.json      # path relative to the keyring file
+        roles: [methodologist]           # roles this key is trusted for
+        valid_from: 2026-01-01T00:00:00Z
+        valid_until: 2027-01-01T00:00:00Z   # optional, exclusive
+        revoked_at: 2026-06-01T00:00:00Z    # optional; revoked from this instant on
+
+A key may be listed only for the role its identity file declares (a station key can
+never pass as a methodologist). Times need a time zone. A key is good at time ``t``
+when ``valid_from <= t < valid_until`` and not ``revoked_at <= t``.
+
+Typical use at a station::
+
+    keyring = Keyring.load(Path("keyring.yaml"))
+    payload, key_id = verify_envelope(env, TRAIN_MANIFEST_TYPE,
+                                      keyring.trusted("methodologist", at=now))
+    signer = keyring.check(key_id, "methodologist", now)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from pht import yamlcfg
+from pht.crypto import ROLES, PublicIdentity, load_public
+from pht.errors import ConfigError, TrustError
+
+__all__ = ["Keyring", "KeyringEntry"]
+
+_ENTRY_KEYS = {"public", "roles", "valid_from", "valid_until", "revoked_at"}
+
+
+def _iso(when: datetime) -> str:
+    """UTC ISO 8601 with a ``Z`` suffix."""
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _aware(when: datetime, what: str) -> datetime:
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        raise ValueError(f"{what} must be a timezone-aware datetime, got {when!r}")
+    return when
+
+
+@dataclass(frozen=True)
+class KeyringEntry:
+    """One trusted key: its public identity, roles and validity window.
+
+    Attributes
+    ----------
+    identity
+        The public identity loaded from ``public_path``.
+    public_path
+        Absolute path of the ``.pub.json`` file.
+    roles
+        Roles this key is trusted for.
+    valid_from
+        First instant the key is good (inclusive).
+    valid_until
+        First instant the key is no longer good (exclusive), or None.
+    revoked_at
+        Instant from which the key is revoked, or None.
+    """
+
+    identity: PublicIdentity
+    public_path: Path
+    roles: tuple[str, ...]
+    valid_from: datetime
+    valid_until: datetime | None = None
+    revoked_at: datetime | None = None
+
+    @property
+    def key_id(self) -> str:
+        """The key id of the identity."""
+        return self.identity.key_id
+
+    def problem(self, role: str, at: datetime) -> str | None:
+        """Why this key may not sign as ``role`` at ``at``, or None if it may."""
+        who = self.identity.describe()
+        if role not in self.roles:
+            return (
+                f"{who} is trusted for {', '.join(self.roles)}, not for {role}; "
+                "use a key listed for that role in the keyring"
+            )
+        if self.revoked_at is not None and self.revoked_at <= at:
+            return f"{who} was revoked at {_iso(self.revoked_at)}"
+        if at < self.valid_from:
+            return (
+                f"{who} is not valid yet: valid from {_iso(self.valid_from)}, checked "
+                f"at {_iso(at)}"
+            )
+        if self.valid_until is not None and at >= self.valid_until:
+            return (
+                f"{who} expired at {_iso(self.valid_until)}, checked at {_iso(at)}; "
+                "ask its owner for a new key or extend valid_until"
+            )
+        return None
+
+
+def _check_roles(roles: Iterable[str], identity: PublicIdentity) -> tuple[str, ...]:
+    """Validate roles; the message has no location (callers add it)."""
+    result = tuple(roles)
+    if not result:
+        raise ConfigError("roles must list at least one role")
+    for role in result:
+        if role not in ROLES:
+            raise ConfigError(
+                f"role {role!r} is not one of {', '.join(ROLES)}; fix the spelling"
+            )
+    if len(set(result)) != len(result):
+        raise ConfigError(f"roles {list(result)} lists a role twice; keep one")
+    wrong = [role for role in result if role != identity.role]
+    if wrong:
+        raise ConfigError(
+            f"{identity.describe()} declares role {identity.role!r} but is listed for "
+            f"{wrong[0]!r}; list only the role its identity file declares"
+        )
+    return result
+
+
+def _check_window(
+    valid_from: datetime, valid_until: datetime | None
+) -> tuple[datetime, datetime | None]:
+    if valid_until is not None and valid_until <= valid_from:
+        raise ConfigError(
+            f"valid_until {_iso(valid_until)} must be after valid_from "
+            f"{_iso(valid_from)}"
+        )
+    return valid_from, valid_until
+
+
+def _time(node: yamlcfg.Node) -> datetime:
+    """Read a timezone-aware datetime from a YAML timestamp or ISO string."""
+    value = node.value()
+    hint = "give a date and time with a time zone, such as 2026-01-01T00:00:00Z"
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise node.error(f"expected a time, got {node.value()!r}; {hint}") from None
+    if not isinstance(value, datetime):
+        kind = "a date without a time" if isinstance(value, date) else repr(value)
+        raise node.error(f"expected a time, got {kind}; {hint}")
+    if value.tzinfo is None:
+        raise node.error(f"time {value.isoformat()} has no time zone; {hint}")
+    return value
+
+
+class Keyring:
+    """A station's trusted public keys (see the module docstring for the format).
+
+    Parameters
+    ----------
+    entries
+        Initial entries; their key ids must be distinct.
+    """
+
+    def __init__(self, entries: Iterable[KeyringEntry] = ()) -> None:
+        self._entries: dict[str, KeyringEntry] = {}
+        for entry in entries:
+            if entry.key_id in self._entries:
+                raise ConfigError(f"{entry.identity.describe()} is listed twice")
+            self._entries[entry.key_id] = entry
+
+    # -- reading ----------------------------------------------------------------
+    @classmethod
+    def load(cls, path: Path) -> Keyring:
+        """Read a keyring YAML file; public key paths are relative to it.
+
+        Raises
+        ------
+        ConfigError
+            Malformed YAML, unknown or missing keys, bad roles or times, a missing
+            public key file, a key listed twice (messages name file, line and key).
+        TrustError
+            A public key file whose key material is malformed.
+        """
+        path = Path(path)
+        root = yamlcfg.load(path).mapping({"keys"})
+        base = path.parent
+        entries: list[KeyringEntry] = []
+        seen: dict[str, str] = {}
+        for node in root.require("keys").items():
+            entry = _entry(node, base)
+            if entry.key_id in seen:
+                first = seen[entry.key_id]
+                raise node.error(
+                    f"{entry.identity.describe()} is already listed at {first}; keep "
+                    "one entry per key"
+                )
+            seen[entry.key_id] = node.where
+            entries.append(entry)
+        return cls(entries)
+
+    @property
+    def entries(self) -> tuple[KeyringEntry, ...]:
+        """All entries, in file order."""
+        return tuple(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[KeyringEntry]:
+        return iter(self.entries)
+
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self._entries
+
+    def trusted(
+        self, role: str, at: datetime | None = None
+    ) -> dict[str, Ed25519PublicKey]:
+        """Signing keys good for ``role`` at ``at`` (default: now), by key id.
+
+        Pass the result to :func:`pht.crypto.verify_envelope`; revoked, expired and
+        not-yet-valid keys are left out.
+        """
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        when = datetime.now(UTC) if at is None else _aware(at, "at")
+        return {
+            key_id: entry.identity.signing_key
+            for key_id, entry in self._entries.items()
+            if entry.problem(role, when) is None
+        }
+
+    def check(self, key_id: str, role: str, at: datetime) -> PublicIdentity:
+        """Return the identity of ``key_id`` if it may act as ``role`` at ``at``.
+
+        Raises
+        ------
+        TrustError
+            Unknown key, wrong role, revoked (``revoked_at <= at``), not yet valid,
+            or expired; a one-line reason naming the key id and name.
+        """
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        _aware(at, "at")
+        entry = self._entries.get(key_id)
+        if entry is None:
+            raise TrustError(
+                f"key {key_id} is not in the keyring; add its public key to the "
+                "keyring if it should be trusted"
+            )
+        problem = entry.problem(role, at)
+        if problem is not None:
+            raise TrustError(problem)
+        return entry.identity
+
+    # -- managing ----------------------------------------------------------------
+    def add(
+        self,
+        public_path: Path,
+        *,
+        roles: Iterable[str],
+        valid_from: datetime,
+        valid_until: datetime | None = None,
+    ) -> KeyringEntry:
+        """Trust the public key in ``public_path`` for ``roles`` from ``valid_from``.
+
+        Raises
+        ------
+        ConfigError
+            The file cannot be read, the roles or window are invalid, or the key is
+            already in the keyring.
+        TrustError
+            The public key file holds malformed key material.
+        """
+        path = Path(public_path).resolve()
+        identity = load_public(path)
+        if identity.key_id in self._entries:
+            raise ConfigError(
+                f"{identity.describe()} is already in the keyring; revoke or edit "
+                "the existing entry instead"
+            )
+        try:
+            checked = _check_roles(roles, identity)
+            start, end = _check_window(
+                _aware(valid_from, "valid_from"),
+                None if valid_until is None else _aware(valid_until, "valid_until"),
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        entry = KeyringEntry(identity, path, checked, start, end)
+        self._entries[entry.key_id] = entry
+        return entry
+
+    def revoke(self, key_id: str, at: datetime) -> KeyringEntry:
+        """Mark ``key_id`` revoked from ``at`` on (an earlier revocation is kept)."""
+        _aware(at, "at")
+        entry = self._entries.get(key_id)
+        if entry is None:
+            raise ConfigError(f"key {key_id} is not in the keyring; nothing to revoke")
+        if entry.revoked_at is not None and entry.revoked_at <= at:
+            return entry
+        entry = replace(entry, revoked_at=at)
+        self._entries[key_id] = entry
+        return entry
+
+    def save(self, path: Path) -> None:
+        """Write the keyring as YAML (atomically), with paths relative to ``path``."""
+        path = Path(path)
+        base = path.parent.resolve()
+        items = []
+        for entry in self._entries.values():
+            try:
+                public = Path(os.path.relpath(entry.public_path, base)).as_posix()
+            except ValueError:  # another drive on Windows
+                public = entry.public_path.as_posix()
+            item: dict[str, object] = {
+                "public": public,
+                "roles": list(entry.roles),
+                "valid_from": _iso(entry.valid_from),
+            }
+            if entry.valid_until is not None:
+                item["valid_until"] = _iso(entry.valid_until)
+            if entry.revoked_at is not None:
+                item["revoked_at"] = _iso(entry.revoked_at)
+            items.append(item)
+        text = yaml.safe_dump({"keys": items}, sort_keys=False)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _entry(node: yamlcfg.Node, base: Path) -> KeyringEntry:
+    """Parse one ``keys[i]`` mapping."""
+    fields = node.mapping(_ENTRY_KEYS)
+    public_node = fields.require("public")
+    public_path = (base / public_node.as_str()).resolve()
+    try:
+        identity = load_public(public_path)
+    except ConfigError as exc:
+        raise public_node.error(f"cannot use public key file: {exc}") from None
+    except TrustError as exc:
+        raise TrustError(
+            f"{public_node.file}:{public_node.line}: {public_node.where}: {exc}"
+        ) from None
+    roles_node = fields.require("roles")
+    listed = roles_node.as_str_list()
+    try:
+        roles = _check_roles(listed, identity)
+    except ConfigError as exc:
+        raise roles_node.error(str(exc)) from None
+    valid_from = _time(fields.require("valid_from"))
+    until_node = fields.get("valid_until")
+    valid_until = None if until_node is None else _time(until_node)
+    revoked_node = fields.get("revoked_at")
+    revoked_at = None if revoked_node is None else _time(revoked_node)
+    try:
+        _check_window(valid_from, valid_until)
+    except ConfigError as exc:
+        raise (until_node or node).error(str(exc)) from None
+    return KeyringEntry(
+        identity, public_path, roles, valid_from, valid_until, revoked_at
+    )
