@@ -563,7 +563,9 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
 
 
-def sign_envelope(payload: bytes, payload_type: str, identity: Identity) -> dict:
+def sign_envelope(
+    payload: bytes, payload_type: str, identity: Identity
+) -> dict[str, Any]:
     """Sign ``payload`` as ``payload_type`` into a DSSE envelope.
 
     Returns
@@ -696,7 +698,7 @@ def seal(
     request_id: str,
     station_id: str,
     manifest_digest: str,
-) -> dict:
+) -> dict[str, Any]:
     """Encrypt ``plaintext`` to ``recipient`` with HPKE, bound to its context.
 
     Parameters

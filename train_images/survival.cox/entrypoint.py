@@ -112,7 +112,6 @@ class CoxSession(Session):
         x = design_matrix(self.values, design)
         self.rows = SortedRows(self.time, self.event, x)
         del x
-        self.values = {}  # the design matrix now lives (sorted) in self.rows
         if self.mode == "pooled":
             self.times = np.asarray(message["times"], dtype=np.float64)
         return {"p": design.p}
@@ -124,6 +123,7 @@ class CoxSession(Session):
             return self._design(message)
         if self.rows is None:
             raise DataError("the design must be agreed before rounds")
+        self.values = {}  # design agreed: the covariates now live sorted in self.rows
         beta = np.asarray(message["beta"], dtype=np.float64)
         if beta.shape != (self.rows.p,):
             raise DataError(f"expected {self.rows.p} coefficients")
