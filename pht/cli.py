@@ -33,34 +33,38 @@ def _progress(station: str, event: str, reply: Reply | None) -> None:
         console.print(f"  [cyan]{station:<8}[/] running ...")
         return
     if event == "opened" and reply is not None and reply.ok:
-        n = (reply.output or {}).get("n")
-        console.print(f"  [green]{station:<8}[/] session open, n={n}")
+        console.print(f"  [green]{station:<8}[/] session open")
         return
     assert reply is not None
     took = f" ({reply.elapsed_seconds:.1f} s)" if reply.elapsed_seconds else ""
     if reply.ok:
-        n = (reply.output or {}).get("n")
-        console.print(f"  [green]{station:<8}[/] released aggregate, n={n}{took}")
+        console.print(f"  [green]{station:<8}[/] released a sealed aggregate{took}")
     else:
         colour = "yellow" if reply.status == "refused" else "red"
         console.print(f"  [{colour}]{station:<8}[/] {reply.status}: {reply.reason}")
 
 
-def _run(study_path: Path, network_path: Path, out_dir: Path) -> Path:
+def _run(study_path: Path, network_path: Path, out_dir: Path, identity: Path) -> Path:
+    from pht.crypto import load_identity
     from pht.manifest import Catalogue
     from pht.orchestrator.config import load_network, load_study
     from pht.orchestrator.engine import EmbeddedEngine
+    from pht.orchestrator.requester import Requester
     from pht.orchestrator.run import run_study, write_results
 
     catalogue = Catalogue()
     network = load_network(network_path)
     study = load_study(study_path, catalogue, network)
+    requester = Requester(
+        load_identity(identity),
+        {s: e.public_key for s, e in network.stations.items()},
+    )
     console.print(
         f"[bold]{study.train.manifest.ref}[/] on '{study.dataset}' at "
         f"{len(study.stations or network.stations)} station(s)"
     )
     engine = EmbeddedEngine(network, catalogue)
-    result = run_study(study, network, engine, progress=_progress)
+    result = run_study(study, network, engine, requester, progress=_progress)
     result_path, report_path = write_results(result, out_dir)
     out.print(f"result: {result_path}")
     out.print(f"report: {report_path}")
@@ -92,9 +96,12 @@ def run(
     study: Annotated[Path, typer.Argument(help="the study.yaml to run")],
     network: Annotated[Path, typer.Option(help="the network.yaml of the stations")],
     out_dir: Annotated[Path, typer.Option("--out", help="folder for the results")],
+    identity: Annotated[
+        Path, typer.Option(help="your requester key (.key.json) that signs the request")
+    ],
 ) -> None:
     """Run a study on a network; write result.json and report.html."""
-    _run(study, network, out_dir)
+    _run(study, network, out_dir, identity)
 
 
 @app.command()
@@ -126,8 +133,11 @@ def demo(
     from pht.demo import create_demo
 
     made = create_demo(workdir, seed=seed, patients=patients)
-    console.print(f"demo network in {made.root} (network.yaml, study.yaml, data/)")
-    report = _run(made.study, made.network, made.out)
+    console.print(
+        f"demo network in {made.root} (network.yaml, study.yaml, data/, keys/, "
+        "trains/, stations/)"
+    )
+    report = _run(made.study, made.network, made.out, made.identity)
     out.print(f"open {report.resolve()} in a browser")
 
 
@@ -140,6 +150,175 @@ def trains_list() -> None:
         m = package.manifest
         out.print(f"{m.ref}  [{m.output_class}, {m.rounds}]  {package.digest}")
         out.print(f"    {m.description}")
+
+
+keys_app = typer.Typer(help="Create identities (signing and sealing keys).",
+                       no_args_is_help=True)
+train_app = typer.Typer(help="Sign and verify trains (methodologists).", no_args_is_help=True)
+audit_app = typer.Typer(help="Verify, query and export station audit logs (auditors).",
+                        no_args_is_help=True)
+station_app = typer.Typer(help="Station operator commands.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(train_app, name="train")
+app.add_typer(audit_app, name="audit")
+app.add_typer(station_app, name="station")
+
+
+@keys_app.command("new")
+def keys_new(
+    role: Annotated[str, typer.Option(help="requester | methodologist | station")],
+    org: Annotated[str, typer.Option(help="your organisation, e.g. ZIN or IKNL")],
+    name: Annotated[str, typer.Option(help="a short name, used for the file names")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the key files")] = Path(
+        "keys"
+    ),
+) -> None:
+    """Create an Ed25519 signing key and an X25519 sealing key (private file 0600)."""
+    from pht.crypto import new_identity, save_identity
+
+    identity = new_identity(role, org, name)
+    private, public = save_identity(identity, out_dir)
+    out.print(f"private: {private} (keep it secret; mode 0600)")
+    out.print(f"public:  {public} (share it; key id {identity.key_id})")
+
+
+@train_app.command("sign")
+def train_sign(
+    train: Annotated[Path, typer.Argument(help="the train folder, e.g. train_images/survival.km")],
+    key: Annotated[Path, typer.Option(help="your methodologist .key.json")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the signed statement")],
+) -> None:
+    """Sign a train's manifest and code digest (DSSE envelope) as a methodologist."""
+    import json
+
+    from pht.crypto import load_identity
+    from pht.manifest import load_package
+    from pht.signing import sign_train
+
+    package = load_package(train)
+    envelope = sign_train(package, load_identity(key))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    m = package.manifest
+    path = out_dir / f"{m.name}@{m.version}.dsse.json"
+    path.write_text(json.dumps(envelope, indent=1), encoding="utf-8")
+    out.print(f"signed {m.ref} ({package.digest}) -> {path}")
+
+
+@train_app.command("verify")
+def train_verify(
+    signed: Annotated[Path, typer.Argument(help="a <name>@<version>.dsse.json")],
+    keyring: Annotated[Path, typer.Option(help="the keyring.yaml to trust")],
+    train: Annotated[
+        Path | None, typer.Option(help="also check the digest of this train folder")
+    ] = None,
+) -> None:
+    """Verify a signed train against a keyring (and a train folder's digest)."""
+    import json
+
+    from pht.errors import TrustError
+    from pht.keyring import Keyring
+    from pht.manifest import load_package
+    from pht.signing import verify_train
+
+    statement, signer = verify_train(json.loads(signed.read_text()), Keyring.load(keyring))
+    if train is not None:
+        package = load_package(train)
+        if package.digest != statement.code_digest:
+            raise TrustError(
+                f"{train}: code digest {package.digest} differs from the signed "
+                f"{statement.code_digest}"
+            )
+    out.print(
+        f"ok: {statement.name}@{statement.version} {statement.code_digest} signed by "
+        f"{signer.describe()} at {statement.signed_at}"
+    )
+
+
+@audit_app.command("verify")
+def audit_verify(
+    log_dir: Annotated[Path, typer.Argument(help="the station's audit folder")],
+    public_key: Annotated[Path, typer.Option(help="the station's .pub.json")],
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="a checkpoint saved earlier: prove consistency")
+    ] = None,
+) -> None:
+    """Verify a station's audit log (exit 0 only if intact)."""
+    import json
+
+    from pht.crypto import load_public
+    from pht.station.audit import Checkpoint, verify_log
+
+    saved = None
+    if checkpoint is not None:
+        saved = Checkpoint(**json.loads(checkpoint.read_text()))
+    report = verify_log(log_dir, load_public(public_key).signing_key, saved)
+    out.print(f"intact: {report.size} records, root {report.root}")
+    if report.torn_tail_bytes:
+        out.print(f"note: a torn tail of {report.torn_tail_bytes} bytes was dropped")
+    if saved is not None:
+        out.print(f"consistent with the saved checkpoint of size {saved.size}")
+
+
+@audit_app.command("query")
+def audit_query(
+    log_dir: Annotated[Path, typer.Argument(help="the station's audit folder")],
+    requester: Annotated[str | None, typer.Option(help="user or organisation")] = None,
+    purpose: Annotated[str | None, typer.Option()] = None,
+    train: Annotated[str | None, typer.Option()] = None,
+    dataset: Annotated[str | None, typer.Option()] = None,
+    outcome: Annotated[str | None, typer.Option()] = None,
+    since: Annotated[str | None, typer.Option(help="ISO time")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO time")] = None,
+    export: Annotated[Path | None, typer.Option(help="write .csv or .json")] = None,
+) -> None:
+    """Query a station's audit log; print or export the matching records."""
+    import dataclasses
+    import json
+
+    from pht.station.audit import export_csv, export_json, query
+
+    records = query(
+        log_dir, requester=requester, purpose=purpose, train=train, dataset=dataset,
+        outcome=outcome, since=since, until=until,
+    )
+    if export is not None:
+        (export_csv if export.suffix == ".csv" else export_json)(records, export)
+        out.print(f"{len(records)} records -> {export}")
+        return
+    for record in records:
+        out.print(json.dumps(dataclasses.asdict(record), sort_keys=True))
+
+
+@station_app.command("review")
+def station_review(
+    action: Annotated[str, typer.Argument(help="list | show | approve | reject")],
+    network: Annotated[Path, typer.Option(help="the network.yaml")],
+    station: Annotated[str, typer.Option(help="the station id")],
+    request: Annotated[str | None, typer.Option(help="the request id")] = None,
+    reviewer: Annotated[str, typer.Option(help="your name, for the audit log")] = "operator",
+    reason: Annotated[str, typer.Option(help="why (for reject)")] = "",
+) -> None:
+    """List, show, approve or reject outputs waiting for manual review."""
+    import json
+
+    from pht.errors import ConfigError
+    from pht.orchestrator.config import load_network
+    from pht.orchestrator.engine import EmbeddedEngine
+
+    node = EmbeddedEngine(load_network(network)).station(station)
+    if action == "list":
+        for request_id in node.pending():
+            out.print(request_id)
+        return
+    if request is None:
+        raise ConfigError(f"`{action}` needs --request ID; see `list`")
+    if action == "show":
+        out.print(json.dumps(node.show_pending(request), indent=1))
+    elif action in ("approve", "reject"):
+        reply = node.review(request, action == "approve", reviewer, reason)
+        out.print(f"{request}: {reply.status}")
+    else:
+        raise ConfigError(f"unknown action '{action}'; use list, show, approve or reject")
 
 
 @app.command()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from pht import synth
-from pht.station.policy import DEFAULT_POLICY
+from pht.provision import policy_document, provision
 
 STATION_NAMES = {
     "nkr": "Netherlands Cancer Registry (synthetic)",
@@ -36,34 +35,19 @@ class Demo:
     network: Path
     study: Path
     out: Path
+    identity: Path
 
 
-def network_yaml(stations: list[str]) -> str:
-    """A network file for the demo stations (data in ``data/``, policy in ``policies/``)."""
-    lines = ["# The demo's embedded network: one entry per data station.", "stations:"]
-    for station in stations:
-        lines += [
-            f"  - id: {station}",
-            f"    name: {STATION_NAMES[station]}",
-            "    datasets:",
-            "      - id: melanoma",
-            f"        path: data/{station}.parquet",
-            "    policy: policies/default.yaml",
-            "    executor: process",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def create_demo(
-    root: Path, seed: int = 2026, patients: int = synth.DEFAULT_PATIENTS
-) -> Demo:
-    """Write synthetic data, the default policy, ``network.yaml`` and ``study.yaml``."""
+def create_demo(root: Path, seed: int = 2026, patients: int = synth.DEFAULT_PATIENTS) -> Demo:
+    """Write synthetic data, keys, signed trains, policies, ``network.yaml``, a study."""
     root.mkdir(parents=True, exist_ok=True)
-    synth.write(root / "data", seed=seed, patients=patients)
-    (root / "policies").mkdir(exist_ok=True)
-    shutil.copyfile(DEFAULT_POLICY, root / "policies" / "default.yaml")
-    network = root / "network.yaml"
-    network.write_text(network_yaml(list(synth.STATIONS)), encoding="utf-8")
+    paths = synth.write(root / "data", seed=seed, patients=patients)
+    made = provision(
+        root,
+        {s: {"melanoma": paths[s]} for s in synth.STATIONS},
+        names=STATION_NAMES,
+        policy=policy_document(),
+    )
     study = root / "study.yaml"
     study.write_text(STUDY, encoding="utf-8")
-    return Demo(root, network, study, root / "results")
+    return Demo(root, made.network, study, root / "results", made.requester_key)

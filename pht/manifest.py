@@ -107,6 +107,15 @@ class Manifest:
     parameters: Mapping[str, ParamSpec]
     output_class: str
     output_class_by: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    output_schema: Mapping[str, Any] | None = None
+    round_schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def schema_for(self, op: str | None) -> Mapping[str, Any]:
+        """The declared schema of an output (``op`` names the round, None = single)."""
+        schema = self.output_schema if op is None else self.round_schemas.get(op)
+        if schema is None:
+            raise ConfigError(f"train {self.ref} declares no output schema for {op!r}")
+        return schema
 
     def output_class_for(self, parameters: Mapping[str, Any]) -> str:
         """The disclosure class of the outputs for these parameters."""
@@ -211,6 +220,44 @@ def _param(name: str, node: yamlcfg.Node) -> ParamSpec:
     )
 
 
+_SCHEMA_KEYS: dict[str, tuple[set[str], set[str]]] = {
+    # type: (required keys, optional keys) besides "type", "optional", "nullable"
+    "count": (set(), set()),
+    "integer": (set(), set()),
+    "number": (set(), {"decimals"}),
+    "boolean": (set(), set()),
+    "string": ({"choices"}, set()),
+    "array": ({"items", "max_length"}, set()),
+    "float64_array": ({"max_elements"}, set()),
+    "object": ({"fields"}, set()),
+    "map": ({"values", "max_keys"}, set()),
+}
+
+
+def _schema(node: yamlcfg.Node) -> dict[str, Any]:
+    """Validate an output schema node (see :mod:`pht.station.guard`)."""
+    kind = node.mapping(None).require("type").as_str()
+    if kind not in _SCHEMA_KEYS:
+        raise node.error(f"unknown output type '{kind}'; use {', '.join(_SCHEMA_KEYS)}")
+    required, optional = _SCHEMA_KEYS[kind]
+    m = node.mapping(required | optional | {"type", "optional", "nullable"})
+    out: dict[str, Any] = {"type": kind}
+    for key in required:
+        m.require(key)
+    for key, child in m.children.items():
+        if key in ("items", "values"):
+            out[key] = _schema(child)
+        elif key == "fields":
+            out[key] = {k: _schema(v) for k, v in child.raw_mapping_nodes()}
+        elif key == "choices":
+            out[key] = child.as_str_list()
+        elif key in ("max_length", "max_keys", "max_elements", "decimals"):
+            out[key] = child.as_type(int)
+        elif key in ("optional", "nullable"):
+            out[key] = child.as_type(bool)
+    return out
+
+
 def _disclosure_class(node: yamlcfg.Node) -> str:
     value = node.as_str()
     if value not in DISCLOSURE_CLASSES:
@@ -233,7 +280,7 @@ def load_manifest(path: Path) -> Manifest:
         key: _param(key, node)
         for key, node in root.require("parameters").raw_mapping_nodes()
     }
-    output = root.require("output").mapping({"class", "class_by"})
+    output = root.require("output").mapping({"class", "class_by", "schema", "rounds"})
     output_class = _disclosure_class(output.require("class"))
     class_by: dict[str, dict[str, str]] = {}
     by_node = output.get("class_by")
@@ -245,6 +292,16 @@ def load_manifest(path: Path) -> Manifest:
                 value: _disclosure_class(node)
                 for value, node in values.raw_mapping_nodes()
             }
+    schema_node = output.get("schema")
+    rounds_node = output.get("rounds")
+    if rounds == "single" and schema_node is None:
+        raise output.node.error("a single-round train must declare output.schema")
+    if rounds == "iterative" and rounds_node is None:
+        raise output.node.error("an iterative train must declare output.rounds")
+    round_schemas = {}
+    if rounds_node is not None:
+        for op, node in rounds_node.raw_mapping_nodes():
+            round_schemas[op] = _schema(node)
     return Manifest(
         name=ref.name,
         version=str(ref.version),
@@ -253,6 +310,8 @@ def load_manifest(path: Path) -> Manifest:
         parameters=params,
         output_class=output_class,
         output_class_by=class_by,
+        output_schema=_schema(schema_node) if schema_node is not None else None,
+        round_schemas=round_schemas,
     )
 
 

@@ -32,10 +32,12 @@ LocalFunction = Callable[[pd.DataFrame, TrainInput], Mapping[str, Any]]
 OUTPUT_NAME = "output.json"
 
 
-def read_columns(path: Path, columns: Sequence[str]) -> pd.DataFrame:
-    """Read only ``columns`` of a Parquet or CSV dataset."""
+def read_columns(path: Path | Any, columns: Sequence[str], suffix: str | None = None) -> pd.DataFrame:
+    """Read only ``columns`` of a Parquet or CSV dataset (a path or an open file)."""
     wanted = list(dict.fromkeys(columns))
-    suffix = path.suffix.lower()
+    suffix = (suffix or Path(str(path)).suffix).lower()
+    if not suffix.startswith("."):
+        suffix = "." + suffix
     try:
         if suffix == ".parquet":
             import pyarrow.parquet as pq
@@ -46,20 +48,44 @@ def read_columns(path: Path, columns: Sequence[str]) -> pd.DataFrame:
                 raise DataError(f"dataset lacks column(s) {', '.join(missing)}")
             return pq.read_table(path, columns=wanted).to_pandas()
         if suffix == ".csv":
-            header = pd.read_csv(path, nrows=0).columns
-            missing = [c for c in wanted if c not in header]
+            frame = pd.read_csv(path)
+            missing = [c for c in wanted if c not in frame.columns]
             if missing:
                 raise DataError(f"dataset lacks column(s) {', '.join(missing)}")
-            return pd.read_csv(path, usecols=wanted)
+            return frame[wanted]
     except (OSError, ValueError) as exc:
         raise DataError(f"dataset cannot be read ({type(exc).__name__})") from None
     raise DataError(f"dataset format '{suffix}' is not supported; use .parquet or .csv")
 
 
-def execute(local: LocalFunction, train_input: TrainInput, data: Path) -> TrainOutput:
+def _open_data(args: argparse.Namespace) -> tuple[Any, str]:
+    """The dataset as given by the executor: a path, or an inherited descriptor."""
+    if args.data_fd is not None:
+        import os
+
+        return os.fdopen(args.data_fd, "rb", closefd=False), args.data_format
+    return args.data, args.data.suffix
+
+
+def _arguments(description: str, argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--input", type=Path, required=True)
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--data-fd", type=int)
+    parser.add_argument("--data-format", choices=["parquet", "csv"], default="parquet")
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args(argv)
+    if args.data is None and args.data_fd is None:
+        parser.error("give --data or --data-fd")
+    return args
+
+
+def execute(
+    local: LocalFunction, train_input: TrainInput, data: Any, suffix: str | None = None
+) -> TrainOutput:
     """Run ``local`` on the dataset and wrap the outcome as a :class:`TrainOutput`."""
     try:
-        frame = read_columns(data, train_input.columns)
+        frame = read_columns(data, train_input.columns, suffix)
         output = dict(local(frame, train_input))
     except DisclosureError as exc:
         return TrainOutput("refused", str(exc))
@@ -73,13 +99,10 @@ def execute(local: LocalFunction, train_input: TrainInput, data: Path) -> TrainO
 
 def run_train(local: LocalFunction, argv: Sequence[str] | None = None) -> int:
     """Entry point of a single-round train; returns the process exit code."""
-    parser = argparse.ArgumentParser(description="pht train entrypoint")
-    parser.add_argument("--input", type=Path, required=True)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--output", type=Path, required=True)
-    args = parser.parse_args(argv)
+    args = _arguments("pht train entrypoint", argv)
     train_input = TrainInput.from_json(args.input.read_bytes())
-    result = execute(local, train_input, args.data)
+    data, suffix = _open_data(args)
+    result = execute(local, train_input, data, suffix)
     try:
         text = result.to_json()
     except ValueError:
@@ -139,11 +162,7 @@ def run_session(open_session: OpenFunction, argv: Sequence[str] | None = None) -
     line, until stdin closes or ``{"op": "close"}`` arrives. The train's own ``print``
     goes to stderr, so it cannot corrupt the protocol.
     """
-    parser = argparse.ArgumentParser(description="pht iterative train entrypoint")
-    parser.add_argument("--input", type=Path, required=True)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--output", type=Path, required=False)
-    args = parser.parse_args(argv)
+    args = _arguments("pht iterative train entrypoint", argv)
     import os
 
     channel = os.fdopen(os.dup(1), "wb")
@@ -153,7 +172,8 @@ def run_session(open_session: OpenFunction, argv: Sequence[str] | None = None) -
     state: list[Session] = []
 
     def opened() -> Mapping[str, Any]:
-        frame = read_columns(args.data, train_input.columns)
+        data, suffix = _open_data(args)
+        frame = read_columns(data, train_input.columns, suffix)
         state.append(open_session(frame, train_input))
         return state[0].opened()
 

@@ -8,10 +8,11 @@ the wrong type raises :class:`~pht.errors.ConfigError` instead of being guessed 
 Messages
 --------
 :class:`TrainRef`    ``name@version`` of a train
-:class:`Request`     orchestrator -> station: run a train on a dataset
+(requests are signed envelopes: :mod:`pht.signing`)
 :class:`TrainInput`  station -> train (input file): the request plus the station's limits
 :class:`TrainOutput` train -> station (output file): status and the aggregate
-:class:`Reply`       station -> orchestrator: status, reason, the released aggregate
+:class:`Reply`       station -> orchestrator: status, reason, the sealed aggregate and
+                     the station's signed receipt
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Any, Literal
 from pht.errors import ConfigError
 
 WIRE_VERSION = "pht.wire/1"
-Status = Literal["ok", "refused", "error"]
-STATUSES: tuple[Status, ...] = ("ok", "refused", "error")
+Status = Literal["ok", "refused", "error", "pending"]
+STATUSES: tuple[Status, ...] = ("ok", "refused", "error", "pending")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
@@ -92,44 +93,6 @@ def _encode(message: Any) -> str:
     body = asdict(message)
     body["wire"] = WIRE_VERSION
     return json.dumps(body, sort_keys=True, allow_nan=False)
-
-
-@dataclass(frozen=True)
-class Request:
-    """Orchestrator -> station: run ``train`` on ``dataset`` with ``parameters``."""
-
-    request_id: str
-    train: str
-    train_digest: str
-    dataset: str
-    parameters: Mapping[str, Any]
-    purpose: str
-    requester: str
-    issued_at: str
-
-    @property
-    def train_ref(self) -> TrainRef:
-        """The parsed train reference."""
-        return TrainRef.parse(self.train)
-
-    def to_json(self) -> str:
-        """Canonical JSON."""
-        return _encode(self)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Request:
-        """Decode and validate."""
-        data = _decode(text, "request")
-        return cls(
-            request_id=_require(data, "request_id", str),
-            train=_require(data, "train", str),
-            train_digest=_require(data, "train_digest", str),
-            dataset=_require(data, "dataset", str),
-            parameters=_require(data, "parameters", dict),
-            purpose=_require(data, "purpose", str),
-            requester=_require(data, "requester", str),
-            issued_at=_require(data, "issued_at", str),
-        )
 
 
 @dataclass(frozen=True)
@@ -208,6 +171,8 @@ class Reply:
     train_digest: str | None = None
     elapsed_seconds: float | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    sealed: Mapping[str, Any] | None = None
+    receipt: Mapping[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -236,6 +201,8 @@ class Reply:
             train_digest=data.get("train_digest"),
             elapsed_seconds=data.get("elapsed_seconds"),
             details=data.get("details") or {},
+            sealed=data.get("sealed"),
+            receipt=data.get("receipt"),
         )
 
 

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from pht.provision import policy_document, provision
+
 from pht.manifest import Catalogue
 
 
@@ -21,36 +23,33 @@ def write_network(
     min_cell_size: int = 10,
     fmt: str = "parquet",
     policy: Mapping[str, Any] | None = None,
+    **policy_options: Any,
 ) -> Path:
-    """Write one data file per station, a policy and network.yaml; return its path."""
+    """Write one data file per station and provision keys, keyrings, signed trains,
+    policies and network.yaml; return the network file. The analyst's key is
+    ``root/keys/analyst.key.json``."""
     (root / "data").mkdir(parents=True, exist_ok=True)
-    policy_doc = dict(
-        policy
-        or {
-            "min_cell_size": min_cell_size,
-            "disclosure_classes": ["aggregate", "model", "event_table"],
-            "purposes": ["package-management/reassessment"],
-        }
-    )
-    (root / "policy.yaml").write_text(yaml.safe_dump(policy_doc), encoding="utf-8")
-    stations = []
+    held = {}
     for station_id, frame in frames.items():
         path = root / "data" / f"{station_id}.{fmt}"
         if fmt == "parquet":
             frame.to_parquet(path, index=False)
         else:
             frame.to_csv(path, index=False)
-        stations.append(
-            {
-                "id": station_id,
-                "name": f"Station {station_id}",
-                "datasets": [{"id": dataset, "path": f"data/{station_id}.{fmt}"}],
-                "policy": "policy.yaml",
-            }
-        )
-    network = root / "network.yaml"
-    network.write_text(yaml.safe_dump({"stations": stations}), encoding="utf-8")
-    return network
+        held[station_id] = {dataset: path}
+    columns = sorted({c for f in frames.values() for c in f.columns})
+    document = policy or policy_document(
+        columns=columns, min_cell_size=min_cell_size, **policy_options
+    )
+    made = provision(
+        root, held, names={s: f"Station {s}" for s in frames}, policy=document
+    )
+    return made.network
+
+
+def identity_of(network: Path) -> Path:
+    """The analyst key provisioned next to ``network``."""
+    return network.parent / "keys" / "analyst.key.json"
 
 
 def write_study(root: Path, **fields: Any) -> Path:
@@ -71,14 +70,20 @@ def write_study(root: Path, **fields: Any) -> Path:
 
 def run_embedded(study: Path, network: Path) -> dict[str, Any]:
     """Run a study through the embedded engine and return the result dict."""
+    from pht.crypto import load_identity
     from pht.orchestrator.config import load_network, load_study
     from pht.orchestrator.engine import EmbeddedEngine
+    from pht.orchestrator.requester import Requester
     from pht.orchestrator.run import run_study
 
     catalogue = Catalogue()
     net = load_network(network)
     st = load_study(study, catalogue, net)
-    return run_study(st, net, EmbeddedEngine(net, catalogue))
+    requester = Requester(
+        load_identity(identity_of(network)),
+        {s: e.public_key for s, e in net.stations.items()},
+    )
+    return run_study(st, net, EmbeddedEngine(net, catalogue), requester)
 
 
 @pytest.fixture(scope="session")

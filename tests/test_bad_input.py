@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import write_network, write_study
+from conftest import identity_of, write_network, write_study
 
 from pht.cli import main
 
@@ -33,8 +34,12 @@ def net(tmp_path: Path) -> Path:
     return write_network(tmp_path, frames())
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    code = main([str(a) for a in args])
+def run_cli(capsys: pytest.CaptureFixture[str], *args: Any) -> tuple[int, str]:
+    argv = [str(a) for a in args]
+    if "run" in argv and "--network" in argv and "--identity" not in argv:
+        network = Path(argv[argv.index("--network") + 1])
+        argv += ["--identity", str(identity_of(network))]
+    code = main(argv)
     err = capsys.readouterr().err
     return code, err
 
@@ -204,13 +209,14 @@ def test_empty_group_everywhere_is_refused(tmp_path, capsys) -> None:
 
 def test_bad_policy_key_names_file_and_line(tmp_path, capsys) -> None:
     network = write_network(tmp_path, frames())
-    (tmp_path / "policy.yaml").write_text("min_cell_size: 10\nmin_cel_size: 3\n")
+    policy = tmp_path / "stations" / "s2" / "policy.yaml"
+    policy.write_text(policy.read_text().replace("min_cell_size:", "min_cel_size:"))
     study = write_study(tmp_path)
     code, err = run_cli(
         capsys, "run", study, "--network", network, "--out", tmp_path / "o"
     )
     line = error_line(err)
-    assert code == 2 and "policy.yaml:2" in line and "min_cel_size" in line
+    assert code == 2 and "s2/policy.yaml:" in line and "min_cel_size" in line
 
 
 def test_failed_run_keeps_the_previous_result(tmp_path, net, capsys) -> None:

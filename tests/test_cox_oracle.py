@@ -117,7 +117,11 @@ def test_cox_equals_lifelines_on_synthetic_registries(tmp_path, mode) -> None:
         tmp_path, frames, time="os_days", event="death", covariates=covariates, mode=mode,
         reference={"regimen": "standard"},
     )
-    rows = pd.concat([f.assign(station=s) for s, f in frames.items()])
+    took = [s["id"] for s in result["stations"] if s["participated"]]
+    assert took
+    rows = pd.concat([frames[s].assign(station=s) for s in took])
+    rows = rows.dropna(subset=["os_days", "death", *covariates])
+    assert result["cox"]["n"] == len(rows)
     design = pd.DataFrame(
         {"os_days": rows["os_days"], "death": rows["death"], "age": rows["age"],
          "ecog": rows["ecog"], "ldh_elevated": rows["ldh_elevated"]}

@@ -9,7 +9,7 @@ from pht.cli import main
 
 def test_demo_end_to_end(tmp_path, capsys) -> None:
     work = tmp_path / "demo"
-    assert main(["demo", "--workdir", str(work), "--patients", "1800"]) == 0
+    assert main(["demo", "--workdir", str(work), "--patients", "6000"]) == 0
     captured = capsys.readouterr()
     assert "report.html" in captured.out
     for station in ("nkr", "dica", "umc"):
@@ -18,7 +18,7 @@ def test_demo_end_to_end(tmp_path, capsys) -> None:
     assert result["train"] == "survival.km@1.0.0"
     assert [s["id"] for s in result["stations"]] == ["nkr", "dica", "umc"]
     assert all(s["participated"] for s in result["stations"])
-    assert sum(s["n"] for s in result["stations"]) == 1800
+    assert sum(s["n"] for s in result["stations"]) == 6000
     assert set(result["km"]) == {"extended_interval", "standard", "weight_based"}
     for curve in result["km"].values():
         assert {"time", "survival", "ci_lower", "ci_upper", "at_risk", "events_at"} <= set(curve)

@@ -45,6 +45,9 @@ class StationEntry:
     policy: Path
     executor: str
     workdir: Path
+    identity: Path
+    keyring: Path
+    public_key: Path
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Network:
 
     source: Path
     stations: Mapping[str, StationEntry]
+    trains: Path
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ class Study:
     dataset: str
     stations: tuple[str, ...] | None
     parameters: Mapping[str, Any]
-    requester: str
+    role: str
 
 
 def _check_id(node: yamlcfg.Node, what: str) -> str:
@@ -79,7 +83,10 @@ def _check_id(node: yamlcfg.Node, what: str) -> str:
 
 
 def _station(node: yamlcfg.Node, base: Path) -> StationEntry:
-    m = node.mapping({"id", "name", "datasets", "policy", "executor", "workdir"})
+    m = node.mapping(
+        {"id", "name", "datasets", "policy", "executor", "workdir", "identity",
+         "keyring", "public_key"}
+    )
     station_id = _check_id(m.require("id"), "station")
     datasets: dict[str, DatasetConfig] = {}
     for item in m.require("datasets").items():
@@ -120,6 +127,19 @@ def _station(node: yamlcfg.Node, base: Path) -> StationEntry:
         if workdir_node
         else (base / ".pht" / "stations" / station_id).resolve()
     )
+    files = {}
+    for key, fix in (
+        ("identity", "create one with `pht keys new --role station`"),
+        ("keyring", "list the trusted requester and methodologist keys in it"),
+        ("public_key", "point it at the station's .pub.json"),
+    ):
+        file_node = m.require(key)
+        path = (base / file_node.as_str()).resolve()
+        if not path.is_file():
+            raise file_node.error(
+                f"{key} file '{file_node.as_str()}' not found (looked in {path}); {fix}"
+            )
+        files[key] = path
     name_node = m.get("name")
     return StationEntry(
         id=station_id,
@@ -128,12 +148,15 @@ def _station(node: yamlcfg.Node, base: Path) -> StationEntry:
         policy=policy,
         executor=executor,
         workdir=workdir,
+        identity=files["identity"],
+        keyring=files["keyring"],
+        public_key=files["public_key"],
     )
 
 
 def load_network(path: Path) -> Network:
     """Parse and validate ``network.yaml``."""
-    root = yamlcfg.load(path).mapping({"stations"})
+    root = yamlcfg.load(path).mapping({"stations", "trains"})
     stations: dict[str, StationEntry] = {}
     items = root.require("stations").items()
     if not items:
@@ -145,7 +168,14 @@ def load_network(path: Path) -> Network:
                 f"station '{entry.id}' is listed twice; ids must be unique"
             )
         stations[entry.id] = entry
-    return Network(path, stations)
+    trains_node = root.require("trains")
+    trains = (path.parent / trains_node.as_str()).resolve()
+    if not trains.is_dir():
+        raise trains_node.error(
+            f"train signatures folder '{trains_node.as_str()}' not found; sign trains "
+            "into it with `pht train sign`"
+        )
+    return Network(path, stations, trains)
 
 
 def load_study(
@@ -213,7 +243,7 @@ def load_study(
                 f"no target station holds dataset '{dataset}'; check 'dataset' "
                 "against the datasets in the network file"
             )
-    requester_node = root.get("requester")
+    role_node = root.get("role")
     return Study(
         source=path,
         question=question,
@@ -222,5 +252,5 @@ def load_study(
         dataset=dataset,
         stations=stations,
         parameters=parameters,
-        requester=requester_node.as_str() if requester_node else "analyst@zin",
+        role=role_node.as_str() if role_node else "analyst",
     )

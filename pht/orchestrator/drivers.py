@@ -299,10 +299,10 @@ def cox_section(
         },
         "n": sum(int(d["n"]) for d in described.values()),
         "events": sum(int(d["events"]) for d in described.values()),
-        "excluded": sum(int(d.get("excluded", 0)) for d in described.values()),
+        "excluded": sum(int(d.get("excluded") or 0) for d in described.values()),
         "per_station": {
             s: {"n": int(d["n"]), "events": int(d["events"]),
-                "excluded": int(d.get("excluded", 0))}
+                "excluded": int(d.get("excluded") or 0)}
             for s, d in described.items()
         },
         "mode": mode,

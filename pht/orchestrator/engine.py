@@ -18,10 +18,14 @@ from typing import Any, Protocol
 from pht.errors import ConfigError
 from pht.manifest import Catalogue
 from pht.orchestrator.config import Network
+from pht.crypto import load_identity
+from pht.keyring import Keyring
 from pht.station import ProcessExecutor, Station, StationConfig, load_policy
-from pht.station.station import StationSession
 from pht.station.executors import Executor
-from pht.wire import Reply, Request
+from pht.station import StationSession
+from pht.wire import Reply
+
+Envelope = Mapping[str, Any]
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +39,16 @@ class Engine(Protocol):
     name: str
 
     def dispatch(
-        self, requests: Mapping[str, Request], progress: ProgressCallback | None = None
+        self, requests: Mapping[str, Envelope], progress: ProgressCallback | None = None
     ) -> dict[str, Reply]:
         """Send each request to its station; return the replies by station id."""
         ...
 
     def open_sessions(
-        self, requests: Mapping[str, Request], progress: ProgressCallback | None = None
+        self,
+        requests: Mapping[str, Envelope],
+        progress: ProgressCallback | None = None,
+        opener: Callable[[Reply], Reply] | None = None,
     ) -> SessionGroup:
         """Open an iterative session at each station."""
         ...
@@ -70,25 +77,34 @@ class EmbeddedEngine:
                 datasets={k: d.path for k, d in entry.datasets.items()},
                 policy=load_policy(entry.policy),
                 workdir=entry.workdir,
+                identity=load_identity(entry.identity),
+                keyring=Keyring.load(entry.keyring),
                 executor=entry.executor,
             )
             self._stations[entry.id] = Station(
                 config, _executor(entry.executor), self._catalogue
             )
 
+    def station(self, station_id: str) -> Station:
+        """A station of this network (for its operator's commands)."""
+        if station_id not in self._stations:
+            known = ", ".join(self._stations)
+            raise ConfigError(f"unknown station '{station_id}'; the network has: {known}")
+        return self._stations[station_id]
+
     def _one(
         self, station_id: str, wire: str, progress: ProgressCallback | None
     ) -> str:
         if progress:
             progress(station_id, "started", None)
-        reply = self._stations[station_id].handle(Request.from_json(wire))
+        reply = self._stations[station_id].handle(json.loads(wire))
         encoded = reply.to_json()
         if progress:
             progress(station_id, "finished", Reply.from_json(encoded))
         return encoded
 
     def dispatch(
-        self, requests: Mapping[str, Request], progress: ProgressCallback | None = None
+        self, requests: Mapping[str, Envelope], progress: ProgressCallback | None = None
     ) -> dict[str, Reply]:
         """Run the requests concurrently, one worker per station."""
         unknown = [s for s in requests if s not in self._stations]
@@ -98,24 +114,30 @@ class EmbeddedEngine:
             return {}
         with ThreadPoolExecutor(max_workers=len(requests)) as pool:
             futures = {
-                station_id: pool.submit(self._one, station_id, req.to_json(), progress)
+                station_id: pool.submit(self._one, station_id, json.dumps(req), progress)
                 for station_id, req in requests.items()
             }
             return {s: Reply.from_json(f.result()) for s, f in futures.items()}
 
     def open_sessions(
-        self, requests: Mapping[str, Request], progress: ProgressCallback | None = None
+        self,
+        requests: Mapping[str, Envelope],
+        progress: ProgressCallback | None = None,
+        opener: Callable[[Reply], Reply] | None = None,
     ) -> SessionGroup:
-        """Open a session per station; each keeps one train process for all rounds."""
+        """Open a session per station; each keeps one train process for all rounds.
+
+        ``opener`` is applied to every reply (the requester checks the receipt and
+        opens the sealed output there).
+        """
+        decode = opener or (lambda reply: reply)
         sessions: dict[str, StationSession] = {}
         pool = ThreadPoolExecutor(max_workers=max(1, len(requests)))
 
         def open_one(station_id: str, wire: str) -> str:
             if progress:
                 progress(station_id, "started", None)
-            reply, session = self._stations[station_id].open_session(
-                Request.from_json(wire)
-            )
+            reply, session = self._stations[station_id].open_session(json.loads(wire))
             if session is not None:
                 sessions[station_id] = session
             encoded = reply.to_json()
@@ -124,9 +146,9 @@ class EmbeddedEngine:
             return encoded
 
         futures = {
-            s: pool.submit(open_one, s, r.to_json()) for s, r in requests.items()
+            s: pool.submit(open_one, s, json.dumps(r)) for s, r in requests.items()
         }
-        opened = {s: Reply.from_json(f.result()) for s, f in futures.items()}
+        opened = {s: decode(Reply.from_json(f.result())) for s, f in futures.items()}
 
         def run_round(messages: Mapping[str, Mapping[str, Any]]) -> dict[str, Reply]:
             wires = {s: json.dumps(dict(m), allow_nan=False) for s, m in messages.items()}
@@ -134,7 +156,7 @@ class EmbeddedEngine:
                 s: pool.submit(lambda s=s, w=w: sessions[s].round(json.loads(w)).to_json())
                 for s, w in wires.items()
             }
-            return {s: Reply.from_json(f.result()) for s, f in done.items()}
+            return {s: decode(Reply.from_json(f.result())) for s, f in done.items()}
 
         def close() -> None:
             for session in sessions.values():

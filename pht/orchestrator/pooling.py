@@ -51,7 +51,7 @@ def _grouped(output: Mapping[str, Any], station: str) -> GroupedEventTables:
             str(label): EventTable.from_dict(table)
             for label, table in output["groups"].items()
         }
-        return GroupedEventTables(tables, int(output.get("excluded", 0)))
+        return GroupedEventTables(tables, int(output.get("excluded") or 0))
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(
             f"station {station} returned a malformed event table ({exc})"

@@ -11,7 +11,6 @@ import datetime as dt
 import json
 import logging
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,9 @@ from pht.orchestrator.config import Network, Study
 from pht.orchestrator.engine import Engine, ProgressCallback
 from pht.orchestrator.drivers import driver_for
 from pht.orchestrator.pooling import pooler_for
-from pht.wire import Reply, Request
+from pht.orchestrator.requester import Requester, signed_train
+from pht.signing import SignedRequestBody
+from pht.wire import Reply
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +32,22 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def plan_requests(study: Study, network: Network) -> dict[str, Request]:
-    """One request per target station that holds the study's dataset."""
+def plan_request(
+    study: Study, network: Network, requester: Requester
+) -> tuple[SignedRequestBody, dict[str, Any]]:
+    """One signed request addressed to every target station."""
     targets = study.stations or tuple(network.stations)
     manifest = study.train.manifest
-    issued = _now()
-    return {
-        station_id: Request(
-            request_id=str(uuid.uuid4()),
-            train=str(manifest.ref),
-            train_digest=study.train.digest,
-            dataset=study.dataset,
-            parameters=dict(study.parameters),
-            purpose=study.purpose,
-            requester=study.requester,
-            issued_at=issued,
-        )
-        for station_id in targets
-    }
+    return requester.request(
+        role=study.role,
+        purpose=study.purpose,
+        train=str(manifest.ref),
+        train_digest=study.train.digest,
+        train_envelope=signed_train(network.trains, study.train),
+        dataset=study.dataset,
+        parameters=study.parameters,
+        targets=targets,
+    )
 
 
 def _station_rows(
@@ -96,21 +95,27 @@ def run_study(
     study: Study,
     network: Network,
     engine: Engine,
+    requester: Requester,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Dispatch the study's train and pool the released aggregates into a result."""
     manifest = study.train.manifest
-    requests = plan_requests(study, network)
+    body, envelope = plan_request(study, network, requester)
+    requests = {s: envelope for s in body.targets}
+
+    def opener(reply: Reply) -> Reply:
+        return requester.open(reply, body.request_id)
+
     if manifest.rounds == "iterative":
         driver = driver_for(manifest.name)
-        with engine.open_sessions(requests, progress) as group:
+        with engine.open_sessions(requests, progress, opener) as group:
             replies = group.opened
             _check_participation(study, replies)
             sections = driver(group, study.parameters)
             rounds = group.rounds + 1
             replies = group.outcome
     else:
-        replies = engine.dispatch(requests, progress)
+        replies = {s: opener(r) for s, r in engine.dispatch(requests, progress).items()}
         released = _check_participation(study, replies)
         sections = pooler_for(manifest.name)(released, study.parameters)
         rounds = 1
@@ -129,15 +134,27 @@ def run_study(
             "engine": engine.name,
             "study_file": str(study.source),
             "network_file": str(network.source),
-            "requester": study.requester,
+            "requester": {
+                "organisation": requester.identity.public.organisation,
+                "user": requester.identity.public.name,
+                "role": study.role,
+                "key_id": requester.identity.key_id,
+            },
+            "request_id": body.request_id,
+            "issued_at": body.issued_at,
+            "expires_at": body.expires_at,
+            "train_signers": [
+                sig.get("keyid") for sig in body.train_statement.get("signatures", [])
+            ],
+            "receipts": requester.receipts,
             "disclosure_class": manifest.output_class_for(study.parameters),
             "rounds": rounds,
             "requests": [
                 {
                     "station": s,
-                    "request_id": requests[s].request_id,
-                    "issued_at": requests[s].issued_at,
+                    "request_id": body.request_id,
                     "status": replies[s].status,
+                    "reason": replies[s].reason,
                     "executor": replies[s].executor,
                     "train_digest": replies[s].train_digest,
                 }

@@ -1,4 +1,4 @@
-"""The station runtime: policy, executors, and the station that answers requests.
+"""The station runtime: policy, trust checks, executors, output guard, audit log.
 
 Public surface: :class:`Station`, :class:`StationConfig`, :func:`load_policy`,
 :class:`Policy`, :class:`ProcessExecutor`. Nothing here imports the orchestrator.
@@ -6,7 +6,7 @@ Public surface: :class:`Station`, :class:`StationConfig`, :func:`load_policy`,
 
 from pht.station.executors import Executor, Job, JobResult, ProcessExecutor
 from pht.station.policy import DEFAULT_POLICY, Policy, load_policy
-from pht.station.station import Station, StationConfig
+from pht.station.station import Station, StationConfig, StationSession
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -17,5 +17,6 @@ __all__ = [
     "ProcessExecutor",
     "Station",
     "StationConfig",
+    "StationSession",
     "load_policy",
 ]

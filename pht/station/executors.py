@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from pht.runtime import OUTPUT_NAME
+from pht.station.sandbox import confine
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,30 @@ class ProcessExecutor:
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
 
-    def _limit(self, limits: Limits) -> None:  # runs in the child before exec
+    def _readable(self, job: Job) -> list[str]:
+        """What a train may read: Python, its import path, its own folder."""
+        import pht
+
+        paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+        paths.update(
+            {
+                "/usr", "/lib", "/lib64", "/bin", "/etc", "/proc", "/dev",
+                "/sys/devices/system/cpu",
+            }
+        )
+        paths.update(
+            {
+                str(Path(pht.__file__).resolve().parent),
+                str(job.entrypoint.resolve().parent),
+                str(Path(self.python).resolve().parent),
+            }
+        )
+        return sorted(paths)
+
+    def _limit(self, job: Job) -> None:  # runs in the child before exec
         os.setsid()
+        limits = job.limits
+        confine(self._readable(job), [str(job.workdir), "/dev/null"])
         resource.setrlimit(
             resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes)
         )
@@ -140,58 +163,68 @@ class ProcessExecutor:
             resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds)
         )
         resource.setrlimit(
-            resource.RLIMIT_FSIZE, (limits.output_bytes, limits.output_bytes)
+            resource.RLIMIT_FSIZE, (limits.output_bytes + 1, limits.output_bytes + 1)
         )
         resource.setrlimit(
             resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files)
         )
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
-    def command(self, job: Job) -> list[str]:
-        """The command line of a job."""
+    def command(self, job: Job, data_fd: int) -> list[str]:
+        """The command line of a job (the dataset is an inherited, read-only fd)."""
         return [
             self.python,
             "-I",
             str(job.entrypoint),
             "--input",
             str(job.input_file),
-            "--data",
-            str(job.dataset),
+            "--data-fd",
+            str(data_fd),
+            "--data-format",
+            job.dataset.suffix.lstrip(".").lower(),
             "--output",
             str(job.output_dir),
         ]
 
+    def _prepare(self, job: Job) -> int:
+        """Create the output folder and open the dataset for the train."""
+        job.output_dir.mkdir(parents=True, exist_ok=True)
+        return os.open(job.dataset, os.O_RDONLY)
+
     def start(self, job: Job) -> ProcessChannel:
         """Start the job as a session speaking JSON lines over stdin/stdout."""
-        job.output_dir.mkdir(parents=True, exist_ok=True)
+        data_fd = self._prepare(job)
         stderr = open(job.workdir / "stderr.log", "wb")  # noqa: SIM115 - closed by channel
         proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            self.command(job),
+            self.command(job, data_fd),
+            pass_fds=(data_fd,),
             cwd=job.workdir,
             env=_clean_env(job.workdir),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
-            preexec_fn=lambda: self._limit(job.limits),  # noqa: PLW1509
+            preexec_fn=lambda: self._limit(job),  # noqa: PLW1509
             close_fds=True,
         )
+        os.close(data_fd)
         return ProcessChannel(proc, stderr, job)
 
     def run(self, job: Job) -> JobResult:
         """Run the job; kill the process group at the timeout."""
-        job.output_dir.mkdir(parents=True, exist_ok=True)
+        data_fd = self._prepare(job)
         stderr_path = job.workdir / "stderr.log"
         started = time.monotonic()
         timed_out = False
         with open(stderr_path, "wb") as stderr:
             proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                self.command(job),
+                self.command(job, data_fd),
+                pass_fds=(data_fd,),
                 cwd=job.workdir,
                 env=_clean_env(job.workdir),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
-                preexec_fn=lambda: self._limit(job.limits),  # noqa: PLW1509
+                preexec_fn=lambda: self._limit(job),  # noqa: PLW1509
                 close_fds=True,
             )
             try:
@@ -201,6 +234,7 @@ class ProcessExecutor:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 returncode = None
+        os.close(data_fd)
         elapsed = time.monotonic() - started
         tail = stderr_path.read_bytes()[-4000:].decode("utf-8", "replace")
         output = (

@@ -1,12 +1,32 @@
-"""A station's policy: which purposes, which disclosure classes, which minimum cell size.
+"""A station's AVG (GDPR) policy: who may ask what, for which purpose, on which data.
 
-Parsed strictly from YAML (unknown keys are errors with file and line) into a frozen
-:class:`Policy`. Policies fail closed: an empty purpose or class list is invalid rather
-than permissive, and a station without a policy file does not start.
+Parsed strictly from YAML (unknown keys are errors with file and line) into frozen
+objects. Policies fail closed: a dataset without an entry is refused, empty lists are
+invalid rather than permissive, and anything broader than a list is spelled out
+(``signers: [keyring]`` = any methodologist key in the station's keyring).
+
+::
+
+    version: 1
+    datasets:
+      melanoma:                          # or "*": every dataset without its own entry
+        purposes: [package-management/reassessment]
+        requesters:
+          - {organisation: ZIN, roles: [analyst]}
+        trains:
+          - {name: survival.km, versions: ">=1.0.0,<2.0.0", signers: [keyring]}
+        columns: [os_days, death, regimen]
+        disclosure_classes: [aggregate, model, event_table]
+        min_cell_size: 10
+        budget: {queries: 50, period_days: 30}
+        show_station_name: false
+        review: automatic                # or manual: outputs wait for a person
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,51 +36,256 @@ from pht.manifest import DISCLOSURE_CLASSES
 DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
 """The documented strict default shipped in ``policies/default.yaml``."""
 
-_KEYS = {"min_cell_size", "disclosure_classes", "purposes"}
+ANY_DATASET = "*"
+KEYRING_SIGNERS = "keyring"
+_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+_COMPARATOR = re.compile(r"^(>=|<=|>|<|==)?\s*(\d+\.\d+\.\d+)$")
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("."))
 
 
 @dataclass(frozen=True)
-class Policy:
-    """What a station allows."""
+class VersionRange:
+    """A comma-separated list of comparators such as ``>=1.0.0,<2.0.0``."""
 
-    source: Path
-    min_cell_size: int
-    disclosure_classes: frozenset[str]
+    text: str
+    comparators: tuple[tuple[str, tuple[int, ...]], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> VersionRange | None:
+        """Parse the range, or None when it is malformed."""
+        parts = []
+        for raw in text.split(","):
+            match = _COMPARATOR.match(raw.strip())
+            if not match:
+                return None
+            parts.append((match.group(1) or "==", _version_tuple(match.group(2))))
+        return cls(text, tuple(parts))
+
+    def contains(self, version: str) -> bool:
+        """Whether ``version`` (MAJOR.MINOR.PATCH) lies in the range."""
+        if not _VERSION.match(version):
+            return False
+        v = _version_tuple(version)
+        checks = {
+            ">=": v.__ge__,
+            "<=": v.__le__,
+            ">": v.__gt__,
+            "<": v.__lt__,
+            "==": v.__eq__,
+        }
+        return all(checks[op](bound) for op, bound in self.comparators)
+
+
+@dataclass(frozen=True)
+class TrainRule:
+    """A train a dataset may be analysed with."""
+
+    name: str
+    versions: VersionRange
+    signers: tuple[str, ...]
+
+    def signer_allowed(self, key_id: str, name: str) -> bool:
+        """Whether this rule accepts a manifest signed by ``key_id`` (named ``name``)."""
+        return KEYRING_SIGNERS in self.signers or key_id in self.signers or (
+            name in self.signers
+        )
+
+
+@dataclass(frozen=True)
+class RequesterRule:
+    """An organisation and the user roles within it that may send requests."""
+
+    organisation: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """At most ``queries`` admitted requests per requester per ``period_days``."""
+
+    queries: int
+    period_days: int
+
+
+@dataclass(frozen=True)
+class DatasetPolicy:
+    """What the station allows on one dataset."""
+
     purposes: frozenset[str]
+    requesters: tuple[RequesterRule, ...]
+    trains: tuple[TrainRule, ...]
+    columns: frozenset[str]
+    disclosure_classes: frozenset[str]
+    min_cell_size: int
+    budget: Budget | None
+    show_station_name: bool
+    review: str
 
-    def refusal(self, purpose: str, disclosure_class: str) -> str | None:
-        """Why a request with this purpose and output class is refused, or None."""
+    def requester_refusal(self, organisation: str, role: str) -> str | None:
+        """Why this requester is refused, or None."""
+        for rule in self.requesters:
+            if rule.organisation == organisation and role in rule.roles:
+                return None
+        return (
+            f"requester organisation '{organisation}' with role '{role}' is not "
+            "allowed by this station's policy"
+        )
+
+    def train_refusal(self, name: str, version: str, key_id: str, signer: str) -> str | None:
+        """Why this train (and its signer) is refused, or None."""
+        rules = [r for r in self.trains if r.name == name]
+        if not rules:
+            return f"train '{name}' is not allowed on this dataset by the policy"
+        if not any(r.versions.contains(version) for r in rules):
+            ranges = ", ".join(r.versions.text for r in rules)
+            return f"train {name}@{version} is outside the allowed versions ({ranges})"
+        if not any(
+            r.versions.contains(version) and r.signer_allowed(key_id, signer)
+            for r in rules
+        ):
+            return f"train {name}@{version} signer {signer} ({key_id}) is not allowed"
+        return None
+
+    def column_refusal(self, columns: Sequence[str]) -> str | None:
+        """Why these columns may not be used, or None."""
+        bad = [c for c in columns if c not in self.columns]
+        if bad:
+            return f"column(s) {', '.join(bad)} may not be analysed under the policy"
+        return None
+
+    def class_refusal(self, disclosure_class: str) -> str | None:
+        """Why this disclosure class may not leave, or None."""
+        if disclosure_class not in self.disclosure_classes:
+            allowed = ", ".join(sorted(self.disclosure_classes))
+            return (
+                f"disclosure class '{disclosure_class}' is not allowed by this "
+                f"station's policy (allowed: {allowed})"
+            )
+        return None
+
+    def purpose_refusal(self, purpose: str) -> str | None:
+        """Why this purpose is refused, or None."""
         if purpose not in self.purposes:
             return (
                 f"purpose '{purpose}' is not allowed by this station's policy "
                 f"(allowed: {', '.join(sorted(self.purposes))})"
             )
-        if disclosure_class not in self.disclosure_classes:
-            return (
-                f"disclosure class '{disclosure_class}' is not allowed by this "
-                f"station's policy (allowed: {', '.join(sorted(self.disclosure_classes))})"
-            )
         return None
 
 
-def load_policy(path: Path) -> Policy:
-    """Parse and validate a policy file."""
-    root = yamlcfg.load(path).mapping(_KEYS)
-    k_node = root.require("min_cell_size")
-    k = k_node.as_type(int)
-    if k < 1:
-        raise k_node.error("must be at least 1 (10 is the recommended default)")
-    classes_node = root.require("disclosure_classes")
-    classes = classes_node.as_str_list()
-    if not classes:
-        raise classes_node.error("must list at least one class (fail closed)")
+@dataclass(frozen=True)
+class Policy:
+    """A station's policy: one entry per dataset (``*`` for the rest)."""
+
+    source: Path
+    datasets: Mapping[str, DatasetPolicy]
+
+    def for_dataset(self, dataset: str) -> DatasetPolicy | None:
+        """The entry governing ``dataset``, or None (refuse)."""
+        return self.datasets.get(dataset) or self.datasets.get(ANY_DATASET)
+
+
+_DATASET_KEYS = {
+    "purposes",
+    "requesters",
+    "trains",
+    "columns",
+    "disclosure_classes",
+    "min_cell_size",
+    "budget",
+    "show_station_name",
+    "review",
+}
+
+
+def _nonempty(node: yamlcfg.Node, what: str) -> list[str]:
+    values = node.as_str_list()
+    if not values:
+        raise node.error(f"list at least one {what} (an empty list would fail closed)")
+    return values
+
+
+def _dataset(node: yamlcfg.Node) -> DatasetPolicy:
+    m = node.mapping(_DATASET_KEYS)
+    purposes = _nonempty(m.require("purposes"), "purpose")
+    requesters = []
+    for item in m.require("requesters").items():
+        r = item.mapping({"organisation", "roles"})
+        requesters.append(
+            RequesterRule(
+                r.require("organisation").as_str(),
+                tuple(_nonempty(r.require("roles"), "role")),
+            )
+        )
+    if not requesters:
+        raise m.require("requesters").error("list at least one requester")
+    trains = []
+    for item in m.require("trains").items():
+        t = item.mapping({"name", "versions", "signers"})
+        versions_node = t.require("versions")
+        versions = VersionRange.parse(versions_node.as_str())
+        if versions is None:
+            raise versions_node.error(
+                "expected a version range such as '>=1.0.0,<2.0.0'"
+            )
+        trains.append(
+            TrainRule(
+                t.require("name").as_str(),
+                versions,
+                tuple(_nonempty(t.require("signers"), "signer")),
+            )
+        )
+    if not trains:
+        raise m.require("trains").error("list at least one train")
+    classes_node = m.require("disclosure_classes")
+    classes = _nonempty(classes_node, "disclosure class")
     for item, name in zip(classes_node.items(), classes, strict=True):
         if name not in DISCLOSURE_CLASSES:
             raise item.error(
                 f"unknown disclosure class '{name}'; use {', '.join(DISCLOSURE_CLASSES)}"
             )
-    purposes_node = root.require("purposes")
-    purposes = purposes_node.as_str_list()
-    if not purposes:
-        raise purposes_node.error("must list at least one purpose (fail closed)")
-    return Policy(path, k, frozenset(classes), frozenset(purposes))
+    k_node = m.require("min_cell_size")
+    k = k_node.as_type(int)
+    if k < 1:
+        raise k_node.error("must be at least 1 (10 is the recommended default)")
+    budget = None
+    if m.get("budget") is not None:
+        b = m.require("budget").mapping({"queries", "period_days"})
+        queries = b.require("queries").as_type(int)
+        days = b.require("period_days").as_type(int)
+        if queries < 1 or days < 1:
+            raise m.require("budget").error("queries and period_days must be >= 1")
+        budget = Budget(queries, days)
+    show = m.get("show_station_name")
+    review_node = m.get("review")
+    review = review_node.as_str() if review_node else "automatic"
+    if review not in ("automatic", "manual"):
+        raise review_node.error("review must be 'automatic' or 'manual'")  # type: ignore[union-attr]
+    return DatasetPolicy(
+        purposes=frozenset(purposes),
+        requesters=tuple(requesters),
+        trains=tuple(trains),
+        columns=frozenset(_nonempty(m.require("columns"), "column")),
+        disclosure_classes=frozenset(classes),
+        min_cell_size=k,
+        budget=budget,
+        show_station_name=show.as_type(bool) if show else False,
+        review=review,
+    )
+
+
+def load_policy(path: Path) -> Policy:
+    """Parse and validate a policy file (errors name file, line and key)."""
+    root = yamlcfg.load(path).mapping({"version", "datasets"})
+    version_node = root.require("version")
+    if version_node.as_type(int) != 1:
+        raise version_node.error("only policy version 1 is supported")
+    datasets = {}
+    for name, node in root.require("datasets").raw_mapping_nodes():
+        datasets[name] = _dataset(node)
+    if not datasets:
+        raise root.require("datasets").error("list at least one dataset (fail closed)")
+    return Policy(path, datasets)

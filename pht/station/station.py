@@ -1,39 +1,62 @@
-"""A station: answers a :class:`~pht.wire.Request` with a :class:`~pht.wire.Reply`.
+"""A station: answers a signed request with a sealed aggregate and a signed receipt.
 
-The station checks, in order, and refuses with a reason at the first failure:
+In order, refusing with a reason at the first failure (every step is audit-logged):
 
-1. the dataset is one it holds;
-2. the train is in its own catalogue and the code digest equals the request's;
-3. its policy allows the purpose and the train's disclosure class;
-4. the parameters fit the train's manifest and the named columns exist with the
-   right kind (numeric, binary, categorical) in the dataset;
+1. the request is signed by a requester key in the station's keyring, valid now, fresh
+   (not expired, not replayed) and addressed to this station;
+2. the policy has an entry for the dataset, allows the purpose and the requester's
+   organisation and role;
+3. the train statement is signed by a trusted methodologist key that was valid when it
+   signed and is valid now, the policy allows the train, version and signer, and the
+   code digest of the station's own copy equals the signed digest;
+4. the parameters fit the manifest, the named columns exist with the right kind and are
+   allowed by the policy, the disclosure class is allowed, the requester's query
+   budget for the dataset is not spent;
 
-then runs the train through its executor and returns the train's aggregate, or the
-train's refusal/error reason. A train's stdout, stderr and tracebacks stay in the
-station's working folder.
+then the train runs through the executor. Its output passes the output guard (schema
+and disclosure rules) or is refused; in ``manual`` review it waits for a person; else
+it is sealed to the requester (HPKE, bound to request, station and train digest), the
+release is logged, and the station signs a receipt naming the audit checkpoint. A
+train's stdout, stderr and tracebacks stay in the station's working folder.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pht.errors import ConfigError, DataError
+from pht.crypto import Identity, PublicIdentity, canonical_json, digest, seal
+from pht.errors import ConfigError, DataError, DisclosureError, TrustError
+from pht.keyring import Keyring
 from pht.manifest import Catalogue, TrainPackage
+from pht.signing import (
+    Receipt,
+    SignedRequestBody,
+    TrainStatement,
+    sign_receipt,
+    utc_now,
+    verify_request,
+    verify_train,
+)
+from pht.station.audit import AuditLog
 from pht.station.executors import Channel, Executor, Job
-from pht.station.policy import Policy
-from pht.wire import Reply, Request, TrainInput, TrainOutput
+from pht.station.guard import GuardLimits, Guard, parse_strict
+from pht.station.policy import DatasetPolicy, Policy
+from pht.wire import STATUSES, Reply, TrainInput
 
 log = logging.getLogger(__name__)
+MAX_REASON = 300
 
 
 @dataclass(frozen=True)
@@ -45,6 +68,8 @@ class StationConfig:
     datasets: Mapping[str, Path]
     policy: Policy
     workdir: Path
+    identity: Identity
+    keyring: Keyring
     executor: str = "process"
 
 
@@ -81,8 +106,40 @@ def kind_problem(kind: str, dtype: pa.DataType) -> str | None:
     return None
 
 
+def clean_reason(text: str | None) -> str | None:
+    """A train-authored reason, cut to printable text of bounded length."""
+    if text is None:
+        return None
+    printable = "".join(ch for ch in str(text) if ch.isprintable())
+    return printable[:MAX_REASON]
+
+
+@dataclass
+class Admission:
+    """An admitted request: everything needed to run and release it."""
+
+    body: SignedRequestBody
+    requester: PublicIdentity
+    package: TrainPackage
+    statement: TrainStatement
+    signer: PublicIdentity
+    parameters: dict[str, Any]
+    policy: DatasetPolicy
+    disclosure_class: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+class Refusal(Exception):
+    """Internal: stop admission with a status and reason."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
 class Station:
-    """One data station with its datasets, policy, executor and working folder."""
+    """One data station with its datasets, policy, keys, executor and audit log."""
 
     def __init__(
         self, config: StationConfig, executor: Executor, catalogue: Catalogue
@@ -90,23 +147,28 @@ class Station:
         self.config = config
         self.executor = executor
         self.catalogue = catalogue
+        config.workdir.mkdir(parents=True, exist_ok=True)
+        self.audit = AuditLog.open(
+            config.workdir / "audit", config.id, config.identity.signing
+        )
+        self._nonces_path = config.workdir / "nonces.log"
+        self._nonces = set(
+            self._nonces_path.read_text().split() if self._nonces_path.exists() else ()
+        )
 
     @property
     def id(self) -> str:
         """The station id."""
         return self.config.id
 
-    def _reply(self, request: Request, status: str, reason: str | None, **kw) -> Reply:  # type: ignore[no-untyped-def]
-        if status != "ok":
-            log.info(
-                "station %s %s request %s: %s",
-                self.id,
-                status,
-                request.request_id,
-                reason,
-            )
+    # -- replies ------------------------------------------------------------------
+    def _reply(
+        self, request_id: str, status: str, reason: str | None, **kw: Any
+    ) -> Reply:
+        if status not in STATUSES:
+            raise ValueError(status)
         return Reply(
-            request_id=request.request_id,
+            request_id=request_id,
             station=self.id,
             status=status,  # type: ignore[arg-type]
             reason=reason,
@@ -114,192 +176,421 @@ class Station:
             **kw,
         )
 
+    def _refuse(
+        self, rid: str, status: str, reason: str, event: str, /, **fields: Any
+    ) -> Reply:
+        fields = {**fields, "request_id": rid}
+        self.audit.append(
+            event if status == "refused" else "error",
+            "refused" if status == "refused" else "error",
+            reason=reason,
+            **fields,
+        )
+        log.info("station %s %s request %s: %s", self.id, status, rid, reason)
+        return self._reply(rid, status, reason)
+
+    # -- admission ----------------------------------------------------------------
+    def _verify(self, envelope: Mapping[str, Any]) -> tuple[SignedRequestBody, PublicIdentity]:
+        try:
+            body, requester = verify_request(envelope, self.config.keyring, self.id)
+        except TrustError as exc:
+            raise Refusal("refused", f"request rejected: {exc}") from None
+        token = f"{body.request_id}:{body.nonce}"
+        if body.nonce in self._nonces or body.request_id in self._nonces:
+            raise Refusal("refused", "request rejected: replayed (nonce seen before)")
+        with open(self._nonces_path, "a", encoding="utf-8") as handle:
+            handle.write(f"{body.nonce}\n{body.request_id}\n")
+        self._nonces.update(token.split(":"))
+        return body, requester
+
+    def _admit(self, envelope: Mapping[str, Any]) -> Admission | Reply:
+        request_id = clean_reason(str(_peek(envelope, "request_id") or "unknown"))[:64]
+        try:
+            body, requester = self._verify(envelope)
+        except Refusal as r:
+            return self._refuse(request_id, r.status, r.reason, "request_received")
+        fields = {
+            "request_id": body.request_id,
+            "user": body.user,
+            "organisation": body.organisation,
+            "role": body.role,
+            "purpose": body.purpose,
+            "dataset": body.dataset,
+            "train": body.train,
+            "train_digest": body.train_digest,
+        }
+        self.audit.append("request_received", "success", **fields)
+        try:
+            admission = self._decide(body, requester, fields)
+        except Refusal as r:
+            return self._refuse(body.request_id, r.status, r.reason, "policy_decision", **fields)
+        self.audit.append(
+            "policy_decision", "success", decision="admit",
+            details={"signer": admission.signer.key_id,
+                     "class": admission.disclosure_class}, **fields,
+        )
+        return admission
+
+    def _decide(
+        self, body: SignedRequestBody, requester: PublicIdentity, fields: dict[str, Any]
+    ) -> Admission:
+        if body.dataset not in self.config.datasets:
+            raise Refusal("refused", f"this station holds no dataset '{body.dataset}'")
+        policy = self.config.policy.for_dataset(body.dataset)
+        if policy is None:
+            raise Refusal("refused", f"the policy has no entry for dataset '{body.dataset}'")
+        for refusal in (
+            policy.purpose_refusal(body.purpose),
+            policy.requester_refusal(body.organisation, body.role),
+        ):
+            if refusal:
+                raise Refusal("refused", refusal)
+        try:
+            statement, signer = verify_train(body.train_statement, self.config.keyring)
+        except TrustError as exc:
+            raise Refusal("refused", f"train rejected: {exc}") from None
+        try:
+            package = self.catalogue.get(_ref(body.train))
+        except ConfigError as exc:
+            raise Refusal("refused", str(exc)) from None
+        m = package.manifest
+        if (statement.name, statement.version) != (m.name, m.version):
+            raise Refusal(
+                "refused",
+                f"train statement is for {statement.name}@{statement.version}, "
+                f"not {m.ref}",
+            )
+        if statement.code_digest != package.digest or body.train_digest != package.digest:
+            raise Refusal(
+                "refused",
+                f"train {m.ref} digest mismatch: this station runs {package.digest}, "
+                f"signed {statement.code_digest}, requested {body.train_digest}",
+            )
+        if statement.manifest_sha256 != digest(package.manifest_bytes):
+            raise Refusal("refused", f"train {m.ref} manifest differs from the signed one")
+        refusal = policy.train_refusal(m.name, m.version, signer.key_id, signer.name)
+        if refusal:
+            raise Refusal("refused", refusal)
+        parameters, problems = m.resolve(body.parameters)
+        if problems:
+            raise Refusal("error", "; ".join(problems))
+        self._check_columns(package, body.dataset, parameters, policy)
+        disclosure_class = m.output_class_for(parameters)
+        refusal = policy.class_refusal(disclosure_class)
+        if refusal:
+            raise Refusal("refused", refusal)
+        if policy.review == "manual" and m.rounds == "iterative":
+            raise Refusal(
+                "refused",
+                "this dataset's policy holds outputs for manual review, which an "
+                "iterative train cannot wait for",
+            )
+        self._check_budget(body, policy)
+        return Admission(
+            body, requester, package, statement, signer, parameters, policy,
+            disclosure_class, fields,
+        )
+
     def _check_columns(
-        self, package: TrainPackage, request: Request, parameters: Mapping[str, object]
-    ) -> str | None:
-        path = self.config.datasets[request.dataset]
-        schema = dataset_schema(path)
-        for column, kind in package.manifest.columns_of(parameters).items():
+        self, package: TrainPackage, dataset: str, parameters: Mapping[str, Any],
+        policy: DatasetPolicy,
+    ) -> None:
+        columns = package.manifest.columns_of(parameters)
+        try:
+            schema = dataset_schema(self.config.datasets[dataset])
+        except DataError as exc:
+            raise Refusal("error", str(exc)) from None
+        for column, kind in columns.items():
             index = schema.get_field_index(column)
             if index < 0:
-                return (
-                    f"dataset '{request.dataset}' has no column '{column}'; "
-                    f"available: {', '.join(schema.names)}"
+                raise Refusal(
+                    "error",
+                    f"dataset '{dataset}' has no column '{column}'; "
+                    f"available: {', '.join(schema.names)}",
                 )
             problem = kind_problem(kind, schema.field(index).type)
             if problem:
-                return f"column '{column}' of dataset '{request.dataset}' {problem}"
-        return None
-
-    def _admit(self, request: Request) -> tuple[TrainPackage, dict[str, object]] | Reply:
-        """Checks 1-4 of the module docstring: the package and parameters, or a Reply."""
-        if request.dataset not in self.config.datasets:
-            return self._reply(
-                request, "refused", f"this station holds no dataset '{request.dataset}'"
-            )
-        try:
-            package = self.catalogue.get(request.train_ref)
-        except ConfigError as exc:
-            return self._reply(request, "refused", str(exc))
-        if package.digest != request.train_digest:
-            return self._reply(
-                request,
-                "refused",
-                f"train {request.train} digest mismatch: expected {package.digest}, "
-                f"got {request.train_digest}",
-            )
-        manifest = package.manifest
-        parameters, problems = manifest.resolve(request.parameters)
-        if problems:
-            return self._reply(request, "error", "; ".join(problems))
-        refusal = self.config.policy.refusal(
-            request.purpose, manifest.output_class_for(parameters)
-        )
+                raise Refusal("error", f"column '{column}' of dataset '{dataset}' {problem}")
+        refusal = policy.column_refusal(list(columns))
         if refusal:
-            return self._reply(request, "refused", refusal)
-        try:
-            problem = self._check_columns(package, request, parameters)
-        except DataError as exc:
-            return self._reply(request, "error", str(exc))
-        if problem:
-            return self._reply(request, "error", problem)
-        return package, parameters
+            raise Refusal("refused", refusal)
 
-    def handle(self, request: Request) -> Reply:
+    def _check_budget(self, body: SignedRequestBody, policy: DatasetPolicy) -> None:
+        if policy.budget is None:
+            return
+        since = utc_now() - dt.timedelta(days=policy.budget.period_days)
+        used = [
+            r
+            for r in self.audit.records()
+            if r.event == "policy_decision"
+            and r.outcome == "success"
+            and r.dataset == body.dataset
+            and r.organisation == body.organisation
+            and r.user == body.user
+            and _parse(r.time) >= since
+        ]
+        if len(used) >= policy.budget.queries:
+            raise Refusal(
+                "refused",
+                f"query budget spent: {policy.budget.queries} requests per "
+                f"{policy.budget.period_days} days on dataset '{body.dataset}'",
+            )
+
+    # -- running and releasing ----------------------------------------------------
+    def handle(self, envelope: Mapping[str, Any]) -> Reply:
         """Decide on, run and answer one single-round request. Never raises."""
-        admitted = self._admit(request)
+        admitted = self._admit(envelope)
         if isinstance(admitted, Reply):
             return admitted
-        package, parameters = admitted
-        if package.manifest.rounds != "single":
-            return self._reply(
-                request, "error", f"train {request.train} is iterative; open a session"
+        if admitted.package.manifest.rounds != "single":
+            return self._refuse(
+                admitted.body.request_id, "error",
+                f"train {admitted.body.train} is iterative; open a session", "error",
             )
-        return self._run(request, package, parameters)
+        job = self._prepare(admitted)
+        self.audit.append("run", "success", **admitted.fields,
+                          details={"executor": self.executor.name})
+        result = self.executor.run(job)
+        if result.timed_out:
+            return self._refuse(admitted.body.request_id, "error", "the train timed out",
+                                "error", **admitted.fields)
+        if result.output is None:
+            log.warning("station %s: no valid output; stderr: %s", self.id, result.stderr_tail)
+            return self._refuse(
+                admitted.body.request_id, "error",
+                "the train wrote no valid output (missing, a symlink or over the size cap)",
+                "error", **admitted.fields,
+            )
+        return self._release(admitted, result.output, None, result.elapsed_seconds)
 
-    def _prepare(
-        self, request: Request, package: TrainPackage, parameters: Mapping[str, object]
-    ) -> Job:
-        manifest = package.manifest
-        run_dir = self.config.workdir / "runs" / request.request_id
+    def _prepare(self, admitted: Admission) -> Job:
+        body, manifest = admitted.body, admitted.package.manifest
+        run_dir = self.config.workdir / "runs" / body.request_id
         if run_dir.exists():
             shutil.rmtree(run_dir)
         (run_dir / "output").mkdir(parents=True)
         train_input = TrainInput(
-            request_id=request.request_id,
+            request_id=body.request_id,
             train=str(manifest.ref),
-            parameters=dict(parameters),
-            columns=tuple(manifest.columns_of(parameters)),
-            min_count=self.config.policy.min_cell_size,
+            parameters=dict(admitted.parameters),
+            columns=tuple(manifest.columns_of(admitted.parameters)),
+            min_count=admitted.policy.min_cell_size,
         )
         input_file = run_dir / "input.json"
         input_file.write_text(train_input.to_json(), encoding="utf-8")
         return Job(
-            entrypoint=package.entrypoint,
+            entrypoint=admitted.package.entrypoint,
             input_file=input_file,
-            dataset=self.config.datasets[request.dataset],
+            dataset=self.config.datasets[body.dataset],
             output_dir=run_dir / "output",
             workdir=run_dir,
         )
 
-    def open_session(self, request: Request) -> tuple[Reply, StationSession | None]:
+    def _guarded(self, admitted: Admission, raw: bytes, op: str | None) -> tuple[str, str | None, dict[str, Any] | None]:
+        """Parse the train's output message and pass its aggregate through the guard."""
+        limits = GuardLimits(admitted.policy.min_cell_size)
+        try:
+            message = parse_strict(raw, limits)
+            if not isinstance(message, dict) or message.get("status") not in STATUSES:
+                raise DisclosureError("the train's output message is malformed")
+            extra = set(message) - {"wire", "status", "reason", "output"}
+            if extra:
+                raise DisclosureError("the train's output message has undeclared keys")
+            if message["status"] != "ok":
+                return message["status"], clean_reason(message.get("reason")), None
+            schema = admitted.package.manifest.schema_for(op)
+            Guard(limits).check(message.get("output"), schema)
+        except DisclosureError as exc:
+            return "refused", f"output guard: {exc}", None
+        return "ok", None, message["output"]
+
+    def _release(
+        self, admitted: Admission, raw: bytes, op: str | None, elapsed: float,
+        round_no: int = 0,
+    ) -> Reply:
+        body = admitted.body
+        status, reason, output = self._guarded(admitted, raw, op)
+        common = {
+            "disclosure_class": admitted.disclosure_class,
+            "train_digest": admitted.package.digest,
+            "elapsed_seconds": round(elapsed, 3),
+        }
+        if status != "ok" or output is None:
+            status = status if status in ("refused", "error") else "error"
+            self.audit.append(
+                "refusal" if status == "refused" else "error", status,
+                reason=reason, **admitted.fields,
+            )
+            return self._reply(body.request_id, status, reason, **common)
+        plain = canonical_json(output)
+        output_digest = digest(plain)
+        if admitted.policy.review == "manual":
+            pending = self.config.workdir / "review" / f"{body.request_id}.json"
+            pending.parent.mkdir(parents=True, exist_ok=True)
+            pending.write_bytes(plain)
+            self.audit.append("review", "pending", output_digest=output_digest,
+                              **admitted.fields)
+            self._save_admission(admitted)
+            return self._reply(
+                body.request_id, "pending",
+                "the output waits for manual review at the station", **common,
+            )
+        sealed, receipt = self._seal(admitted, plain, output_digest, round_no)
+        return self._reply(body.request_id, "ok", None, sealed=sealed, receipt=receipt,
+                           **common)
+
+    def _seal(
+        self, admitted: Admission, plain: bytes, output_digest: str, round_no: int
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        body = admitted.body
+        sealed = seal(
+            plain, admitted.requester.sealing_key, request_id=body.request_id,
+            station_id=self.id, manifest_digest=admitted.package.digest,
+        )
+        self.audit.append("release", "success", output_digest=output_digest,
+                          details={"round": round_no}, **admitted.fields)
+        checkpoint = self.audit.checkpoint()
+        receipt = Receipt(
+            request_id=body.request_id,
+            station=self.id,
+            round=round_no,
+            output_digest=output_digest,
+            sealed_digest=digest(canonical_json(sealed)),
+            audit_size=checkpoint.size,
+            audit_root=checkpoint.root,
+            time=utc_now().isoformat(),
+        )
+        return sealed, sign_receipt(receipt, self.config.identity)
+
+    # -- manual review --------------------------------------------------------------
+    def _save_admission(self, admitted: Admission) -> None:
+        path = self.config.workdir / "review" / f"{admitted.body.request_id}.request.json"
+        path.write_text(json.dumps({
+            "requester": admitted.requester.to_dict(),
+            "fields": admitted.fields,
+            "train_digest": admitted.package.digest,
+            "disclosure_class": admitted.disclosure_class,
+        }), encoding="utf-8")
+
+    def pending(self) -> list[str]:
+        """Request ids whose output waits for review."""
+        folder = self.config.workdir / "review"
+        if not folder.is_dir():
+            return []
+        return sorted(
+            p.name.removesuffix(".json") for p in folder.glob("*.json")
+            if not p.name.endswith((".request.json", ".reply.json"))
+        )
+
+    def show_pending(self, request_id: str) -> dict[str, Any]:
+        """The pending output and who asked for it (for the reviewer)."""
+        folder = self.config.workdir / "review"
+        output = folder / f"{request_id}.json"
+        if not output.is_file():
+            raise ConfigError(f"no pending output for request {request_id}; see `list`")
+        meta = json.loads((folder / f"{request_id}.request.json").read_text())
+        return {"request": meta["fields"], "output": json.loads(output.read_bytes())}
+
+    def review(self, request_id: str, approve: bool, reviewer: str, reason: str = "") -> Reply:
+        """Approve (seal and release) or reject a pending output."""
+        folder = self.config.workdir / "review"
+        output_path = folder / f"{request_id}.json"
+        if not output_path.is_file():
+            raise ConfigError(f"no pending output for request {request_id}; see `list`")
+        meta = json.loads((folder / f"{request_id}.request.json").read_text())
+        fields = meta["fields"]
+        plain = output_path.read_bytes()
+        if not approve:
+            self.audit.append("review", "rejected", reason=reason or "rejected",
+                              details={"reviewer": reviewer}, **fields)
+            reply = self._reply(request_id, "refused",
+                                f"rejected at manual review: {reason or 'no reason given'}")
+        else:
+            self.audit.append("review", "approved", output_digest=digest(plain),
+                              details={"reviewer": reviewer}, **fields)
+            requester = PublicIdentity.from_dict(meta["requester"])
+            sealed = seal(plain, requester.sealing_key, request_id=request_id,
+                          station_id=self.id, manifest_digest=meta["train_digest"])
+            self.audit.append("release", "success", output_digest=digest(plain), **fields)
+            checkpoint = self.audit.checkpoint()
+            receipt = sign_receipt(
+                Receipt(request_id, self.id, 0, digest(plain),
+                        digest(canonical_json(sealed)), checkpoint.size, checkpoint.root,
+                        utc_now().isoformat()),
+                self.config.identity,
+            )
+            reply = self._reply(request_id, "ok", None, sealed=sealed, receipt=receipt,
+                                disclosure_class=meta["disclosure_class"],
+                                train_digest=meta["train_digest"])
+        (folder / f"{request_id}.reply.json").write_text(reply.to_json(), encoding="utf-8")
+        output_path.unlink()
+        return reply
+
+    def collect(self, request_id: str) -> Reply | None:
+        """A reviewed reply waiting to be collected by the requester, if any."""
+        path = self.config.workdir / "review" / f"{request_id}.reply.json"
+        return Reply.from_json(path.read_bytes()) if path.is_file() else None
+
+    # -- sessions -------------------------------------------------------------------
+    def open_session(self, envelope: Mapping[str, Any]) -> tuple[Reply, StationSession | None]:
         """Admit an iterative request and start its train; the reply to round 0."""
-        admitted = self._admit(request)
+        admitted = self._admit(envelope)
         if isinstance(admitted, Reply):
             return admitted, None
-        package, parameters = admitted
-        if package.manifest.rounds != "iterative":
-            return self._reply(
-                request, "error", f"train {request.train} is single-round"
-            ), None
-        channel = self.executor.start(self._prepare(request, package, parameters))
-        session = StationSession(self, request, package, parameters, channel)
-        reply = session.receive()
+        if admitted.package.manifest.rounds != "iterative":
+            return self._refuse(admitted.body.request_id, "error",
+                                f"train {admitted.body.train} is single-round", "error"), None
+        self.audit.append("run", "success", **admitted.fields,
+                          details={"executor": self.executor.name, "session": "open"})
+        channel = self.executor.start(self._prepare(admitted))
+        session = StationSession(self, admitted, channel)
+        reply = session.receive("open")
         if not reply.ok:
             session.close()
             return reply, None
         return reply, session
 
-    def _run(
-        self, request: Request, package: TrainPackage, parameters: Mapping[str, object]
-    ) -> Reply:
-        manifest = package.manifest
-        result = self.executor.run(self._prepare(request, package, parameters))
-        common = {
-            "disclosure_class": manifest.output_class_for(parameters),
-            "train_digest": package.digest,
-            "elapsed_seconds": round(result.elapsed_seconds, 3),
-        }
-        if result.timed_out:
-            return self._reply(request, "error", "the train timed out", **common)
-        if result.output is None:
-            log.warning(
-                "station %s: train wrote no output; stderr: %s",
-                self.id,
-                result.stderr_tail,
-            )
-            return self._reply(
-                request, "error", "the train wrote no valid output", **common
-            )
-        return self._released(request, result.output, common)
-
-    def _released(
-        self, request: Request, raw: bytes, common: Mapping[str, object]
-    ) -> Reply:
-        try:
-            output = TrainOutput.from_json(raw)
-        except ConfigError as exc:
-            return self._reply(
-                request, "error", f"the train broke its contract: {exc}", **common
-            )
-        if output.status != "ok":
-            return self._reply(request, output.status, output.reason, **common)
-        return self._reply(request, "ok", None, output=output.output, **common)
-
 
 class StationSession:
     """A running iterative train at a station: rounds are messages to one process."""
 
-    def __init__(
-        self,
-        station: Station,
-        request: Request,
-        package: TrainPackage,
-        parameters: Mapping[str, object],
-        channel: Channel,
-    ) -> None:
+    def __init__(self, station: Station, admitted: Admission, channel: Channel) -> None:
         self.station = station
-        self.request = request
-        self.package = package
-        self.parameters = parameters
+        self.admitted = admitted
         self.channel = channel
         self.rounds = 0
         self.closed = False
 
-    def receive(self, timeout: float = 600.0) -> Reply:
-        """Read the train's answer to the latest message."""
+    def receive(self, op: str, timeout: float = 600.0) -> Reply:
+        """Read, guard, seal and release the train's answer to the latest message."""
         started = time.monotonic()
         raw = self.channel.receive(timeout)
-        common = {
-            "disclosure_class": self.package.manifest.output_class_for(self.parameters),
-            "train_digest": self.package.digest,
-            "elapsed_seconds": round(time.monotonic() - started, 3),
-        }
         if raw is None:
             tail = self.close()
             log.warning("station %s: session ended; stderr: %s", self.station.id, tail)
-            return self.station._reply(
-                self.request, "error", "the train stopped answering", **common
+            return self.station._refuse(
+                self.admitted.body.request_id, "error", "the train stopped answering",
+                "error", **self.admitted.fields,
             )
-        return self.station._released(self.request, raw, common)
+        return self.station._release(
+            self.admitted, raw, op, time.monotonic() - started, self.rounds
+        )
 
-    def round(self, message: Mapping[str, object]) -> Reply:
+    def round(self, message: Mapping[str, Any]) -> Reply:
         """Send one round message and return the train's released answer."""
         if self.closed:
-            return self.station._reply(self.request, "error", "the session is closed")
+            return self.station._reply(self.admitted.body.request_id, "error",
+                                       "the session is closed")
+        op = message.get("op")
+        if op not in self.admitted.package.manifest.round_schemas:
+            return self.station._reply(self.admitted.body.request_id, "error",
+                                       f"round operation {op!r} is not declared")
         self.rounds += 1
         self.channel.send(json.dumps(dict(message), allow_nan=False).encode("utf-8"))
-        return self.receive()
+        reply = self.receive(str(op))
+        if not reply.ok:
+            self.close()
+        return reply
 
     def close(self) -> str:
         """End the session; return the train's stderr tail (station log only)."""
@@ -307,3 +598,24 @@ class StationSession:
             return ""
         self.closed = True
         return self.channel.close()
+
+
+def _peek(envelope: Mapping[str, Any], key: str) -> Any:
+    """Read a field of an unverified request for logging only."""
+    try:
+        import base64
+
+        return json.loads(base64.b64decode(envelope["payload"])).get(key)
+    except Exception:  # noqa: BLE001 - unverified input, used only to label the log
+        return None
+
+
+def _ref(text: str) -> Any:
+    from pht.wire import TrainRef
+
+    return TrainRef.parse(text)
+
+
+def _parse(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+

@@ -88,7 +88,9 @@ class CoxSession(Session):
         described: dict[str, Any] = {
             "n": int(self.time.size),
             "events": int(self.event.sum()),
-            "excluded": int(self.excluded),
+            "excluded": int(self.excluded)
+            if self.excluded == 0 or self.excluded >= self.k
+            else None,  # a small number of excluded rows is a small cell
             "columns": columns,
         }
         if self.mode == "pooled":

@@ -25,7 +25,10 @@ def local(frame: pd.DataFrame, train_input: TrainInput) -> Mapping[str, Any]:
     return {
         "n": result.n,
         "events": result.n_events,
-        "excluded": result.excluded,
+        # a small number of excluded rows is itself a small cell: suppress it
+        "excluded": result.excluded
+        if result.excluded == 0 or result.excluded >= train_input.min_count
+        else None,
         "groups": {label: table.to_dict() for label, table in result.tables.items()},
     }
 

@@ -1,0 +1,155 @@
+"""Set up a working network on one machine: keys, keyrings, signed trains, policies.
+
+Used by ``pht demo`` and by tests; a real deployment does the same steps by hand with
+``pht keys new``, ``pht train sign`` and each station's own keyring and policy.
+
+Layout written under ``root``::
+
+    keys/            analyst (requester, ZIN), methodologist, one key per station
+    trains/          <name>@<version>.dsse.json: every catalogue train, signed
+    stations/<id>/   keyring.yaml (trusts the analyst and the methodologist),
+                     policy.yaml, and the station's working folder
+    network.yaml
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pht.crypto import new_identity, save_identity
+from pht.keyring import Keyring
+from pht.manifest import Catalogue
+from pht.signing import sign_train
+
+CLINICAL_COLUMNS = (
+    "os_days", "death", "pfs_days", "progression", "regimen", "drug", "age", "sex",
+    "stage", "ecog", "ldh_elevated", "brain_mets", "line", "tox_grade3", "response",
+)
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """Paths of a provisioned network."""
+
+    root: Path
+    network: Path
+    requester_key: Path
+    methodologist_key: Path
+
+
+def policy_document(
+    *,
+    columns: Sequence[str] = CLINICAL_COLUMNS,
+    classes: Sequence[str] = ("aggregate", "model", "event_table"),
+    min_cell_size: int = 10,
+    purposes: Sequence[str] = (
+        "package-management/reassessment", "efficiency-research/dose-reduction",
+    ),
+    budget: Mapping[str, int] | None = None,
+    review: str = "automatic",
+    trains: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A policy (as a YAML-ready dict) for every dataset of a station."""
+    entry: dict[str, Any] = {
+        "purposes": list(purposes),
+        "requesters": [{"organisation": "ZIN", "roles": ["analyst"]}],
+        "trains": list(
+            trains
+            or [
+                {"name": n, "versions": ">=1.0.0,<2.0.0", "signers": ["keyring"]}
+                for n in ("survival.km", "survival.cox")
+            ]
+        ),
+        "columns": list(columns),
+        "disclosure_classes": list(classes),
+        "min_cell_size": min_cell_size,
+        "show_station_name": False,
+        "review": review,
+    }
+    if budget is not None:
+        entry["budget"] = dict(budget)
+    return {"version": 1, "datasets": {"*": entry}}
+
+
+def provision(
+    root: Path,
+    datasets: Mapping[str, Mapping[str, Path]],
+    *,
+    names: Mapping[str, str] | None = None,
+    policy: Mapping[str, Any] | None = None,
+    executor: str = "process",
+    catalogue: Catalogue | None = None,
+) -> Provisioned:
+    """Write keys, keyrings, signed trains, policies and ``network.yaml``.
+
+    ``datasets`` maps station id to {dataset id: data file}; data paths are written
+    relative to ``root`` when they lie under it.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    keys = root / "keys"
+    keys.mkdir(exist_ok=True)
+    analyst = new_identity("requester", "ZIN", "analyst")
+    methodologist = new_identity("methodologist", "pht-methods", "methodologist")
+    analyst_key, analyst_pub = save_identity(analyst, keys)
+    method_key, method_pub = save_identity(methodologist, keys)
+    trains = root / "trains"
+    trains.mkdir(exist_ok=True)
+    for package in (catalogue or Catalogue()).packages():
+        m = package.manifest
+        envelope = sign_train(package, methodologist)
+        (trains / f"{m.name}@{m.version}.dsse.json").write_text(
+            json.dumps(envelope, indent=1), encoding="utf-8"
+        )
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    document = dict(policy or policy_document())
+    entries = []
+    for station_id, held in datasets.items():
+        for path in held.values():  # a station's data is readable by the station only
+            os.chmod(path, 0o600)
+        folder = root / "stations" / station_id
+        folder.mkdir(parents=True, exist_ok=True)
+        station_key, station_pub = save_identity(
+            new_identity("station", station_id.upper(), station_id), keys
+        )
+        keyring = Keyring()
+        keyring.add(analyst_pub, roles=["requester"], valid_from=since)
+        keyring.add(method_pub, roles=["methodologist"], valid_from=since)
+        keyring.save(folder / "keyring.yaml")
+        (folder / "policy.yaml").write_text(
+            yaml.safe_dump(document, sort_keys=False), encoding="utf-8"
+        )
+
+        def rel(path: Path) -> str:
+            try:
+                return str(path.resolve().relative_to(root.resolve()))
+            except ValueError:
+                return str(path.resolve())
+
+        entries.append(
+            {
+                "id": station_id,
+                "name": (names or {}).get(station_id, station_id),
+                "datasets": [{"id": d, "path": rel(p)} for d, p in held.items()],
+                "policy": rel(folder / "policy.yaml"),
+                "identity": rel(station_key),
+                "keyring": rel(folder / "keyring.yaml"),
+                "public_key": rel(station_pub),
+                "executor": executor,
+                "workdir": rel(folder / "work"),
+            }
+        )
+    network = root / "network.yaml"
+    network.write_text(
+        "# A pht network: stations, their keys, keyrings, policies and data.\n"
+        + yaml.safe_dump({"trains": "trains", "stations": entries}, sort_keys=False),
+        encoding="utf-8",
+    )
+    return Provisioned(root, network, analyst_key, method_key)

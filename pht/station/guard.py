@@ -1,0 +1,195 @@
+"""The output guard: nothing leaves a station unless it fits the train's declared schema
+and the disclosure rules.
+
+A train's manifest declares the schema of each output (``output.schema`` for a
+single-round train, ``output.rounds.<op>`` per round of an iterative one)::
+
+    n:        {type: count}                      # integer; 0 or >= k, else refused
+    excluded: {type: count, nullable: true}
+    groups:   {type: map, max_keys: 50, values: {type: object, fields: {...}}}
+    time:     {type: array, items: {type: number, decimals: 6}, max_length: 200000}
+    s0:       {type: float64_array, max_elements: 2000000}
+    kind:     {type: string, choices: [numeric, categorical]}
+
+Checks, in order: the raw size cap, JSON that is strictly JSON (NaN and Infinity are
+refused, nesting depth is capped), then the schema: declared keys only, every required
+key present, numbers only where declared (finite; integers where declared; at most
+``decimals`` decimal places where declared, so nothing hides in the decimals), strings
+only from declared choices or as map keys that look like labels, array lengths capped,
+and counts under the minimum cell size refused. The first problem is returned as a
+reason; the station refuses and logs it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pht.errors import DisclosureError
+
+LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+/()\[\]-]{0,63}$")
+MAX_DEPTH = 8
+DEFAULT_MAX_BYTES = 64 * 1024**2
+
+
+@dataclass(frozen=True)
+class GuardLimits:
+    """Limits the station applies on top of the schema."""
+
+    min_cell_size: int
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+
+def _reject_constant(name: str) -> Any:
+    raise DisclosureError(f"output contains {name}, which is not a finite number")
+
+
+def parse_strict(raw: bytes, limits: GuardLimits) -> Any:
+    """Parse a train's JSON under the size cap, refusing NaN/Infinity and deep nesting."""
+    if len(raw) > limits.max_bytes:
+        raise DisclosureError(
+            f"output is {len(raw)} bytes, over the cap of {limits.max_bytes} bytes"
+        )
+    depth = 0
+    deepest = 0
+    in_string = False
+    escaped = False
+    for byte in raw:  # a bracket count before parsing: no recursion bomb reaches json
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+            continue
+        if byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH + 4:
+                raise DisclosureError(f"output is nested deeper than {MAX_DEPTH} levels")
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, DisclosureError):
+            raise
+        raise DisclosureError("output is not valid JSON") from None
+
+
+class Guard:
+    """Checks one output value against one schema node."""
+
+    def __init__(self, limits: GuardLimits) -> None:
+        self.limits = limits
+
+    def check(self, value: Any, schema: Mapping[str, Any], where: str = "output", depth: int = 0) -> None:  # noqa: C901
+        """Raise :class:`DisclosureError` at the first problem."""
+        if depth > MAX_DEPTH:
+            raise DisclosureError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+        kind = schema["type"]
+        if value is None:
+            if schema.get("nullable"):
+                return
+            raise DisclosureError(f"{where}: missing value")
+        if kind in ("count", "integer"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise DisclosureError(f"{where}: expected an integer, got {type(value).__name__}")
+            if kind == "count":
+                if value < 0:
+                    raise DisclosureError(f"{where}: a count cannot be negative")
+                if 0 < value < self.limits.min_cell_size:
+                    raise DisclosureError(
+                        f"{where}: a count under the minimum cell size of "
+                        f"{self.limits.min_cell_size} may not leave the station"
+                    )
+            return
+        if kind == "number":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise DisclosureError(f"{where}: expected a number, got {type(value).__name__}")
+            if not math.isfinite(value):
+                raise DisclosureError(f"{where}: not a finite number")
+            decimals = schema.get("decimals")
+            if decimals is not None and round(value, decimals) != value:
+                raise DisclosureError(f"{where}: more than {decimals} decimals")
+            return
+        if kind == "boolean":
+            if not isinstance(value, bool):
+                raise DisclosureError(f"{where}: expected true or false")
+            return
+        if kind == "string":
+            if value not in schema.get("choices", ()):
+                raise DisclosureError(f"{where}: string outside the declared choices")
+            return
+        if kind == "array":
+            if not isinstance(value, list):
+                raise DisclosureError(f"{where}: expected an array")
+            if len(value) > schema["max_length"]:
+                raise DisclosureError(
+                    f"{where}: {len(value)} elements, over the cap of {schema['max_length']}"
+                )
+            for i, item in enumerate(value):
+                self.check(item, schema["items"], f"{where}[{i}]", depth + 1)
+            return
+        if kind == "float64_array":
+            self._float64_array(value, schema, where)
+            return
+        if kind == "object":
+            self._object(value, schema, where, depth)
+            return
+        if kind == "map":
+            if not isinstance(value, dict):
+                raise DisclosureError(f"{where}: expected a mapping")
+            if len(value) > schema["max_keys"]:
+                raise DisclosureError(f"{where}: more than {schema['max_keys']} entries")
+            for key, item in value.items():
+                if not LABEL.match(key):
+                    raise DisclosureError(f"{where}: key is not a plain label")
+                self.check(item, schema["values"], f"{where}.<label>", depth + 1)
+            return
+        raise DisclosureError(f"{where}: the manifest declares an unknown type {kind!r}")
+
+    def _object(self, value: Any, schema: Mapping[str, Any], where: str, depth: int) -> None:
+        if not isinstance(value, dict):
+            raise DisclosureError(f"{where}: expected an object")
+        fields: Mapping[str, Any] = schema["fields"]
+        extra = [k for k in value if k not in fields]
+        if extra:
+            raise DisclosureError(f"{where}: undeclared key(s) {', '.join(sorted(extra)[:5])}")
+        for key, sub in fields.items():
+            if key not in value:
+                if sub.get("optional") or sub.get("nullable"):
+                    continue
+                raise DisclosureError(f"{where}: declared key '{key}' is missing")
+            self.check(value[key], sub, f"{where}.{key}", depth + 1)
+
+    def _float64_array(self, value: Any, schema: Mapping[str, Any], where: str) -> None:
+        from pht.errors import ConfigError
+        from pht.wire import decode_array
+
+        try:
+            array = decode_array(value)
+        except ConfigError as exc:
+            raise DisclosureError(f"{where}: {exc}") from None
+        if array.size > schema["max_elements"]:
+            raise DisclosureError(
+                f"{where}: {array.size} elements, over the cap of {schema['max_elements']}"
+            )
+        import numpy as np
+
+        if not np.all(np.isfinite(array)):
+            raise DisclosureError(f"{where}: contains NaN or infinite values")
+
+
+def guard_output(raw: bytes, schema: Mapping[str, Any], limits: GuardLimits) -> dict[str, Any]:
+    """Parse and check a train output; return it or raise :class:`DisclosureError`."""
+    value = parse_strict(raw, limits)
+    Guard(limits).check(value, schema)
+    return value  # type: ignore[no-any-return]

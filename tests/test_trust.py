@@ -1,0 +1,344 @@
+"""Adversarial tests of a station's trust checks, policy, output guard, sealing and
+audit log: each attack is refused or detected, logged with its reason, and the station
+keeps serving."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import identity_of, write_network
+
+from pht.crypto import canonical_json, load_identity, new_identity, save_identity, sign_envelope
+from pht.crypto import REQUEST_TYPE
+from pht.errors import TrustError
+from pht.keyring import Keyring
+from pht.manifest import TRAINS_DIR, Catalogue
+from pht.orchestrator.config import load_network
+from pht.orchestrator.engine import EmbeddedEngine
+from pht.orchestrator.requester import Requester, signed_train
+from pht.provision import policy_document, provision
+from pht.signing import new_request, sign_train
+from pht.station.audit import query, verify_log
+from pht.crypto import load_public
+
+EVIL = {
+    # name: the output message a malicious train writes instead of a real result
+    "rows": {"status": "ok", "output": {"n": 40, "events": 20, "excluded": 0,
+                                        "groups": {}, "rows": [[61, 1, 230.0]] * 40}},
+    "perpatient": {"status": "ok", "output": {"n": 40, "events": 20, "excluded": 0,
+                                              "groups": {"all": {"time": [1.0] * 40,
+                                                                 "events": [1] * 40,
+                                                                 "censored": [0] * 40}},
+                                              "ages": list(range(40))}},
+    "count3": {"status": "ok", "output": {"n": 3, "events": 3, "excluded": 0,
+                                          "groups": {}}},
+    "decimals": {"status": "ok", "output": {"n": 40, "events": 20, "excluded": 0,
+                                            "groups": {"all": {"time": [12.3456789012],
+                                                               "events": [1],
+                                                               "censored": [0]}}}},
+    "string": {"status": "ok", "output": {"n": "NKR-3f9a8b7c6d5e", "events": 20,
+                                          "excluded": 0, "groups": {}}},
+    "longlabel": {"status": "ok", "output": {"n": 40, "events": 20, "excluded": 0,
+                                             "groups": {"x" * 100: {"time": [],
+                                                                    "events": [],
+                                                                    "censored": []}}}},
+}
+RAW = {
+    "nan": b'{"status": "ok", "output": {"n": NaN, "events": 20, "excluded": 0, "groups": {}}}',
+    "nested": b'{"status": "ok", "output": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+}
+SCRIPT = """\
+import pathlib, sys
+args = sys.argv
+out = pathlib.Path(args[args.index("--output") + 1])
+out.mkdir(parents=True, exist_ok=True)
+{body}
+"""
+
+
+def evil_catalogue(root: Path) -> Catalogue:
+    """The real trains plus one malicious train per attack."""
+    shutil.copytree(TRAINS_DIR, root)
+    km_manifest = (TRAINS_DIR / "survival.km" / "manifest.yaml").read_text()
+    bodies = {name: f"(out / 'output.json').write_text({json.dumps(json.dumps(msg))})"
+              for name, msg in EVIL.items()}
+    bodies.update({name: f"(out / 'output.json').write_bytes({raw!r})"
+                   for name, raw in RAW.items()})
+    bodies["huge"] = "(out / 'output.json').write_bytes(b' ' * 100_000_000)"
+    bodies["snoop"] = (
+        "other = pathlib.Path(args[args.index('--input') + 1]).parents[5] / 'data' / 's2.parquet'\n"
+        "out.joinpath('output.json').write_bytes(other.read_bytes()[:100])"
+    )
+    bodies["escape"] = (
+        "target = pathlib.Path(args[args.index('--input') + 1]).parents[2] / 'planted.txt'\n"
+        "target.write_text('x')"
+    )
+    for name, body in bodies.items():
+        folder = root / f"evil.{name}"
+        folder.mkdir()
+        (folder / "manifest.yaml").write_text(
+            km_manifest.replace("name: survival.km", f"name: evil.{name}")
+        )
+        (folder / "entrypoint.py").write_text(SCRIPT.format(body=body))
+    return Catalogue(root)
+
+
+def frames(n: int = 40) -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(5)
+    return {
+        s: pd.DataFrame({"os_days": rng.integers(1, 900, n).astype(float),
+                         "death": rng.integers(0, 2, n)})
+        for s in ("s1", "s2")
+    }
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("trust")
+    catalogue = evil_catalogue(root / "catalogue")
+    held = {}
+    (root / "data").mkdir()
+    for s, frame in frames().items():
+        frame.to_parquet(root / "data" / f"{s}.parquet", index=False)
+        held[s] = {"d": root / "data" / f"{s}.parquet"}
+    trains = [{"name": n, "versions": ">=1.0.0,<2.0.0", "signers": ["keyring"]}
+              for n in catalogue.names()]
+    document = policy_document(columns=["os_days", "death"], trains=trains,
+                               budget={"queries": 40, "period_days": 30})
+    made = provision(root, held, policy=document, catalogue=catalogue)
+    network = load_network(made.network)
+    engine = EmbeddedEngine(network, catalogue)
+    requester = Requester(load_identity(made.requester_key),
+                          {s: e.public_key for s, e in network.stations.items()})
+    return {"root": root, "catalogue": catalogue, "network": network, "engine": engine,
+            "requester": requester, "made": made}
+
+
+def request(world, train: str = "survival.km", **overrides: Any):  # type: ignore[no-untyped-def]
+    package = world["catalogue"].get(__import__("pht.wire").wire.TrainRef.parse(train))
+    fields = dict(
+        role="analyst", purpose="package-management/reassessment",
+        train=str(package.manifest.ref), train_digest=package.digest,
+        train_envelope=signed_train(world["network"].trains, package), dataset="d",
+        parameters={"time": "os_days", "event": "death"}, targets=["s1", "s2"],
+    )
+    fields.update(overrides)
+    return world["requester"].request(**fields)
+
+
+def handle(world, envelope, station: str = "s1"):  # type: ignore[no-untyped-def]
+    return world["engine"].station(station).handle(envelope)
+
+
+def test_a_good_request_is_released_sealed_with_a_receipt(world) -> None:
+    body, envelope = request(world)
+    reply = handle(world, envelope)
+    assert reply.ok and reply.output is None and reply.sealed and reply.receipt
+    opened = world["requester"].open(reply, body.request_id)
+    assert opened.output["n"] == 40
+
+
+@pytest.mark.parametrize("name", sorted([*EVIL, *RAW, "huge"]))
+def test_malicious_outputs_are_refused_and_the_station_keeps_serving(world, name) -> None:
+    body, envelope = request(world, train=f"evil.{name}")
+    reply = handle(world, envelope)
+    assert reply.status in ("refused", "error") and reply.sealed is None
+    assert reply.reason
+    audit = world["engine"].station("s1").audit
+    logged = [r for r in audit.records() if r.request_id == body.request_id]
+    assert any(r.outcome in ("refused", "error") and r.reason for r in logged)
+    assert handle(world, request(world)[1]).ok  # still serving
+
+
+def test_guard_reasons_name_the_rule(world) -> None:
+    reasons = {
+        name: handle(world, request(world, train=f"evil.{name}")[1]).reason
+        for name in ("rows", "count3", "decimals", "string", "nan", "nested", "huge")
+    }
+    assert "undeclared key(s) rows" in reasons["rows"]
+    assert "minimum cell size" in reasons["count3"]
+    assert "decimals" in reasons["decimals"]
+    assert "expected an integer" in reasons["string"]
+    assert "finite" in reasons["nan"]
+    assert "nested deeper" in reasons["nested"]
+    assert "size cap" in reasons["huge"]
+
+
+def test_train_cannot_read_another_stations_data(world) -> None:
+    reply = handle(world, request(world, train="evil.snoop")[1])
+    assert reply.status in ("refused", "error")  # PermissionError: data is owner-only
+    assert reply.sealed is None
+
+
+def test_train_cannot_write_outside_its_run_folder(world) -> None:
+    reply = handle(world, request(world, train="evil.escape")[1])
+    assert reply.status in ("refused", "error")
+    workdir = world["network"].stations["s1"].workdir
+    assert not (workdir / "planted.txt").exists()
+
+
+def test_unsigned_forged_and_tampered_requests_are_refused(world) -> None:
+    body, envelope = request(world)
+    unsigned = {**envelope, "signatures": []}
+    assert "unsigned" in handle(world, unsigned).reason
+    stranger = new_identity("requester", "ZIN", "mallory")
+    forged = sign_envelope(base64.b64decode(envelope["payload"]), REQUEST_TYPE, stranger)
+    assert handle(world, forged).status == "refused"
+    data = json.loads(base64.b64decode(envelope["payload"]))
+    data["purpose"] = "efficiency-research/dose-reduction"
+    tampered = {**envelope, "payload": base64.b64encode(canonical_json(data)).decode()}
+    assert handle(world, tampered).status == "refused"
+
+
+def test_replayed_expired_misaddressed_and_wrong_purpose_requests(world) -> None:
+    _, envelope = request(world)
+    assert handle(world, envelope).ok
+    assert "replayed" in handle(world, envelope).reason
+    _, expired = request(world)
+    identity = world["requester"].identity
+    package = world["catalogue"].get(__import__("pht.wire").wire.TrainRef.parse("survival.km"))
+    _, expired = new_request(
+        identity, user="analyst", role="analyst",
+        purpose="package-management/reassessment", train="survival.km@1.0.0",
+        train_digest=package.digest,
+        train_envelope=signed_train(world["network"].trains, package), dataset="d",
+        parameters={"time": "os_days", "event": "death"}, targets=["s1"],
+        lifetime=dt.timedelta(seconds=-1),
+    )
+    assert "expired" in handle(world, expired).reason
+    _, elsewhere = request(world, targets=["s2"])
+    assert "not addressed to station s1" in handle(world, elsewhere).reason
+    _, marketing = request(world, purpose="marketing/sales")
+    assert "purpose 'marketing/sales' is not allowed" in handle(world, marketing).reason
+
+
+def test_wrong_role_and_unlisted_column_are_refused(world) -> None:
+    _, envelope = request(world, role="intern")
+    assert "role 'intern' is not allowed" in handle(world, envelope).reason
+    _, envelope = request(world, parameters={"time": "os_days", "event": "death",
+                                             "group": "patient"})
+    reply = handle(world, envelope)
+    assert reply.status == "refused" and "patient" in reply.reason
+
+
+def test_untrusted_expired_revoked_and_mismatched_trains(world, tmp_path) -> None:
+    package = world["catalogue"].get(__import__("pht.wire").wire.TrainRef.parse("survival.km"))
+    _, envelope = request(world, train_envelope={})
+    assert "unsigned" in handle(world, envelope).reason
+    stranger = new_identity("methodologist", "elsewhere", "eve")
+    _, envelope = request(world, train_envelope=sign_train(package, stranger))
+    assert "train rejected" in handle(world, envelope).reason
+    # a copy of the train with one changed byte: the signed digest no longer matches
+    copy = tmp_path / "survival.km"
+    shutil.copytree(package.folder, copy)
+    (copy / "entrypoint.py").write_text(package.entrypoint.read_text() + "\n# changed\n")
+    from pht.manifest import load_package
+
+    changed = load_package(copy)
+    methodologist = load_identity(world["made"].methodologist_key)
+    _, envelope = request(world, train_envelope=sign_train(changed, methodologist),
+                          train_digest=changed.digest)
+    assert "digest mismatch" in handle(world, envelope).reason
+
+
+def test_revoked_and_expired_signers(world) -> None:
+    station = world["engine"].station("s2")
+    keyring: Keyring = station.config.keyring
+    methodologist = load_identity(world["made"].methodologist_key)
+    now = dt.datetime.now(dt.UTC)
+    original = keyring.entries
+    try:
+        keyring.revoke(methodologist.key_id, now - dt.timedelta(minutes=1))
+        reply = station.handle(request(world, targets=["s2"])[1])
+        assert "revoked" in reply.reason
+    finally:
+        station.config.keyring._entries = {e.key_id: e for e in original}  # type: ignore[attr-defined]
+    assert station.handle(request(world, targets=["s2"])[1]).ok
+
+
+def test_query_budget_is_enforced(tmp_path) -> None:
+    network = write_network(tmp_path, frames(), dataset="melanoma",
+                            budget={"queries": 2, "period_days": 30})
+    net = load_network(network)
+    engine = EmbeddedEngine(net)
+    requester = Requester(load_identity(identity_of(network)),
+                          {s: e.public_key for s, e in net.stations.items()})
+    package = Catalogue().get(__import__("pht.wire").wire.TrainRef.parse("survival.km"))
+
+    def ask():  # type: ignore[no-untyped-def]
+        return requester.request(
+            role="analyst", purpose="package-management/reassessment",
+            train="survival.km@1.0.0", train_digest=package.digest,
+            train_envelope=signed_train(net.trains, package), dataset="melanoma",
+            parameters={"time": "os_days", "event": "death"}, targets=["s1"],
+        )[1]
+
+    station = engine.station("s1")
+    assert station.handle(ask()).ok and station.handle(ask()).ok
+    reply = station.handle(ask())
+    assert reply.status == "refused" and "budget" in reply.reason
+
+
+def test_tampered_sealed_output_or_receipt_is_detected(world) -> None:
+    body, envelope = request(world)
+    reply = handle(world, envelope)
+    sealed = dict(reply.sealed)
+    ct = bytearray(base64.b64decode(sealed["ciphertext"]))
+    ct[5] ^= 1
+    sealed["ciphertext"] = base64.b64encode(bytes(ct)).decode()
+    import dataclasses
+
+    with pytest.raises(TrustError):
+        world["requester"].open(dataclasses.replace(reply, sealed=sealed), body.request_id)
+    with pytest.raises(TrustError):
+        world["requester"].open(reply, "another-request")
+    other = handle(world, request(world, targets=["s1", "s2"])[1], station="s2")
+    with pytest.raises(TrustError):  # s2's receipt presented as s1's
+        world["requester"].open(dataclasses.replace(reply, receipt=other.receipt),
+                                body.request_id)
+
+
+def test_audit_logs_verify_after_all_attacks(world) -> None:
+    for station_id, entry in world["network"].stations.items():
+        public = load_public(entry.public_key)
+        report = verify_log(entry.workdir / "audit", public.signing_key)
+        assert report.size > 0
+        refusals = query(entry.workdir / "audit", outcome="refused")
+        if station_id == "s1":
+            assert refusals and all(r.reason for r in refusals)
+
+
+def test_manual_review_holds_outputs_until_approved(tmp_path) -> None:
+    network = write_network(tmp_path, frames(), review="manual")
+    net = load_network(network)
+    engine = EmbeddedEngine(net)
+    requester = Requester(load_identity(identity_of(network)),
+                          {s: e.public_key for s, e in net.stations.items()})
+    package = Catalogue().get(__import__("pht.wire").wire.TrainRef.parse("survival.km"))
+    body, envelope = requester.request(
+        role="analyst", purpose="package-management/reassessment",
+        train="survival.km@1.0.0", train_digest=package.digest,
+        train_envelope=signed_train(net.trains, package), dataset="melanoma",
+        parameters={"time": "os_days", "event": "death"}, targets=["s1"],
+    )
+    station = engine.station("s1")
+    reply = station.handle(envelope)
+    assert reply.status == "pending" and reply.sealed is None
+    assert station.pending() == [body.request_id]
+    shown = station.show_pending(body.request_id)
+    assert shown["output"]["n"] == 40
+    approved = station.review(body.request_id, True, "dpo")
+    assert approved.ok
+    collected = station.collect(body.request_id)
+    assert requester.open(collected, body.request_id).output["n"] == 40
+    events = [r.event for r in query(net.stations["s1"].workdir / "audit")]
+    assert "review" in events and "release" in events
