@@ -37,10 +37,10 @@ def write_network(
         else:
             frame.to_csv(path, index=False)
         held[station_id] = {dataset: path}
-    columns = sorted({c for f in frames.values() for c in f.columns})
-    document = policy or policy_document(
-        columns=columns, min_cell_size=min_cell_size, **policy_options
+    policy_options.setdefault(
+        "columns", sorted({c for f in frames.values() for c in f.columns})
     )
+    document = policy or policy_document(min_cell_size=min_cell_size, **policy_options)
     made = provision(
         root, held, names={s: f"Station {s}" for s in frames}, policy=document
     )

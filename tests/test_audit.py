@@ -183,6 +183,9 @@ def test_one_writer_per_folder(tmp_path: Path) -> None:
         audit.close()
         with pytest.raises(AuditError, match="closed"):
             audit.append("run", "success")
+    audit = open_log(tmp_path)
+    del audit  # a forgotten log releases its lock when collected
+    open_log(tmp_path).close()
 
 
 def test_log_belongs_to_one_station_and_key(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ keeps serving."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -96,7 +97,8 @@ def frames(n: int = 40) -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(5)
     return {
         s: pd.DataFrame({"os_days": rng.integers(1, 900, n).astype(float),
-                         "death": rng.integers(0, 2, n)})
+                         "death": rng.integers(0, 2, n),
+                         "patient_id": [f"{s.upper()}-{i:06d}" for i in range(n)]})
         for s in ("s1", "s2")
     }
 
@@ -225,9 +227,9 @@ def test_wrong_role_and_unlisted_column_are_refused(world) -> None:
     _, envelope = request(world, role="intern")
     assert "role 'intern' is not allowed" in handle(world, envelope).reason
     _, envelope = request(world, parameters={"time": "os_days", "event": "death",
-                                             "group": "patient"})
+                                             "group": "patient_id"})
     reply = handle(world, envelope)
-    assert reply.status == "refused" and "patient" in reply.reason
+    assert reply.status == "refused" and "patient_id may not be analysed" in reply.reason
 
 
 def test_untrusted_expired_revoked_and_mismatched_trains(world, tmp_path) -> None:
@@ -260,6 +262,14 @@ def test_revoked_and_expired_signers(world) -> None:
         keyring.revoke(methodologist.key_id, now - dt.timedelta(minutes=1))
         reply = station.handle(request(world, targets=["s2"])[1])
         assert "revoked" in reply.reason
+        entries = {e.key_id: e for e in original}
+        expired = dataclasses.replace(
+            entries[methodologist.key_id],
+            valid_from=now - dt.timedelta(days=2), valid_until=now - dt.timedelta(minutes=1),
+        )
+        keyring._entries = {**entries, methodologist.key_id: expired}  # type: ignore[attr-defined]
+        reply = station.handle(request(world, targets=["s2"])[1])
+        assert reply.status == "refused" and "train rejected" in reply.reason
     finally:
         station.config.keyring._entries = {e.key_id: e for e in original}  # type: ignore[attr-defined]
     assert station.handle(request(world, targets=["s2"])[1]).ok
@@ -267,7 +277,8 @@ def test_revoked_and_expired_signers(world) -> None:
 
 def test_query_budget_is_enforced(tmp_path) -> None:
     network = write_network(tmp_path, frames(), dataset="melanoma",
-                            budget={"queries": 2, "period_days": 30})
+                            budget={"queries": 2, "period_days": 30},
+                            columns=["os_days", "death"])
     net = load_network(network)
     engine = EmbeddedEngine(net)
     requester = Requester(load_identity(identity_of(network)),
@@ -315,10 +326,16 @@ def test_audit_logs_verify_after_all_attacks(world) -> None:
         refusals = query(entry.workdir / "audit", outcome="refused")
         if station_id == "s1":
             assert refusals and all(r.reason for r in refusals)
+        events = {r.event for r in query(entry.workdir / "audit")}
+        assert {"policy_change", "key_change", "request_received", "policy_decision",
+                "run", "release"} <= events
+        if station_id == "s1":
+            assert "refusal" in events
 
 
 def test_manual_review_holds_outputs_until_approved(tmp_path) -> None:
-    network = write_network(tmp_path, frames(), review="manual")
+    network = write_network(tmp_path, frames(), review="manual",
+                            columns=["os_days", "death"])
     net = load_network(network)
     engine = EmbeddedEngine(net)
     requester = Requester(load_identity(identity_of(network)),

@@ -48,6 +48,7 @@ import math
 import os
 import re
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -668,6 +669,11 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _close_all(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 _EVIDENCE_BYTES = 16384
 _FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
@@ -702,6 +708,8 @@ class AuditLog:
         self._lock = threading.Lock()
         self._broken = False
         self._closed = False
+        # Closing the files releases the lock, also when the log is garbage collected.
+        self._finalizer = weakref.finalize(self, _close_all, *fds)
 
     @classmethod
     def open(
@@ -910,10 +918,8 @@ class AuditLog:
     def close(self) -> None:
         """Release the lock and close the files (idempotent)."""
         with self._lock:
-            if not self._closed:
-                self._closed = True
-                os.close(self._checkpoint_fd)
-                os.close(self._log_fd)
+            self._closed = True
+            self._finalizer()
 
     def __enter__(self) -> AuditLog:
         return self

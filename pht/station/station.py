@@ -151,6 +151,8 @@ class Station:
         self.audit = AuditLog.open(
             config.workdir / "audit", config.id, config.identity.signing
         )
+        self.last_released: dict[str, Any] = {}
+        self._record_changes()
         self._nonces_path = config.workdir / "nonces.log"
         self._nonces = set(
             self._nonces_path.read_text().split() if self._nonces_path.exists() else ()
@@ -160,6 +162,31 @@ class Station:
     def id(self) -> str:
         """The station id."""
         return self.config.id
+
+    def _record_changes(self) -> None:
+        """Log a policy_change / key_change record when the files differ from the last
+        ones this station logged (first start included)."""
+        current = {
+            "policy_change": digest(self.config.policy.source.read_bytes()),
+            "key_change": digest(
+                canonical_json(sorted(e.key_id + ":" + ",".join(e.roles) + ":"
+                                      + str(e.revoked_at) + ":" + str(e.valid_until)
+                                      for e in self.config.keyring.entries))
+            ),
+        }
+        last: dict[str, str | None] = {"policy_change": None, "key_change": None}
+        for record in self.audit.records():
+            if record.event in last:
+                last[record.event] = record.output_digest
+        for event, value in current.items():
+            if last[event] != value:
+                self.audit.append(
+                    event, "success", output_digest=value,
+                    reason="policy file changed" if event == "policy_change"
+                    else "keyring changed",
+                    details={"source": str(self.config.policy.source)
+                             if event == "policy_change" else "keyring"},
+                )
 
     # -- replies ------------------------------------------------------------------
     def _reply(
@@ -422,6 +449,7 @@ class Station:
                 reason=reason, **admitted.fields,
             )
             return self._reply(body.request_id, status, reason, **common)
+        self.last_released = output
         plain = canonical_json(output)
         output_digest = digest(plain)
         if admitted.policy.review == "manual":
@@ -548,6 +576,7 @@ class Station:
         if not reply.ok:
             session.close()
             return reply, None
+        session.n = int(session.last_output.get("n") or 0)
         return reply, session
 
 
@@ -560,6 +589,8 @@ class StationSession:
         self.channel = channel
         self.rounds = 0
         self.closed = False
+        self.n = 0  # patients the train described when the session opened
+        self.last_output: dict[str, Any] = {}
 
     def receive(self, op: str, timeout: float = 600.0) -> Reply:
         """Read, guard, seal and release the train's answer to the latest message."""
@@ -572,9 +603,11 @@ class StationSession:
                 self.admitted.body.request_id, "error", "the train stopped answering",
                 "error", **self.admitted.fields,
             )
-        return self.station._release(
+        reply = self.station._release(
             self.admitted, raw, op, time.monotonic() - started, self.rounds
         )
+        self.last_output = self.station.last_released
+        return reply
 
     def round(self, message: Mapping[str, Any]) -> Reply:
         """Send one round message and return the train's released answer."""
@@ -585,6 +618,18 @@ class StationSession:
         if op not in self.admitted.package.manifest.round_schemas:
             return self.station._reply(self.admitted.body.request_id, "error",
                                        f"round operation {op!r} is not declared")
+        beta = message.get("beta")
+        if (
+            self.admitted.disclosure_class == "model"
+            and isinstance(beta, list)
+            and self.n < 10 * len(beta)
+        ):  # degrees-of-freedom rule for model statistics
+            self.close()
+            return self.station._refuse(
+                self.admitted.body.request_id, "refused",
+                f"fewer than 10 patients per parameter ({len(beta)} parameters) at this "
+                "station", "refusal", **self.admitted.fields,
+            )
         self.rounds += 1
         self.channel.send(json.dumps(dict(message), allow_nan=False).encode("utf-8"))
         reply = self.receive(str(op))
