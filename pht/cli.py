@@ -254,7 +254,7 @@ def audit_verify(
     report = verify_log(log_dir, load_public(public_key).signing_key, saved)
     out.print(f"intact: {report.size} records, root {report.root}")
     if report.torn_tail_bytes:
-        out.print(f"note: a torn tail of {report.torn_tail_bytes} bytes was dropped")
+        out.print(f"note: a torn tail of {report.torn_tail_bytes} bytes (a crash mid-append) is not part of the log")
     if saved is not None:
         out.print(f"consistent with the saved checkpoint of size {saved.size}")
 
