@@ -1,12 +1,14 @@
 # The two commands of the README do all set-up on a fresh machine:
 #   make demo   - create .venv, install pht, run the demo study on synthetic registries
-#   make test   - create .venv, install pht with test tools, run the whole test suite
+#   make test   - create .venv, install pht with test tools, start a Docker engine and
+#                 build the train images when possible (required under CI=true),
+#                 run the whole test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test images lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +22,11 @@ demo: $(STAMP)
 	$(BIN)/pht demo
 
 test: $(STAMP)
+	bash deploy/prepare-containers.sh
 	$(BIN)/python -m pytest
+
+images: $(STAMP)
+	$(BIN)/pht images build
 
 lint: $(STAMP)
 	$(BIN)/ruff check pht tests bench

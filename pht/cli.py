@@ -321,6 +321,20 @@ def station_review(
         raise ConfigError(f"unknown action '{action}'; use list, show, approve or reject")
 
 
+images_app = typer.Typer(help="Build train images offline (station operators).",
+                         no_args_is_help=True)
+app.add_typer(images_app, name="images")
+
+
+@images_app.command("build")
+def images_build() -> None:
+    """Build the base, runtime and train images offline (idempotent, cached)."""
+    from pht.images import build_all
+
+    for ref, image in build_all().items():
+        out.print(f"{ref}  {image}")
+
+
 @app.command()
 def version() -> None:
     """Print the pht version."""

@@ -87,11 +87,13 @@ def provision(
     policy: Mapping[str, Any] | None = None,
     executor: str = "process",
     catalogue: Catalogue | None = None,
+    images: Mapping[str, str] | None = None,
 ) -> Provisioned:
     """Write keys, keyrings, signed trains, policies and ``network.yaml``.
 
     ``datasets`` maps station id to {dataset id: data file}; data paths are written
-    relative to ``root`` when they lie under it.
+    relative to ``root`` when they lie under it. ``images`` (train ref -> image ID)
+    puts the image digests into the signed statements, for the docker executor.
     """
     root.mkdir(parents=True, exist_ok=True)
     keys = root / "keys"
@@ -104,7 +106,7 @@ def provision(
     trains.mkdir(exist_ok=True)
     for package in (catalogue or Catalogue()).packages():
         m = package.manifest
-        envelope = sign_train(package, methodologist)
+        envelope = sign_train(package, methodologist, (images or {}).get(str(m.ref)))
         (trains / f"{m.name}@{m.version}.dsse.json").write_text(
             json.dumps(envelope, indent=1), encoding="utf-8"
         )
@@ -112,8 +114,12 @@ def provision(
     document = dict(policy or policy_document())
     entries = []
     for station_id, held in datasets.items():
-        for path in held.values():  # a station's data is readable by the station only
-            os.chmod(path, 0o600)
+        for path in held.values():
+            # the station's data: owner-only, plus the train group (gid 10001) that
+            # the docker executor adds to its otherwise unprivileged containers
+            os.chmod(path, 0o640)
+            if os.geteuid() == 0:
+                os.chown(path, -1, 10001)
         folder = root / "stations" / station_id
         folder.mkdir(parents=True, exist_ok=True)
         station_key, station_pub = save_identity(

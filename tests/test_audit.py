@@ -518,7 +518,7 @@ def test_crash_mid_record_is_recovered(tmp_path: Path) -> None:
     )
     assert recovered.details["log_dropped_bytes"] == len(half)
     assert recovered.details["log_offset"] == offset
-    assert base64.b64decode(recovered.details["log_dropped_base64"]) == half
+    assert base64.b64decode(str(recovered.details["log_dropped_base64"])) == half
     assert half not in (tmp_path / LOG_FILE).read_bytes()
     report = verify_log(tmp_path, PUB, cp)
     assert (report.size, report.torn_tail_bytes, report.problems) == (4, 0, ())

@@ -23,7 +23,7 @@ from pht.manifest import Catalogue, TrainPackage
 from pht.wire import TrainRef
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-EXECUTORS = ("process",)
+EXECUTORS = ("process", "docker")
 PURPOSE = re.compile(r"^[a-z0-9-]+(/[a-z0-9-]+)+$")
 
 

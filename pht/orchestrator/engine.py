@@ -57,6 +57,10 @@ class Engine(Protocol):
 def _executor(kind: str) -> Executor:
     if kind == "process":
         return ProcessExecutor()
+    if kind == "docker":
+        from pht.station.docker_executor import DockerExecutor
+
+        return DockerExecutor()
     raise ConfigError(f"executor '{kind}' is not available")
 
 

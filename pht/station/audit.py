@@ -28,7 +28,10 @@ Torn tails
     ``log_recovered`` record naming the bytes dropped, the offset, their SHA-256 and
     (up to 16 KiB) the bytes themselves.
     Anything else after the last checkpoint, and any damage before it, is tampering:
-    :class:`~pht.errors.AuditError`. A torn tail never hides a committed record.
+    :class:`~pht.errors.AuditError`. A torn tail never hides a committed record: a
+    damaged *last checkpoint line* does make the last record look uncommitted, but
+    its bytes stay in the ``log_recovered`` record and a checkpoint saved by anyone
+    (a receipt) no longer verifies against the log.
 
 Errors
     Every check raises :class:`~pht.errors.AuditError` with a one-line message that

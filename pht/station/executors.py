@@ -52,6 +52,7 @@ class Job:
     output_dir: Path
     workdir: Path
     limits: Limits = Limits()
+    image: str | None = None
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pht.crypto import Identity, PublicIdentity, canonical_json, digest, seal
-from pht.errors import ConfigError, DataError, DisclosureError, TrustError
+from pht.errors import ConfigError, DataError, DisclosureError, ExecutorError, TrustError
 from pht.keyring import Keyring
 from pht.manifest import Catalogue, TrainPackage
 from pht.signing import (
@@ -377,7 +377,11 @@ class Station:
         job = self._prepare(admitted)
         self.audit.append("run", "success", **admitted.fields,
                           details={"executor": self.executor.name})
-        result = self.executor.run(job)
+        try:
+            result = self.executor.run(job)
+        except ExecutorError as exc:
+            return self._refuse(admitted.body.request_id, "error", str(exc), "error",
+                                **admitted.fields)
         if result.timed_out:
             return self._refuse(admitted.body.request_id, "error", "the train timed out",
                                 "error", **admitted.fields)
@@ -411,6 +415,7 @@ class Station:
             dataset=self.config.datasets[body.dataset],
             output_dir=run_dir / "output",
             workdir=run_dir,
+            image=admitted.statement.image_digest,
         )
 
     def _guarded(self, admitted: Admission, raw: bytes, op: str | None) -> tuple[str, str | None, dict[str, Any] | None]:
@@ -570,7 +575,11 @@ class Station:
                                 f"train {admitted.body.train} is single-round", "error"), None
         self.audit.append("run", "success", **admitted.fields,
                           details={"executor": self.executor.name, "session": "open"})
-        channel = self.executor.start(self._prepare(admitted))
+        try:
+            channel = self.executor.start(self._prepare(admitted))
+        except ExecutorError as exc:
+            return self._refuse(admitted.body.request_id, "error", str(exc), "error",
+                                **admitted.fields), None
         session = StationSession(self, admitted, channel)
         reply = session.receive("open")
         if not reply.ok:

@@ -1,0 +1,291 @@
+"""The Docker executor: the train image, run by ID, in a hardened container.
+
+Same file contract as the process executor (:mod:`pht.runtime`): the input file and the
+dataset are mounted read-only (``/input/input.json``, ``/data/dataset.<ext>``), the
+train writes ``/output/output.json``. The container has
+
+* no network (``network_mode="none"``), a read-only root filesystem, no capabilities,
+  ``no-new-privileges`` (the default seccomp profile stays on), uid 10001;
+* pid, memory (no swap) and CPU limits, a ``noexec`` tmpfs for ``/tmp``;
+* an output folder that is a host tmpfs with a size and a file-count cap (the kernel
+  refuses the write past either), read back without following symlinks;
+* a hard wall-clock timeout after which it is killed; it is always removed.
+
+The image is run by its ID (never a tag); the station passes the ID from the signed
+train statement. Iterative trains keep one container for the whole session: rounds are
+JSON lines over the attached stdin/stdout (stderr is kept, bounded, at the station).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import select
+import socket
+import struct
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pht.errors import ExecutorError
+from pht.station.executors import Job, JobResult, read_output
+
+log = logging.getLogger(__name__)
+
+TRAIN_UID = 10001
+STDERR_CAP = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ContainerLimits:
+    """Per-container limits on top of :class:`~pht.station.executors.Limits`."""
+
+    pids: int = 64
+    memory: str = "2g"
+    nano_cpus: int = 1_000_000_000
+    tmp_size: str = "64m"
+    output_files: int = 16
+
+
+@functools.lru_cache(maxsize=1)
+def _client() -> Any:
+    """One Docker client per process (its connection pool is reused)."""
+    try:
+        import docker
+    except ImportError:
+        raise ExecutorError("the docker executor needs the `docker` package") from None
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no engine
+        raise ExecutorError(
+            f"no Docker engine reachable ({type(exc).__name__}); start one with "
+            "deploy/docker-engine.sh"
+        ) from None
+    return client
+
+
+def available() -> str | None:
+    """None if a Docker engine answers, else why not."""
+    try:
+        _client()
+    except ExecutorError as exc:
+        return str(exc)
+    return None
+
+
+class DockerExecutor:
+    """Run train images in hardened, networkless, read-only containers."""
+
+    name = "docker"
+
+    def __init__(self, limits: ContainerLimits | None = None) -> None:
+        self.limits = limits or ContainerLimits()
+        self._docker = _client()
+
+    # -- the container ------------------------------------------------------------
+    def _mount_output(self, job: Job) -> None:
+        job.output_dir.mkdir(parents=True, exist_ok=True)
+        options = (
+            f"size={job.limits.output_bytes},nr_inodes={self.limits.output_files + 3},"
+            f"uid={TRAIN_UID},gid={TRAIN_UID},mode=0700,noexec,nosuid,nodev"
+        )
+        proc = subprocess.run(  # noqa: S603 - fixed argv
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(job.output_dir)],
+            capture_output=True, text=True, check=False,
+        )
+        if proc.returncode != 0:
+            raise ExecutorError(
+                f"cannot mount the capped output folder ({proc.stderr.strip()}); the "
+                "docker executor needs root on the station host"
+            )
+
+    def _unmount_output(self, job: Job, keep: bytes | None) -> None:
+        subprocess.run(  # noqa: S603
+            ["umount", "-l", str(job.output_dir)], capture_output=True, check=False
+        )
+
+    def _create(self, job: Job, *, interactive: bool) -> Any:
+        import docker
+
+        if not job.image:
+            raise ExecutorError("the train statement names no image digest")
+        try:
+            image = self._docker.images.get(job.image)
+        except docker.errors.ImageNotFound:
+            raise ExecutorError(f"image {job.image} is not loaded at this station") from None
+        if image.id != job.image:
+            raise ExecutorError(f"image ID {image.id} differs from the signed {job.image}")
+        data = os.stat(job.dataset)
+        if not data.st_mode & 0o040:
+            raise ExecutorError(
+                f"{job.dataset}: the dataset must be group-readable (chmod g+r) by its "
+                "group for the docker executor"
+            )
+        suffix = job.dataset.suffix.lower()
+        mounts = [
+            docker.types.Mount("/input/input.json", str(job.input_file), type="bind",
+                               read_only=True),
+            docker.types.Mount(f"/data/dataset{suffix}", str(job.dataset), type="bind",
+                               read_only=True),
+            docker.types.Mount("/output", str(job.output_dir), type="bind"),
+        ]
+        host_config = self._docker.api.create_host_config(
+            network_mode="none",
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=self.limits.pids,
+            mem_limit=self.limits.memory,
+            memswap_limit=self.limits.memory,
+            nano_cpus=self.limits.nano_cpus,
+            tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={self.limits.tmp_size}"},
+            mounts=mounts,
+            ipc_mode="none",
+            group_add=[str(data.st_gid)],
+            log_config=docker.types.LogConfig(
+                type="json-file", config={"max-size": "1m", "max-file": "1"}
+            ),
+        )
+        command = ["--input", "/input/input.json", "--data", f"/data/dataset{suffix}",
+                   "--output", "/output"]
+        return self._docker.api.create_container(
+            image.id,
+            command=command,
+            user=f"{TRAIN_UID}:{TRAIN_UID}",
+            host_config=host_config,
+            network_disabled=True,
+            stdin_open=interactive,
+            tty=False,
+            labels={"org.pht.job": job.workdir.name},
+        )["Id"]
+
+    def _remove(self, container: str) -> None:
+        try:
+            self._docker.api.remove_container(container, force=True)
+        except Exception:  # noqa: BLE001 - already gone
+            log.debug("container %s was already removed", container)
+
+    # -- single round ---------------------------------------------------------------
+    def run(self, job: Job) -> JobResult:
+        """Run the job to completion or timeout; the container is always removed."""
+        self._mount_output(job)
+        container = None
+        started = time.monotonic()
+        timed_out = False
+        returncode: int | None = None
+        output = None
+        stderr = ""
+        try:
+            container = self._create(job, interactive=False)
+            self._docker.api.start(container)
+            try:
+                status = self._docker.api.wait(container, timeout=job.limits.timeout_seconds)
+                returncode = int(status.get("StatusCode", -1))
+            except Exception:  # noqa: BLE001 - requests timeout: kill it
+                timed_out = True
+                self._docker.api.kill(container)
+            stderr = self._docker.api.logs(container, stdout=False, stderr=True, tail=50)[
+                -4000:
+            ].decode("utf-8", "replace")
+            if not timed_out:
+                output = read_output(job.output_dir, job.limits.output_bytes)
+        except ExecutorError as exc:
+            stderr = str(exc)
+            raise
+        finally:
+            if container is not None:
+                self._remove(container)
+            self._unmount_output(job, output)
+        return JobResult(returncode, output, time.monotonic() - started, timed_out, stderr)
+
+    # -- sessions -------------------------------------------------------------------
+    def start(self, job: Job) -> DockerChannel:
+        """Start the job as a session over the attached stdin/stdout."""
+        self._mount_output(job)
+        try:
+            container = self._create(job, interactive=True)
+        except Exception:
+            self._unmount_output(job, None)
+            raise
+        sock = self._docker.api.attach_socket(
+            container, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        )
+        self._docker.api.start(container)
+        return DockerChannel(self, container, sock, job)
+
+
+class DockerChannel:
+    """The station's end of a session with a container (multiplexed attach stream)."""
+
+    def __init__(self, executor: DockerExecutor, container: str, sock: Any, job: Job) -> None:
+        self.executor = executor
+        self.container = container
+        self.sock: socket.socket = getattr(sock, "_sock", sock)
+        self.job = job
+        self._stdout = b""
+        self._stderr = b""
+        self._raw = b""
+        self._deadline = time.monotonic() + job.limits.timeout_seconds
+        self._closed = False
+
+    def _pump(self, until: float) -> bool:
+        """Read frames until a stdout newline, EOF or the deadline; False on EOF/time."""
+        while b"\n" not in self._stdout:
+            if len(self._stdout) > self.job.limits.output_bytes:
+                return False
+            left = min(until, self._deadline) - time.monotonic()
+            if left <= 0:
+                return False
+            ready, _, _ = select.select([self.sock], [], [], left)
+            if not ready:
+                return False
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                return False
+            self._raw += chunk
+            while len(self._raw) >= 8:
+                stream, length = self._raw[0], struct.unpack(">I", self._raw[4:8])[0]
+                if len(self._raw) < 8 + length:
+                    break
+                payload, self._raw = self._raw[8 : 8 + length], self._raw[8 + length :]
+                if stream == 1:
+                    self._stdout += payload
+                else:
+                    self._stderr = (self._stderr + payload)[-STDERR_CAP:]
+        return True
+
+    def receive(self, timeout: float) -> bytes | None:
+        """The next line from the train, or None on timeout, exit or oversize."""
+        if not self._pump(time.monotonic() + timeout):
+            return None
+        line, _, self._stdout = self._stdout.partition(b"\n")
+        return line if len(line) <= self.job.limits.output_bytes else None
+
+    def send(self, line: bytes) -> None:
+        """Write one line to the train's stdin."""
+        try:
+            self.sock.sendall(line.rstrip(b"\n") + b"\n")
+        except OSError:
+            pass
+
+    def close(self) -> str:
+        """End the session: close stdin, then kill and remove the container."""
+        if self._closed:
+            return ""
+        self._closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        try:
+            self.executor._docker.api.wait(self.container, timeout=5)
+        except Exception:  # noqa: BLE001
+            pass
+        self.sock.close()
+        self.executor._remove(self.container)
+        self.executor._unmount_output(self.job, None)
+        return self._stderr[-4000:].decode("utf-8", "replace")
