@@ -128,11 +128,17 @@ def demo(
     patients: Annotated[
         int, typer.Option(help="patients over all three stations", min=30)
     ] = 9000,
+    executor: Annotated[
+        str, typer.Option(help="process, or docker (builds the train images first)")
+    ] = "process",
 ) -> None:
     """Create synthetic registries and a network, run the example study, show the report."""
     from pht.demo import create_demo
+    from pht.errors import ConfigError
 
-    made = create_demo(workdir, seed=seed, patients=patients)
+    if executor not in ("process", "docker"):
+        raise ConfigError(f"--executor must be process or docker, not '{executor}'")
+    made = create_demo(workdir, seed=seed, patients=patients, executor=executor)
     console.print(
         f"demo network in {made.root} (network.yaml, study.yaml, data/, keys/, "
         "trains/, stations/)"

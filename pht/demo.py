@@ -38,15 +38,27 @@ class Demo:
     identity: Path
 
 
-def create_demo(root: Path, seed: int = 2026, patients: int = synth.DEFAULT_PATIENTS) -> Demo:
+def create_demo(
+    root: Path,
+    seed: int = 2026,
+    patients: int = synth.DEFAULT_PATIENTS,
+    executor: str = "process",
+) -> Demo:
     """Write synthetic data, keys, signed trains, policies, ``network.yaml``, a study."""
     root.mkdir(parents=True, exist_ok=True)
     paths = synth.write(root / "data", seed=seed, patients=patients)
+    images = None
+    if executor == "docker":
+        from pht.images import build_all
+
+        images = build_all()
     made = provision(
         root,
         {s: {"melanoma": paths[s]} for s in synth.STATIONS},
         names=STATION_NAMES,
         policy=policy_document(),
+        executor=executor,
+        images=images,
     )
     study = root / "study.yaml"
     study.write_text(STUDY, encoding="utf-8")
