@@ -290,3 +290,100 @@ def test_no_container_is_left_behind(probes) -> None:
         check=True, capture_output=True, text=True,
     )
     assert out.stdout.strip() == ""
+
+
+STATION_ATTACKS = {
+    "loop": ("while True:\n    pass\n", "error", "timed out"),
+    "symlink": (
+        "import os, sys\nargs = sys.argv\nout = args[args.index('--output') + 1]\n"
+        "os.makedirs(out, exist_ok=True)\n"
+        "os.symlink(args[args.index('--data') + 1], os.path.join(out, 'output.json'))\n",
+        "error", "no valid output",
+    ),
+    "rows": (
+        "import json, os, sys\nimport pandas as pd\nargs = sys.argv\n"
+        "out = args[args.index('--output') + 1]\n"
+        "rows = pd.read_parquet(args[args.index('--data') + 1]).head(50)\n"
+        "msg = {'status': 'ok', 'output': {'n': 300, 'events': 150, 'excluded': 0,"
+        " 'groups': {}, 'rows': rows.to_dict(orient='records')}}\n"
+        "open(os.path.join(out, 'output.json'), 'w').write(json.dumps(msg))\n",
+        "refused", "undeclared key(s) rows",
+    ),
+}
+
+
+def test_malicious_images_through_a_station_are_reported_and_it_keeps_serving(
+    tmp_path, runtime, images
+) -> None:
+    import shutil
+
+    from pht.crypto import load_identity
+    from pht.images import train_image
+    from pht.manifest import TRAINS_DIR, Catalogue
+    from pht.orchestrator.config import load_network
+    from pht.orchestrator.engine import EmbeddedEngine
+    from pht.orchestrator.requester import Requester, signed_train
+    from pht.provision import policy_document, provision
+    from pht.station.executors import Limits
+    from pht.wire import TrainRef
+
+    trains = tmp_path / "trains-src"
+    shutil.copytree(TRAINS_DIR, trains)
+    km = (TRAINS_DIR / "survival.km")
+    for name, (script, _, _) in STATION_ATTACKS.items():
+        folder = trains / f"evil.{name}"
+        folder.mkdir()
+        (folder / "manifest.yaml").write_text(
+            (km / "manifest.yaml").read_text().replace("name: survival.km",
+                                                       f"name: evil.{name}")
+        )
+        (folder / "entrypoint.py").write_text(script)
+        (folder / "Dockerfile").write_text((km / "Dockerfile").read_text())
+    catalogue = Catalogue(trains)
+    built = dict(images)
+    for package in catalogue.packages():
+        if package.manifest.name.startswith("evil."):
+            built[str(package.manifest.ref)] = train_image(package, runtime)
+    root = tmp_path / "net"
+    (root / "data").mkdir(parents=True)
+    path = root / "data" / "s1.parquet"
+    frames()["s1"].to_parquet(path, index=False)
+    rules = [{"name": n, "versions": ">=1.0.0,<2.0.0", "signers": ["keyring"]}
+             for n in catalogue.names()]
+    made = provision(root, {"s1": {"melanoma": path}}, executor="docker", images=built,
+                     catalogue=catalogue,
+                     policy=policy_document(columns=["os_days", "death", "regimen", "age"],
+                                            trains=rules))
+    net = load_network(made.network)
+    station = EmbeddedEngine(net, catalogue).station("s1")
+    station.limits = Limits(timeout_seconds=5)
+    requester = Requester(load_identity(made.requester_key),
+                          {s: e.public_key for s, e in net.stations.items()})
+
+    def ask(train: str):  # type: ignore[no-untyped-def]
+        package = catalogue.get(TrainRef.parse(train))
+        return requester.request(
+            role="analyst", purpose="package-management/reassessment",
+            train=str(package.manifest.ref), train_digest=package.digest,
+            train_envelope=signed_train(net.trains, package), dataset="melanoma",
+            parameters={"time": "os_days", "event": "death"}, targets=["s1"],
+        )[1]
+
+    for name, (_, status, reason) in STATION_ATTACKS.items():
+        reply = station.handle(ask(f"evil.{name}"))
+        assert reply.status == status and reason in (reply.reason or ""), (name, reply)
+        assert reply.sealed is None
+        assert station.handle(ask("survival.km")).ok  # keeps serving
+
+
+def test_docker_save_and_load_keep_the_image_id(tmp_path, images) -> None:
+    image = images["survival.km@1.0.0"]
+    archive = tmp_path / "train.tar"
+    subprocess.run(["docker", "save", "-o", str(archive), image], check=True,
+                   capture_output=True)
+    loaded = subprocess.run(["docker", "load", "-i", str(archive)], check=True,
+                            capture_output=True, text=True)
+    assert image.split(":")[1][:12] in loaded.stdout or "Loaded image" in loaded.stdout
+    out = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", image],
+                         check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == image

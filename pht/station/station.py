@@ -50,7 +50,7 @@ from pht.signing import (
     verify_train,
 )
 from pht.station.audit import AuditLog
-from pht.station.executors import Channel, Executor, Job
+from pht.station.executors import Channel, Executor, Job, Limits
 from pht.station.guard import GuardLimits, Guard, parse_strict
 from pht.station.policy import DatasetPolicy, Policy
 from pht.wire import STATUSES, Reply, TrainInput
@@ -152,6 +152,7 @@ class Station:
             config.workdir / "audit", config.id, config.identity.signing
         )
         self.last_released: dict[str, Any] = {}
+        self.limits = Limits()
         self._record_changes()
         self._nonces_path = config.workdir / "nonces.log"
         self._nonces = set(
@@ -415,6 +416,7 @@ class Station:
             dataset=self.config.datasets[body.dataset],
             output_dir=run_dir / "output",
             workdir=run_dir,
+            limits=self.limits,
             image=admitted.statement.image_digest,
         )
 

@@ -1,0 +1,22 @@
+"""Write lifelines' lung and rossi data sets to CSV so R and Python read identical rows.
+
+Run from the repository root:  .venv/bin/python tests/reference/export_datasets.py
+
+Columns are exactly lifelines' (nothing dropped or recoded). In lifelines' ``load_lung``
+``status`` is already 0/1 (1 = death; R's ``survival::lung`` codes it 1/2). Missing values
+are written as empty fields (R's ``read.csv`` reads them as NA): lung has NaN in inst (1),
+ph.ecog (1), ph.karno (1), pat.karno (3), meal.cal (47), wt.loss (14); none in time,
+status or sex. rossi has no missing values.
+"""
+
+from pathlib import Path
+
+from lifelines.datasets import load_lung, load_rossi
+
+HERE = Path(__file__).parent
+
+for name, loader in {"lung": load_lung, "rossi": load_rossi}.items():
+    frame = loader()
+    frame.to_csv(HERE / f"{name}.csv", index=False)
+    print(f"{name}.csv: {frame.shape[0]} rows, columns {list(frame.columns)}, "
+          f"NaN {frame.isna().sum()[frame.isna().sum() > 0].to_dict()}")
