@@ -43,7 +43,10 @@ from pht import synth  # noqa: E402
 from pht.manifest import Catalogue  # noqa: E402
 from pht.orchestrator.config import load_network, load_study  # noqa: E402
 from pht.orchestrator.engine import EmbeddedEngine  # noqa: E402
+from pht.orchestrator.requester import Requester  # noqa: E402
 from pht.orchestrator.run import run_study  # noqa: E402
+from pht.crypto import load_identity  # noqa: E402
+from pht.provision import policy_document, provision  # noqa: E402
 
 COVARIATES = ["age", "ecog", "ldh_elevated", "brain_mets", "regimen"]
 COLUMNS = ["os_days", "death", *COVARIATES]
@@ -113,30 +116,12 @@ def write_network(root: Path, patients: int, stations: int, seed: int) -> Path:
     pooled = pd.concat(frames.values(), ignore_index=True)[COLUMNS]
     pooled = pooled.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     (root / "data").mkdir(parents=True)
-    (root / "policy.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "min_cell_size": 10,
-                "disclosure_classes": ["aggregate", "model", "event_table"],
-                "purposes": ["package-management/reassessment"],
-            }
-        )
-    )
-    entries = []
+    held = {}
     for s in range(stations):
-        part = pooled.iloc[s::stations]
         path = root / "data" / f"st{s:02d}.parquet"
-        part.to_parquet(path, index=False)
-        entries.append(
-            {
-                "id": f"st{s:02d}",
-                "datasets": [{"id": "melanoma", "path": f"data/st{s:02d}.parquet"}],
-                "policy": "policy.yaml",
-            }
-        )
-    network = root / "network.yaml"
-    network.write_text(yaml.safe_dump({"stations": entries}))
-    return network
+        pooled.iloc[s::stations].to_parquet(path, index=False)
+        held[f"st{s:02d}"] = {"melanoma": path}
+    return provision(root, held, policy=policy_document(columns=COLUMNS)).network
 
 
 def federated(root: Path, network: Path, mode: str) -> dict:
@@ -163,8 +148,13 @@ def federated(root: Path, network: Path, mode: str) -> dict:
     with PeakMemory(os.getpid()) as memory:
         started = time.perf_counter()
         net = load_network(network)
+        requester = Requester(
+            load_identity(network.parent / "keys" / "analyst.key.json"),
+            {s: e.public_key for s, e in net.stations.items()},
+        )
         result = run_study(
-            load_study(study, catalogue, net), net, EmbeddedEngine(net, catalogue)
+            load_study(study, catalogue, net), net, EmbeddedEngine(net, catalogue),
+            requester,
         )
         wall = time.perf_counter() - started
     return {
@@ -204,7 +194,7 @@ print(json.dumps({"wall_fit": t2 - t1, "import": t1 - t0, "idle_kib": idle,
 
 
 def reference(network_root: Path, mode: str) -> dict:
-    files = sorted(str(p) for p in (network_root / "data").glob("*.parquet"))
+    files = sorted(str(p) for p in (network_root / "data").glob("st*.parquet"))
     started = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-c", REFERENCE, mode, *files],

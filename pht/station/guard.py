@@ -54,33 +54,15 @@ def parse_strict(raw: bytes, limits: GuardLimits) -> Any:
         raise DisclosureError(
             f"output is {len(raw)} bytes, over the cap of {limits.max_bytes} bytes"
         )
-    depth = 0
-    deepest = 0
-    in_string = False
-    escaped = False
-    for byte in raw:  # a bracket count before parsing: no recursion bomb reaches json
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-            continue
-        if byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            deepest = max(deepest, depth)
-            if deepest > MAX_DEPTH + 4:
-                raise DisclosureError(f"output is nested deeper than {MAX_DEPTH} levels")
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
+    # json's C scanner guards its recursion (RecursionError, caught below); the
+    # schema walk then caps the depth of what was parsed
     try:
         return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         if isinstance(exc, DisclosureError):
             raise
+        if isinstance(exc, RecursionError):
+            raise DisclosureError(f"output is nested deeper than {MAX_DEPTH} levels") from None
         raise DisclosureError("output is not valid JSON") from None
 
 

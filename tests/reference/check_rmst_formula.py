@@ -38,12 +38,17 @@ def km_table(time: np.ndarray, event: np.ndarray) -> pd.DataFrame:
 
 
 def rmst(tab: pd.DataFrame, tau: float) -> tuple[float, float]:
-    """RMST = int_0^tau S; var = sum_{t_i<=tau} A_i^2 d_i/(n_i(n_i-d_i)), A_i = int_{t_i}^tau S."""
+    """RMST = int_0^tau S and its SE as survival:::survmean.
+
+    var = sum_{t_i <= tau} A_i^2 d_i / (n_i (n_i - d_i)),  A_i = int_{t_i}^tau S.
+    """
     k = tab[tab.t <= tau]
     knots = np.concatenate([[0.0], k.t.to_numpy(), [tau]])  # S = 1 on [0, t_1)
     level = np.concatenate([[1.0], k.S.to_numpy()])  # S on [knots[j], knots[j+1])
-    pieces = np.diff(knots) * level  # flat extension of S(last) up to tau if tau > last t
-    a = np.cumsum(pieces[::-1])[::-1][1:]  # A_i = int_{t_i}^tau S(t) dt, one per kept t_i
+    # the last piece carries S(t_k) flat up to tau (also when tau > last time)
+    pieces = np.diff(knots) * level
+    # A_i = int_{t_i}^tau S(t) dt, one per kept t_i
+    a = np.cumsum(pieces[::-1])[::-1][1:]
     return float(pieces.sum()), float(np.sqrt(np.sum(a**2 * k.h.to_numpy())))
 
 
@@ -60,7 +65,7 @@ def surv_at(tab: pd.DataFrame, at: float, z: float) -> dict[str, float]:
         "upper": s**c,
         "log_lower": s * np.exp(-z * se_h),
         "log_upper": min(s * np.exp(z * se_h), 1.0),
-        # R's n.risk at a requested time is #{time >= at} (not n_i of the last t_i <= at)
+        # R's n.risk at a requested time is #{time >= at}, not n_i of the last t_i <= at
         "n_risk": float(tab[tab.t >= at].n.iloc[0]) if (tab.t >= at).any() else 0.0,
         "cumhaz_se": se_h,
     }
@@ -69,8 +74,14 @@ def surv_at(tab: pd.DataFrame, at: float, z: float) -> dict[str, float]:
 def diff(group: str, ref: str, est: dict, se: dict, z: float) -> dict:
     dd = est[group] - est[ref]
     s = float(np.hypot(se[group], se[ref]))
-    return {"group": group, "reference": ref, "difference": dd, "se": s,
-            "ci_lower": dd - z * s, "ci_upper": dd + z * s}
+    return {
+        "group": group,
+        "reference": ref,
+        "difference": dd,
+        "se": s,
+        "ci_lower": dd - z * s,
+        "ci_upper": dd + z * s,
+    }
 
 
 def main() -> int:
@@ -98,19 +109,29 @@ def main() -> int:
         tabs, kms = {}, {}
         for g in groups:
             rows = frame[frame[spec["group"]].astype(str) == g]
-            tabs[g] = km_table(rows[spec["time"]].to_numpy(float),
-                               rows[spec["event"]].to_numpy(int))
+            tabs[g] = km_table(
+                rows[spec["time"]].to_numpy(float), rows[spec["event"]].to_numpy(int)
+            )
             kms[g] = KaplanMeierFitter().fit(rows[spec["time"]], rows[spec["event"]])
             # independent check of S(t_i) and of the log-log band against lifelines
-            sf = kms[g].survival_function_.iloc[1:, 0].to_numpy()  # drop lifelines' t=0 row
+            # drop lifelines' extra t = 0 row
+            sf = kms[g].survival_function_.iloc[1:, 0].to_numpy()
             ci = kms[g].confidence_interval_.iloc[1:].to_numpy()
-            extra["lifelines S(t)"] = max(extra.get("lifelines S(t)", 0.0),
-                                          float(np.max(np.abs(sf - tabs[g].S.to_numpy()))))
+            extra["lifelines S(t)"] = max(
+                extra.get("lifelines S(t)", 0.0),
+                float(np.max(np.abs(sf - tabs[g].S.to_numpy()))),
+            )
             ok = (tabs[g].S > 0).to_numpy()
-            mine = np.array([[surv_at(tabs[g], t, z)["lower"], surv_at(tabs[g], t, z)["upper"]]
-                             for t in tabs[g].t[ok]])
-            extra["lifelines log-log CI"] = max(extra.get("lifelines log-log CI", 0.0),
-                                                float(np.max(np.abs(mine - ci[ok]))))
+            mine = np.array(
+                [
+                    [surv_at(tabs[g], t, z)["lower"], surv_at(tabs[g], t, z)["upper"]]
+                    for t in tabs[g].t[ok]
+                ]
+            )
+            extra["lifelines log-log CI"] = max(
+                extra.get("lifelines log-log CI", 0.0),
+                float(np.max(np.abs(mine - ci[ok]))),
+            )
         for key, value in body.items():
             kind, _, num = key.rpartition("_")
             if kind == "rmst":
@@ -119,24 +140,42 @@ def main() -> int:
                 for g in groups:
                     est[g], se[g] = rmst(tabs[g], tau)
                     t = tabs[g]
-                    ours = {"rmean": est[g], "se": se[g], "records": t.n.iloc[0],
-                            "events": t.d.sum(), "last_time": t.t.max()}
+                    ours = {
+                        "rmean": est[g],
+                        "se": se[g],
+                        "records": t.n.iloc[0],
+                        "events": t.d.sum(),
+                        "last_time": t.t.max(),
+                    }
                     compare("rmst", ours, value[g], f"{case}.{key}.{g}")
                     lf = restricted_mean_survival_time(kms[g], t=tau)
                     extra["lifelines RMST estimate"] = max(
-                        extra.get("lifelines RMST estimate", 0.0), abs(lf - est[g]))
+                        extra.get("lifelines RMST estimate", 0.0), abs(lf - est[g])
+                    )
                     assert value[g]["tau_beyond_last_time"] == bool(tau > t.t.max())
-                compare("rmst diff", diff(groups[1], groups[0], est, se, z),
-                        body[f"diff_rmst_{num}"], f"{case}.diff_rmst_{num}")
+                compare(
+                    "rmst diff",
+                    diff(groups[1], groups[0], est, se, z),
+                    body[f"diff_rmst_{num}"],
+                    f"{case}.diff_rmst_{num}",
+                )
             elif kind == "surv":
                 at = float(num)
                 ests = {g: surv_at(tabs[g], at, z) for g in groups}
                 for g in groups:
                     compare("surv", ests[g], value[g], f"{case}.{key}.{g}")
-                compare("surv diff",
-                        diff(groups[1], groups[0], {g: ests[g]["surv"] for g in groups},
-                             {g: ests[g]["std_err"] for g in groups}, z),
-                        body[f"diff_surv_{num}"], f"{case}.diff_surv_{num}")
+                compare(
+                    "surv diff",
+                    diff(
+                        groups[1],
+                        groups[0],
+                        {g: ests[g]["surv"] for g in groups},
+                        {g: ests[g]["std_err"] for g in groups},
+                        z,
+                    ),
+                    body[f"diff_surv_{num}"],
+                    f"{case}.diff_surv_{num}",
+                )
     print("max |Python formula - R| by quantity:")
     for kind, err in worst.items():
         print(f"  {kind:12s} {err:.3e}")

@@ -2,11 +2,11 @@
 
 Run from the repository root:  .venv/bin/python tests/reference/export_datasets.py
 
-Columns are exactly lifelines' (nothing dropped or recoded). In lifelines' ``load_lung``
-``status`` is already 0/1 (1 = death; R's ``survival::lung`` codes it 1/2). Missing values
-are written as empty fields (R's ``read.csv`` reads them as NA): lung has NaN in inst (1),
-ph.ecog (1), ph.karno (1), pat.karno (3), meal.cal (47), wt.loss (14); none in time,
-status or sex. rossi has no missing values.
+Columns are exactly lifelines' (nothing dropped or recoded). In lifelines'
+``load_lung`` ``status`` is already 0/1 (1 = death; R's ``survival::lung`` codes it
+1/2). Missing values are written as empty fields (R's ``read.csv`` reads them as NA):
+lung has NaN in inst (1), ph.ecog (1), ph.karno (1), pat.karno (3), meal.cal (47),
+wt.loss (14); none in time, status or sex. rossi has no missing values.
 """
 
 from pathlib import Path
@@ -18,5 +18,8 @@ HERE = Path(__file__).parent
 for name, loader in {"lung": load_lung, "rossi": load_rossi}.items():
     frame = loader()
     frame.to_csv(HERE / f"{name}.csv", index=False)
-    print(f"{name}.csv: {frame.shape[0]} rows, columns {list(frame.columns)}, "
-          f"NaN {frame.isna().sum()[frame.isna().sum() > 0].to_dict()}")
+    missing = frame.isna().sum()
+    print(
+        f"{name}.csv: {len(frame)} rows, columns {list(frame.columns)}, "
+        f"NaN {missing[missing > 0].to_dict()}"
+    )
