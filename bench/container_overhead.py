@@ -41,28 +41,44 @@ from pht.wire import TrainRef  # noqa: E402
 
 def network(root: Path, executor: str, images: dict[str, str], patients: int):  # type: ignore[no-untyped-def]
     paths = synth.write(root / "data", seed=1, patients=patients)
-    made = provision(root, {"nkr": {"melanoma": paths["nkr"]}},
-                     policy=policy_document(), executor=executor, images=images)
+    made = provision(
+        root,
+        {"nkr": {"melanoma": paths["nkr"]}},
+        policy=policy_document(),
+        executor=executor,
+        images=images,
+    )
     net = load_network(made.network)
     engine = EmbeddedEngine(net)
-    requester = Requester(load_identity(made.requester_key),
-                          {s: e.public_key for s, e in net.stations.items()})
+    requester = Requester(
+        load_identity(made.requester_key),
+        {s: e.public_key for s, e in net.stations.items()},
+    )
     return net, engine, requester
 
 
 def request(net, requester, train: str, parameters):  # type: ignore[no-untyped-def]
     package = Catalogue().get(TrainRef.parse(train))
     return requester.request(
-        role="analyst", purpose="package-management/reassessment",
-        train=str(package.manifest.ref), train_digest=package.digest,
-        train_envelope=signed_train(net.trains, package), dataset="melanoma",
-        parameters=parameters, targets=["nkr"],
+        role="analyst",
+        purpose="package-management/reassessment",
+        train=str(package.manifest.ref),
+        train_digest=package.digest,
+        train_envelope=signed_train(net.trains, package),
+        dataset="melanoma",
+        parameters=parameters,
+        targets=["nkr"],
     )
 
 
 KM = {"time": "os_days", "event": "death", "group": "regimen"}
-COX = {"time": "os_days", "event": "death", "covariates": ["age", "ecog", "regimen"],
-       "mode": "stratified", "reference": {"regimen": "standard"}}
+COX = {
+    "time": "os_days",
+    "event": "death",
+    "covariates": ["age", "ecog", "regimen"],
+    "mode": "stratified",
+    "reference": {"regimen": "standard"},
+}
 
 
 def single_round(net, engine, requester) -> float:  # type: ignore[no-untyped-def]
@@ -73,13 +89,21 @@ def single_round(net, engine, requester) -> float:  # type: ignore[no-untyped-de
     return time.perf_counter() - started
 
 
-DESIGN = {"op": "design", "design": {
-    "covariates": [{"column": "age", "levels": [], "reference": None},
-                   {"column": "ecog", "levels": [], "reference": None},
-                   {"column": "regimen",
-                    "levels": ["extended_interval", "standard", "weight_based"],
-                    "reference": "standard"}],
-    "centre": [65.0, 1.0, 0.1, 0.05]}}
+DESIGN = {
+    "op": "design",
+    "design": {
+        "covariates": [
+            {"column": "age", "levels": [], "reference": None},
+            {"column": "ecog", "levels": [], "reference": None},
+            {
+                "column": "regimen",
+                "levels": ["extended_interval", "standard", "weight_based"],
+                "reference": "standard",
+            },
+        ],
+        "centre": [65.0, 1.0, 0.1, 0.05],
+    },
+}
 
 
 def rounds(net, engine, requester, n: int, per_round_container: bool) -> float:  # type: ignore[no-untyped-def]
@@ -112,17 +136,25 @@ def main() -> None:
         }
         for kind in nets:  # warm-up: page cache, docker client
             single_round(*nets[kind])
-        single = {k: statistics.median(single_round(*nets[k]) for _ in range(args.repeats))
-                  for k in nets}
-        print(f"single-round survival.km at one station ({args.patients * 4 // 9:,} patients),"
-              f" median of {args.repeats}:")
+        single = {
+            k: statistics.median(single_round(*nets[k]) for _ in range(args.repeats))
+            for k in nets
+        }
+        print(
+            f"single-round survival.km at one station ({args.patients * 4 // 9:,} patients),"
+            f" median of {args.repeats}:"
+        )
         for k, v in single.items():
             print(f"  {k:<8} {v:.3f} s")
         added = single["docker"] - single["process"]
-        print(f"  ratio docker/process {single['docker'] / single['process']:.2f}; "
-              f"added {added:.3f} s per station per train (target <= 1.5 s)")
+        print(
+            f"  ratio docker/process {single['docker'] / single['process']:.2f}; "
+            f"added {added:.3f} s per station per train (target <= 1.5 s)"
+        )
         session = {
-            k: statistics.median(rounds(*nets[k], 10, False) for _ in range(args.repeats))
+            k: statistics.median(
+                rounds(*nets[k], 10, False) for _ in range(args.repeats)
+            )
             for k in nets
         }
         per_round = statistics.median(
@@ -132,9 +164,11 @@ def main() -> None:
         print(f"  process, one process for all rounds   {session['process']:.3f} s")
         print(f"  docker, one container for all rounds  {session['docker']:.3f} s")
         print(f"  docker, a container per round         {per_round:.3f} s")
-        print(f"  ratio per-round/session containers {per_round / session['docker']:.2f}; "
-              f"docker session/process session {session['docker'] / session['process']:.2f}; "
-              f"added {session['docker'] - session['process']:.3f} s per station per train")
+        print(
+            f"  ratio per-round/session containers {per_round / session['docker']:.2f}; "
+            f"docker session/process session {session['docker'] / session['process']:.2f}; "
+            f"added {session['docker'] - session['process']:.3f} s per station per train"
+        )
 
 
 if __name__ == "__main__":

@@ -40,12 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pht import synth  # noqa: E402
+from pht.crypto import load_identity  # noqa: E402
 from pht.manifest import Catalogue  # noqa: E402
 from pht.orchestrator.config import load_network, load_study  # noqa: E402
 from pht.orchestrator.engine import EmbeddedEngine  # noqa: E402
 from pht.orchestrator.requester import Requester  # noqa: E402
 from pht.orchestrator.run import run_study  # noqa: E402
-from pht.crypto import load_identity  # noqa: E402
 from pht.provision import policy_document, provision  # noqa: E402
 
 COVARIATES = ["age", "ecog", "ldh_elevated", "brain_mets", "regimen"]
@@ -153,7 +153,9 @@ def federated(root: Path, network: Path, mode: str) -> dict:
             {s: e.public_key for s, e in net.stations.items()},
         )
         result = run_study(
-            load_study(study, catalogue, net), net, EmbeddedEngine(net, catalogue),
+            load_study(study, catalogue, net),
+            net,
+            EmbeddedEngine(net, catalogue),
             requester,
         )
         wall = time.perf_counter() - started

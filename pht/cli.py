@@ -158,11 +158,15 @@ def trains_list() -> None:
         out.print(f"    {m.description}")
 
 
-keys_app = typer.Typer(help="Create identities (signing and sealing keys).",
-                       no_args_is_help=True)
-train_app = typer.Typer(help="Sign and verify trains (methodologists).", no_args_is_help=True)
-audit_app = typer.Typer(help="Verify, query and export station audit logs (auditors).",
-                        no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Create identities (signing and sealing keys).", no_args_is_help=True
+)
+train_app = typer.Typer(
+    help="Sign and verify trains (methodologists).", no_args_is_help=True
+)
+audit_app = typer.Typer(
+    help="Verify, query and export station audit logs (auditors).", no_args_is_help=True
+)
 station_app = typer.Typer(help="Station operator commands.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(train_app, name="train")
@@ -175,9 +179,9 @@ def keys_new(
     role: Annotated[str, typer.Option(help="requester | methodologist | station")],
     org: Annotated[str, typer.Option(help="your organisation, e.g. ZIN or IKNL")],
     name: Annotated[str, typer.Option(help="a short name, used for the file names")],
-    out_dir: Annotated[Path, typer.Option("--out", help="folder for the key files")] = Path(
-        "keys"
-    ),
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="folder for the key files")
+    ] = Path("keys"),
 ) -> None:
     """Create an Ed25519 signing key and an X25519 sealing key (private file 0600)."""
     from pht.crypto import new_identity, save_identity
@@ -190,9 +194,13 @@ def keys_new(
 
 @train_app.command("sign")
 def train_sign(
-    train: Annotated[Path, typer.Argument(help="the train folder, e.g. train_images/survival.km")],
+    train: Annotated[
+        Path, typer.Argument(help="the train folder, e.g. train_images/survival.km")
+    ],
     key: Annotated[Path, typer.Option(help="your methodologist .key.json")],
-    out_dir: Annotated[Path, typer.Option("--out", help="folder for the signed statement")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="folder for the signed statement")
+    ],
 ) -> None:
     """Sign a train's manifest and code digest (DSSE envelope) as a methodologist."""
     import json
@@ -226,7 +234,9 @@ def train_verify(
     from pht.manifest import load_package
     from pht.signing import verify_train
 
-    statement, signer = verify_train(json.loads(signed.read_text()), Keyring.load(keyring))
+    statement, signer = verify_train(
+        json.loads(signed.read_text()), Keyring.load(keyring)
+    )
     if train is not None:
         package = load_package(train)
         if package.digest != statement.code_digest:
@@ -260,7 +270,9 @@ def audit_verify(
     report = verify_log(log_dir, load_public(public_key).signing_key, saved)
     out.print(f"intact: {report.size} records, root {report.root}")
     if report.torn_tail_bytes:
-        out.print(f"note: a torn tail of {report.torn_tail_bytes} bytes (a crash mid-append) is not part of the log")
+        out.print(
+            f"note: a torn tail of {report.torn_tail_bytes} bytes (a crash mid-append) is not part of the log"
+        )
     if saved is not None:
         out.print(f"consistent with the saved checkpoint of size {saved.size}")
 
@@ -284,8 +296,14 @@ def audit_query(
     from pht.station.audit import export_csv, export_json, query
 
     records = query(
-        log_dir, requester=requester, purpose=purpose, train=train, dataset=dataset,
-        outcome=outcome, since=since, until=until,
+        log_dir,
+        requester=requester,
+        purpose=purpose,
+        train=train,
+        dataset=dataset,
+        outcome=outcome,
+        since=since,
+        until=until,
     )
     if export is not None:
         (export_csv if export.suffix == ".csv" else export_json)(records, export)
@@ -301,7 +319,9 @@ def station_review(
     network: Annotated[Path, typer.Option(help="the network.yaml")],
     station: Annotated[str, typer.Option(help="the station id")],
     request: Annotated[str | None, typer.Option(help="the request id")] = None,
-    reviewer: Annotated[str, typer.Option(help="your name, for the audit log")] = "operator",
+    reviewer: Annotated[
+        str, typer.Option(help="your name, for the audit log")
+    ] = "operator",
     reason: Annotated[str, typer.Option(help="why (for reject)")] = "",
 ) -> None:
     """List, show, approve or reject outputs waiting for manual review."""
@@ -324,11 +344,14 @@ def station_review(
         reply = node.review(request, action == "approve", reviewer, reason)
         out.print(f"{request}: {reply.status}")
     else:
-        raise ConfigError(f"unknown action '{action}'; use list, show, approve or reject")
+        raise ConfigError(
+            f"unknown action '{action}'; use list, show, approve or reject"
+        )
 
 
-images_app = typer.Typer(help="Build train images offline (station operators).",
-                         no_args_is_help=True)
+images_app = typer.Typer(
+    help="Build train images offline (station operators).", no_args_is_help=True
+)
 app.add_typer(images_app, name="images")
 
 

@@ -41,7 +41,12 @@ IMAGES_FILE = BUILD / "images.json"
 def _run(command: list[str], what: str, **kwargs: object) -> str:
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
     proc = subprocess.run(  # noqa: S603 - fixed argv
-        command, capture_output=True, text=True, env=env, check=False, **kwargs  # type: ignore[call-overload]
+        command,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        **kwargs,  # type: ignore[call-overload]
     )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -66,15 +71,23 @@ def _source_hash() -> str:
 def _exists(tag: str) -> str | None:
     proc = subprocess.run(  # noqa: S603
         ["docker", "image", "inspect", "-f", "{{.Id}}", tag],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 def engine_and_base() -> None:
     """Start the engine and build the base image (both idempotent)."""
-    _run(["bash", str(REPO / "deploy" / "docker-engine.sh")], "starting the Docker engine")
-    _run(["bash", str(REPO / "deploy" / "build-base-image.sh")], "building the base image")
+    _run(
+        ["bash", str(REPO / "deploy" / "docker-engine.sh")],
+        "starting the Docker engine",
+    )
+    _run(
+        ["bash", str(REPO / "deploy" / "build-base-image.sh")],
+        "building the base image",
+    )
 
 
 def wheelhouse() -> Path:
@@ -86,17 +99,45 @@ def wheelhouse() -> Path:
         platforms += ["--platform", f"manylinux_2_{minor}_x86_64"]
     (BUILD / "requirements.txt").write_text(requirements())
     _run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-         "--implementation", "cp", "--python-version", "3.11", "--abi", "cp311",
-         "--abi", "abi3", "--abi", "none", *platforms,
-         "-r", str(BUILD / "requirements.txt"), "-d", str(house)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            "--implementation",
+            "cp",
+            "--python-version",
+            "3.11",
+            "--abi",
+            "cp311",
+            "--abi",
+            "abi3",
+            "--abi",
+            "none",
+            *platforms,
+            "-r",
+            str(BUILD / "requirements.txt"),
+            "-d",
+            str(house),
+        ],
         "downloading the runtime wheels",
     )
     for old in house.glob("pht-*.whl"):
         old.unlink()
     _run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-         "-w", str(house), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "-w",
+            str(house),
+            str(REPO),
+        ],
         "building the pht wheel",
     )
     return house
@@ -116,13 +157,31 @@ def runtime_image() -> str:
     shutil.copy(BUILD / "requirements.txt", context / "requirements.txt")
     shutil.copytree(house, context / "wheelhouse", copy_function=os.link)
     _run(
-        ["docker", "build", "--network", "none", "-q", "--build-arg",
-         f"BASE_IMAGE={BASE_IMAGE}", "-t", tag, str(context)],
+        [
+            "docker",
+            "build",
+            "--network",
+            "none",
+            "-q",
+            "--build-arg",
+            f"BASE_IMAGE={BASE_IMAGE}",
+            "-t",
+            tag,
+            str(context),
+        ],
         "building the runtime image",
     )
     subprocess.run(  # noqa: S603 - drop the builder stage the legacy builder keeps
-        ["docker", "image", "prune", "-f", "--filter", "label=org.pht.stage=runtime-builder"],
-        capture_output=True, check=False,
+        [
+            "docker",
+            "image",
+            "prune",
+            "-f",
+            "--filter",
+            "label=org.pht.stage=runtime-builder",
+        ],
+        capture_output=True,
+        check=False,
     )
     return tag
 
@@ -137,12 +196,26 @@ def train_image(package: TrainPackage, runtime: str) -> str:
         return existing
     dockerfile = package.folder / "Dockerfile"
     if not dockerfile.is_file():
-        raise ExecutorError(f"{package.folder}: no Dockerfile; add one to build an image")
+        raise ExecutorError(
+            f"{package.folder}: no Dockerfile; add one to build an image"
+        )
     _run(
-        ["docker", "build", "--network", "none", "-q", "--build-arg",
-         f"RUNTIME_IMAGE={runtime}", "--label", f"org.pht.train={m.ref}",
-         "--label", f"org.pht.code_digest={package.digest}", "-t", tag,
-         str(package.folder)],
+        [
+            "docker",
+            "build",
+            "--network",
+            "none",
+            "-q",
+            "--build-arg",
+            f"RUNTIME_IMAGE={runtime}",
+            "--label",
+            f"org.pht.train={m.ref}",
+            "--label",
+            f"org.pht.code_digest={package.digest}",
+            "-t",
+            tag,
+            str(package.folder),
+        ],
         f"building the image of {m.ref}",
     )
     image_id = _exists(tag)

@@ -77,7 +77,9 @@ class ParamSpec:
             return None
         if self.type == "mapping":
             if not isinstance(value, dict) or not all(
-                isinstance(k, str) and isinstance(v, str | int) and not isinstance(v, bool)
+                isinstance(k, str)
+                and isinstance(v, str | int)
+                and not isinstance(v, bool)
                 for k, v in value.items()
             ):
                 return "expected a mapping of names to values, e.g. {regimen: standard}"

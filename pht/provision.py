@@ -30,8 +30,21 @@ from pht.manifest import Catalogue
 from pht.signing import sign_train
 
 CLINICAL_COLUMNS = (
-    "os_days", "death", "pfs_days", "progression", "regimen", "drug", "age", "sex",
-    "stage", "ecog", "ldh_elevated", "brain_mets", "line", "tox_grade3", "response",
+    "os_days",
+    "death",
+    "pfs_days",
+    "progression",
+    "regimen",
+    "drug",
+    "age",
+    "sex",
+    "stage",
+    "ecog",
+    "ldh_elevated",
+    "brain_mets",
+    "line",
+    "tox_grade3",
+    "response",
 )
 
 
@@ -51,7 +64,8 @@ def policy_document(
     classes: Sequence[str] = ("aggregate", "model", "event_table"),
     min_cell_size: int = 10,
     purposes: Sequence[str] = (
-        "package-management/reassessment", "efficiency-research/dose-reduction",
+        "package-management/reassessment",
+        "efficiency-research/dose-reduction",
     ),
     budget: Mapping[str, int] | None = None,
     review: str = "automatic",

@@ -32,7 +32,9 @@ LocalFunction = Callable[[pd.DataFrame, TrainInput], Mapping[str, Any]]
 OUTPUT_NAME = "output.json"
 
 
-def read_columns(path: Path | Any, columns: Sequence[str], suffix: str | None = None) -> pd.DataFrame:
+def read_columns(
+    path: Path | Any, columns: Sequence[str], suffix: str | None = None
+) -> pd.DataFrame:
     """Read only ``columns`` of a Parquet or CSV dataset (a path or an open file)."""
     wanted = list(dict.fromkeys(columns))
     suffix = (suffix or Path(str(path)).suffix).lower()

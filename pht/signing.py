@@ -94,7 +94,9 @@ class TrainStatement:
     type: str = "pht.train/1"
 
 
-def train_statement(package: TrainPackage, image_digest: str | None = None) -> TrainStatement:
+def train_statement(
+    package: TrainPackage, image_digest: str | None = None
+) -> TrainStatement:
     """The statement of a train folder as it is now."""
     m = package.manifest
     return TrainStatement(
@@ -113,9 +115,13 @@ def sign_train(
 ) -> dict[str, Any]:
     """DSSE envelope of the train statement, signed by a methodologist."""
     if identity.public.role != "methodologist":
-        raise TrustError(f"trains are signed by methodologists, not {identity.public.role}s")
+        raise TrustError(
+            f"trains are signed by methodologists, not {identity.public.role}s"
+        )
     statement = train_statement(package, image_digest)
-    return sign_envelope(canonical_json(asdict(statement)), TRAIN_MANIFEST_TYPE, identity)
+    return sign_envelope(
+        canonical_json(asdict(statement)), TRAIN_MANIFEST_TYPE, identity
+    )
 
 
 def verify_train(
@@ -124,7 +130,9 @@ def verify_train(
     """Check a signed train statement: trusted signer, active at signing and now."""
     if not isinstance(envelope, Mapping) or not envelope.get("signatures"):
         raise TrustError("the train is unsigned")
-    raw, key_id = verify_envelope(envelope, TRAIN_MANIFEST_TYPE, _role_keys(keyring, "methodologist"))
+    raw, key_id = verify_envelope(
+        envelope, TRAIN_MANIFEST_TYPE, _role_keys(keyring, "methodologist")
+    )
     data = _payload(raw, "train statement")
     try:
         statement = TrainStatement(**data)
@@ -194,14 +202,18 @@ def new_request(
 
 
 def verify_request(
-    envelope: Mapping[str, Any], keyring: Keyring, station_id: str,
+    envelope: Mapping[str, Any],
+    keyring: Keyring,
+    station_id: str,
     now: dt.datetime | None = None,
 ) -> tuple[SignedRequestBody, PublicIdentity]:
     """Check a signed request's signature, requester key, freshness and target."""
     when = now or utc_now()
     if not isinstance(envelope, Mapping) or not envelope.get("signatures"):
         raise TrustError("the request is unsigned")
-    raw, key_id = verify_envelope(envelope, REQUEST_TYPE, _role_keys(keyring, "requester"))
+    raw, key_id = verify_envelope(
+        envelope, REQUEST_TYPE, _role_keys(keyring, "requester")
+    )
     requester = keyring.check(key_id, "requester", when)
     data = _payload(raw, "request")
     try:
@@ -247,11 +259,11 @@ def sign_receipt(receipt: Receipt, identity: Identity) -> dict[str, Any]:
     return sign_envelope(canonical_json(asdict(receipt)), RECEIPT_TYPE, identity)
 
 
-def verify_receipt(
-    envelope: Mapping[str, Any], station: PublicIdentity
-) -> Receipt:
+def verify_receipt(envelope: Mapping[str, Any], station: PublicIdentity) -> Receipt:
     """Check a receipt against the station's public key."""
-    raw, _ = verify_envelope(envelope, RECEIPT_TYPE, {station.key_id: station.signing_key})
+    raw, _ = verify_envelope(
+        envelope, RECEIPT_TYPE, {station.key_id: station.signing_key}
+    )
     data = _payload(raw, "receipt")
     try:
         return Receipt(**data)

@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from pht.provision import policy_document, provision
-
 from pht.manifest import Catalogue
+from pht.provision import policy_document, provision
 
 
 def write_network(

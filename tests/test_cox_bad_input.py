@@ -40,9 +40,13 @@ def test_constant_covariate_names_it_and_says_drop(tmp_path, rossi) -> None:
         run(tmp_path, stations(rossi), covariates=[*COVS, "one"])
 
 
-def test_covariate_constant_within_stations_suggests_pooled_mode(tmp_path, rossi) -> None:
+def test_covariate_constant_within_stations_suggests_pooled_mode(
+    tmp_path, rossi
+) -> None:
     rossi["site_effect"] = (np.arange(len(rossi)) % 3).astype(float)
-    with pytest.raises(DataError, match="constant at every station.*switch mode to pooled"):
+    with pytest.raises(
+        DataError, match="constant at every station.*switch mode to pooled"
+    ):
         run(tmp_path, stations(rossi), covariates=[*COVS, "site_effect"])
 
 
@@ -73,7 +77,9 @@ def test_level_at_one_station_only_is_flagged(tmp_path, rossi) -> None:
 
 def test_separation_does_not_converge_and_says_why(tmp_path, rossi) -> None:
     rng = np.random.default_rng(3)
-    rossi["never"] = ((rossi["arrest"] == 0) & (rng.random(len(rossi)) < 0.5)).astype(float)
+    rossi["never"] = ((rossi["arrest"] == 0) & (rng.random(len(rossi)) < 0.5)).astype(
+        float
+    )
     with pytest.raises(ConvergenceError, match="never grow without bound.*merge"):
         run(tmp_path, stations(rossi), covariates=[*COVS, "never"], max_iter=25)
 

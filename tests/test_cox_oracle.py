@@ -20,13 +20,19 @@ TOL = 1e-8
 HERE = Path(__file__).parent / "reference"
 
 
-def fit_federated(tmp_path: Path, frames: dict[str, pd.DataFrame], **params: Any) -> dict:
-    network = write_network(tmp_path, frames, dataset="d", min_cell_size=params.pop("k", 10))
+def fit_federated(
+    tmp_path: Path, frames: dict[str, pd.DataFrame], **params: Any
+) -> dict:
+    network = write_network(
+        tmp_path, frames, dataset="d", min_cell_size=params.pop("k", 10)
+    )
     study = write_study(tmp_path, train="survival.cox", dataset="d", parameters=params)
     return run_embedded(study, network)
 
 
-def lifelines_fit(rows: pd.DataFrame, time: str, event: str, strata: str | None) -> CoxPHFitter:
+def lifelines_fit(
+    rows: pd.DataFrame, time: str, event: str, strata: str | None
+) -> CoxPHFitter:
     return CoxPHFitter(strata=[strata] if strata else None).fit(
         rows, time, event, fit_options=PRECISE
     )
@@ -57,8 +63,12 @@ def test_cox_equals_lifelines_on_rossi(tmp_path, rossi, mode) -> None:
     result = fit_federated(
         tmp_path, frames, time="week", event="arrest", covariates=ROSSI, mode=mode
     )
-    oracle = lifelines_fit(rossi if mode == "stratified" else rossi.drop(columns="station"),
-                           "week", "arrest", "station" if mode == "stratified" else None)
+    oracle = lifelines_fit(
+        rossi if mode == "stratified" else rossi.drop(columns="station"),
+        "week",
+        "arrest",
+        "station" if mode == "stratified" else None,
+    )
     assert_equal_fit(result, oracle, {c: c for c in ROSSI})
     cox = result["cox"]
     assert cox["mode"] == mode and cox["ties"] == "efron"
@@ -68,18 +78,29 @@ def test_cox_equals_lifelines_on_rossi(tmp_path, rossi, mode) -> None:
     assert abs(cox["lr_test"]["statistic"] - lr) <= 1e-6
     hr = cox["params"]["prio"]
     assert abs(hr["hr"] - np.exp(hr["coef"])) < 1e-15
-    assert abs(hr["ci_lower"] - np.exp(oracle.confidence_intervals_.loc["prio"].iloc[0])) < 1e-7
+    assert (
+        abs(hr["ci_lower"] - np.exp(oracle.confidence_intervals_.loc["prio"].iloc[0]))
+        < 1e-7
+    )
 
 
 @pytest.mark.parametrize("mode", ["stratified", "pooled"])
 def test_cox_breslow_equals_statsmodels_phreg_on_rossi(tmp_path, rossi, mode) -> None:
     frames = {s: part.drop(columns="station") for s, part in rossi.groupby("station")}
     result = fit_federated(
-        tmp_path, frames, time="week", event="arrest", covariates=ROSSI, mode=mode,
+        tmp_path,
+        frames,
+        time="week",
+        event="arrest",
+        covariates=ROSSI,
+        mode=mode,
         ties="breslow",
     )
     oracle = sm.PHReg(
-        rossi["week"], rossi[ROSSI], status=rossi["arrest"], ties="breslow",
+        rossi["week"],
+        rossi[ROSSI],
+        status=rossi["arrest"],
+        ties="breslow",
         strata=rossi["station"] if mode == "stratified" else None,
     ).fit()
     ours = np.array([result["cox"]["params"][c]["coef"] for c in ROSSI])
@@ -94,8 +115,13 @@ def test_cox_equals_lifelines_on_lung_by_institution_with_categorical(tmp_path) 
     lung["inst"] = lung["inst"].astype(int)
     frames = {f"i{i}": part.drop(columns="inst") for i, part in lung.groupby("inst")}
     result = fit_federated(
-        tmp_path, frames, time="time", event="status", covariates=["age", "sex"],
-        categorical=["sex"], k=5,
+        tmp_path,
+        frames,
+        time="time",
+        event="status",
+        covariates=["age", "sex"],
+        categorical=["sex"],
+        k=5,
     )
     took = [s["id"] for s in result["stations"] if s["participated"]]
     assert 2 <= len(took) < len(frames)  # small institutions refuse
@@ -114,7 +140,12 @@ def test_cox_equals_lifelines_on_synthetic_registries(tmp_path, mode) -> None:
     frames = synth.generate(5, 3000)
     covariates = ["age", "ecog", "ldh_elevated", "regimen", "stage"]
     result = fit_federated(
-        tmp_path, frames, time="os_days", event="death", covariates=covariates, mode=mode,
+        tmp_path,
+        frames,
+        time="os_days",
+        event="death",
+        covariates=covariates,
+        mode=mode,
         reference={"regimen": "standard"},
     )
     took = [s["id"] for s in result["stations"] if s["participated"]]
@@ -123,8 +154,13 @@ def test_cox_equals_lifelines_on_synthetic_registries(tmp_path, mode) -> None:
     rows = rows.dropna(subset=["os_days", "death", *covariates])
     assert result["cox"]["n"] == len(rows)
     design = pd.DataFrame(
-        {"os_days": rows["os_days"], "death": rows["death"], "age": rows["age"],
-         "ecog": rows["ecog"], "ldh_elevated": rows["ldh_elevated"]}
+        {
+            "os_days": rows["os_days"],
+            "death": rows["death"],
+            "age": rows["age"],
+            "ecog": rows["ecog"],
+            "ldh_elevated": rows["ldh_elevated"],
+        }
     )
     names = {c: c for c in ["age", "ecog", "ldh_elevated"]}
     for level in ["extended_interval", "weight_based"]:
@@ -135,17 +171,27 @@ def test_cox_equals_lifelines_on_synthetic_registries(tmp_path, mode) -> None:
         names[f"stage[T.{level}]"] = f"stage[T.{level}]"
     if mode == "stratified":
         design["station"] = rows["station"].to_numpy()
-    oracle = lifelines_fit(design, "os_days", "death",
-                           "station" if mode == "stratified" else None)
+    oracle = lifelines_fit(
+        design, "os_days", "death", "station" if mode == "stratified" else None
+    )
     assert_equal_fit(result, oracle, names)
     assert result["cox"]["reference_levels"] == {"regimen": "standard", "stage": "IIIB"}
 
 
-def test_pooled_cox_on_a_time_grid_equals_lifelines_on_rounded_times(tmp_path, rossi) -> None:
+def test_pooled_cox_on_a_time_grid_equals_lifelines_on_rounded_times(
+    tmp_path, rossi
+) -> None:
     frames = {s: part.drop(columns="station") for s, part in rossi.groupby("station")}
     result = fit_federated(
-        tmp_path, frames, time="week", event="arrest", covariates=ROSSI, mode="pooled",
+        tmp_path,
+        frames,
+        time="week",
+        event="arrest",
+        covariates=ROSSI,
+        mode="pooled",
         time_grid=4,
     )
     rows = rossi.drop(columns="station").assign(week=np.ceil(rossi["week"] / 4) * 4)
-    assert_equal_fit(result, lifelines_fit(rows, "week", "arrest", None), {c: c for c in ROSSI})
+    assert_equal_fit(
+        result, lifelines_fit(rows, "week", "arrest", None), {c: c for c in ROSSI}
+    )

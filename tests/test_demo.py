@@ -21,7 +21,14 @@ def test_demo_end_to_end(tmp_path, capsys) -> None:
     assert sum(s["n"] for s in result["stations"]) == 6000
     assert set(result["km"]) == {"extended_interval", "standard", "weight_based"}
     for curve in result["km"].values():
-        assert {"time", "survival", "ci_lower", "ci_upper", "at_risk", "events_at"} <= set(curve)
+        assert {
+            "time",
+            "survival",
+            "ci_lower",
+            "ci_upper",
+            "at_risk",
+            "events_at",
+        } <= set(curve)
     assert result["logrank"]["df"] == 2 and result["logrank"]["stratified"] is False
     assert result["logrank_stratified"]["stratified"] is True
     assert result["rmst"]["tau"] == 730 and result["survival_at"]["time"] == 365
@@ -38,12 +45,27 @@ def test_report_escapes_text_and_renders_unknown_sections(tmp_path) -> None:
     result = {
         "question": "<script>alert(1)</script>",
         "stations": [
-            {"id": "a", "name": "A", "participated": False, "n": None, "events": None,
-             "excluded": None, "reason": "group 'x' has fewer than 10 patients"}
+            {
+                "id": "a",
+                "name": "A",
+                "participated": False,
+                "n": None,
+                "events": None,
+                "excluded": None,
+                "reason": "group 'x' has fewer than 10 patients",
+            }
         ],
-        "km": {"g": {"n": 20, "events": 5, "time": [0, 1, 2], "survival": [1, 0.9, 0.8],
-                     "ci_lower": [1, 0.7, 0.6], "ci_upper": [1, 1, 0.9],
-                     "median": {"estimate": None, "ci_lower": None, "ci_upper": None}}},
+        "km": {
+            "g": {
+                "n": 20,
+                "events": 5,
+                "time": [0, 1, 2],
+                "survival": [1, 0.9, 0.8],
+                "ci_lower": [1, 0.7, 0.6],
+                "ci_upper": [1, 1, 0.9],
+                "median": {"estimate": None, "ci_lower": None, "ci_upper": None},
+            }
+        },
         "future_train_output": {"answer": 42},
     }
     page = render_report(result, tmp_path).read_text()

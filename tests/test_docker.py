@@ -68,26 +68,52 @@ def network(root: Path, executor: str, images: dict[str, str]) -> Path:
         path = root / "data" / f"{s}.parquet"
         frame.to_parquet(path, index=False)
         held[s] = {"melanoma": path}
-    made = provision(root, held, policy=policy_document(columns=[
-        "os_days", "death", "regimen", "age"]), executor=executor, images=images)
+    made = provision(
+        root,
+        held,
+        policy=policy_document(columns=["os_days", "death", "regimen", "age"]),
+        executor=executor,
+        images=images,
+    )
     return made.network
 
 
 @pytest.mark.parametrize(
     "parameters",
     [
-        {"train": "survival.km",
-         "parameters": {"time": "os_days", "event": "death", "group": "regimen",
-                        "tau": 365, "at": 180}},
-        {"train": "survival.cox",
-         "parameters": {"time": "os_days", "event": "death",
-                        "covariates": ["age", "regimen"], "mode": "stratified"}},
-        {"train": "survival.cox",
-         "parameters": {"time": "os_days", "event": "death",
-                        "covariates": ["age", "regimen"], "mode": "pooled"}},
+        {
+            "train": "survival.km",
+            "parameters": {
+                "time": "os_days",
+                "event": "death",
+                "group": "regimen",
+                "tau": 365,
+                "at": 180,
+            },
+        },
+        {
+            "train": "survival.cox",
+            "parameters": {
+                "time": "os_days",
+                "event": "death",
+                "covariates": ["age", "regimen"],
+                "mode": "stratified",
+            },
+        },
+        {
+            "train": "survival.cox",
+            "parameters": {
+                "time": "os_days",
+                "event": "death",
+                "covariates": ["age", "regimen"],
+                "mode": "pooled",
+            },
+        },
     ],
 )
-def test_docker_and_process_executors_give_identical_results(tmp_path, images, parameters) -> None:
+def test_docker_and_process_executors_give_identical_results(
+    tmp_path, images, parameters
+) -> None:
     results = {}
     for executor in ("process", "docker"):
         root = tmp_path / executor
@@ -101,7 +127,9 @@ def test_docker_and_process_executors_give_identical_results(tmp_path, images, p
             left, right = dict(a[key]), dict(b[key])
             for noise in ("iterations",):
                 left.pop(noise, None), right.pop(noise, None)
-            assert json.dumps(left, sort_keys=True) == json.dumps(right, sort_keys=True), key
+            assert json.dumps(left, sort_keys=True) == json.dumps(
+                right, sort_keys=True
+            ), key
 
 
 def build_probe(runtime: str, tmp_path: Path, name: str, script: str) -> str:
@@ -115,10 +143,16 @@ def build_probe(runtime: str, tmp_path: Path, name: str, script: str) -> str:
     tag = f"pht/test-probe-{name}:latest"
     subprocess.run(
         ["docker", "build", "--network", "none", "-q", "-t", tag, str(context)],
-        check=True, capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "0"},
+        check=True,
+        capture_output=True,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
     )
-    out = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", tag],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", tag],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip()
 
 
@@ -138,12 +172,14 @@ def attempt(action):
 """
 
 ATTACKS = {
-    "status": HEADER + """
+    "status": HEADER
+    + """
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
 report(cap_eff=status["CapEff"].strip(), no_new_privs=status["NoNewPrivs"].strip(),
        seccomp=status["Seccomp"].strip(), uid=os.getuid())
 """,
-    "escape": HEADER + """
+    "escape": HEADER
+    + """
 report(
     tcp=attempt(lambda: socket.create_connection(("1.1.1.1", 53), timeout=3)),
     dns=attempt(lambda: socket.getaddrinfo("deb.debian.org", 80)),
@@ -154,10 +190,12 @@ report(
                               os.execv("/tmp/x.sh", ["/tmp/x.sh"]))),
 )
 """,
-    "symlink": HEADER + """
+    "symlink": HEADER
+    + """
 os.symlink(args[args.index("--data") + 1], os.path.join(out, "output.json"))
 """,
-    "forkbomb": HEADER + """
+    "forkbomb": HEADER
+    + """
 import time
 children = 0
 while True:
@@ -170,21 +208,25 @@ while True:
         break
 report(children=children)
 """,
-    "membomb": HEADER + """
+    "membomb": HEADER
+    + """
 hog = []
 while True:
     hog.append(bytearray(100 * 1024 * 1024))
 """,
-    "loop": HEADER + """
+    "loop": HEADER
+    + """
 while True:
     pass
 """,
-    "flood": HEADER + """
+    "flood": HEADER
+    + """
 row = "NKR-3f9a8b7c6d5e,1955-01-01,melanoma,IV-M1c\\n" * 100
 while True:
     sys.stdout.write(row)
 """,
-    "bigfile": HEADER + """
+    "bigfile": HEADER
+    + """
 def fill():
     with open(os.path.join(out, "big.bin"), "wb") as handle:
         for _ in range(200):
@@ -195,7 +237,8 @@ size = os.path.getsize(os.path.join(out, "big.bin"))
 os.remove(os.path.join(out, "big.bin"))  # make room to report
 report(write=outcome, size=size)
 """,
-    "manyfiles": HEADER + """
+    "manyfiles": HEADER
+    + """
 made = 0
 try:
     for i in range(10000):
@@ -221,20 +264,30 @@ def run_probe(tmp_path: Path, image: str, timeout: float = 20.0):  # type: ignor
     executor = docker_executor.DockerExecutor(
         docker_executor.ContainerLimits(memory="256m")
     )
-    job = Job(entrypoint=Path("/opt/train/probe.py"), input_file=workdir / "input.json",
-              dataset=dataset, output_dir=workdir / "output", workdir=workdir,
-              limits=Limits(timeout_seconds=timeout, output_bytes=16 * 1024**2),
-              image=image)
+    job = Job(
+        entrypoint=Path("/opt/train/probe.py"),
+        input_file=workdir / "input.json",
+        dataset=dataset,
+        output_dir=workdir / "output",
+        workdir=workdir,
+        limits=Limits(timeout_seconds=timeout, output_bytes=16 * 1024**2),
+        image=image,
+    )
     return executor.run(job)
 
 
 @pytest.fixture(scope="module")
 def probes(runtime, tmp_path_factory) -> dict[str, str]:  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("probes")
-    return {name: build_probe(runtime, root, name, script) for name, script in ATTACKS.items()}
+    return {
+        name: build_probe(runtime, root, name, script)
+        for name, script in ATTACKS.items()
+    }
 
 
-def test_inside_the_container_no_capabilities_no_new_privs_seccomp_not_root(tmp_path, probes) -> None:
+def test_inside_the_container_no_capabilities_no_new_privs_seccomp_not_root(
+    tmp_path, probes
+) -> None:
     result = run_probe(tmp_path, probes["status"])
     facts = json.loads(result.output)
     assert facts["cap_eff"] == "0000000000000000"
@@ -287,7 +340,9 @@ def test_file_count_cap(tmp_path, probes) -> None:
 def test_no_container_is_left_behind(probes) -> None:
     out = subprocess.run(
         ["docker", "ps", "-aq", "--filter", "label=org.pht.job"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     assert out.stdout.strip() == ""
 
@@ -298,7 +353,8 @@ STATION_ATTACKS = {
         "import os, sys\nargs = sys.argv\nout = args[args.index('--output') + 1]\n"
         "os.makedirs(out, exist_ok=True)\n"
         "os.symlink(args[args.index('--data') + 1], os.path.join(out, 'output.json'))\n",
-        "error", "no valid output",
+        "error",
+        "no valid output",
     ),
     "rows": (
         "import json, os, sys\nimport pandas as pd\nargs = sys.argv\n"
@@ -307,7 +363,8 @@ STATION_ATTACKS = {
         "msg = {'status': 'ok', 'output': {'n': 300, 'events': 150, 'excluded': 0,"
         " 'groups': {}, 'rows': rows.to_dict(orient='records')}}\n"
         "open(os.path.join(out, 'output.json'), 'w').write(json.dumps(msg))\n",
-        "refused", "undeclared key(s) rows",
+        "refused",
+        "undeclared key(s) rows",
     ),
 }
 
@@ -329,13 +386,14 @@ def test_malicious_images_through_a_station_are_reported_and_it_keeps_serving(
 
     trains = tmp_path / "trains-src"
     shutil.copytree(TRAINS_DIR, trains)
-    km = (TRAINS_DIR / "survival.km")
+    km = TRAINS_DIR / "survival.km"
     for name, (script, _, _) in STATION_ATTACKS.items():
         folder = trains / f"evil.{name}"
         folder.mkdir()
         (folder / "manifest.yaml").write_text(
-            (km / "manifest.yaml").read_text().replace("name: survival.km",
-                                                       f"name: evil.{name}")
+            (km / "manifest.yaml")
+            .read_text()
+            .replace("name: survival.km", f"name: evil.{name}")
         )
         (folder / "entrypoint.py").write_text(script)
         (folder / "Dockerfile").write_text((km / "Dockerfile").read_text())
@@ -348,25 +406,39 @@ def test_malicious_images_through_a_station_are_reported_and_it_keeps_serving(
     (root / "data").mkdir(parents=True)
     path = root / "data" / "s1.parquet"
     frames()["s1"].to_parquet(path, index=False)
-    rules = [{"name": n, "versions": ">=1.0.0,<2.0.0", "signers": ["keyring"]}
-             for n in catalogue.names()]
-    made = provision(root, {"s1": {"melanoma": path}}, executor="docker", images=built,
-                     catalogue=catalogue,
-                     policy=policy_document(columns=["os_days", "death", "regimen", "age"],
-                                            trains=rules))
+    rules = [
+        {"name": n, "versions": ">=1.0.0,<2.0.0", "signers": ["keyring"]}
+        for n in catalogue.names()
+    ]
+    made = provision(
+        root,
+        {"s1": {"melanoma": path}},
+        executor="docker",
+        images=built,
+        catalogue=catalogue,
+        policy=policy_document(
+            columns=["os_days", "death", "regimen", "age"], trains=rules
+        ),
+    )
     net = load_network(made.network)
     station = EmbeddedEngine(net, catalogue).station("s1")
     station.limits = Limits(timeout_seconds=5)
-    requester = Requester(load_identity(made.requester_key),
-                          {s: e.public_key for s, e in net.stations.items()})
+    requester = Requester(
+        load_identity(made.requester_key),
+        {s: e.public_key for s, e in net.stations.items()},
+    )
 
     def ask(train: str):  # type: ignore[no-untyped-def]
         package = catalogue.get(TrainRef.parse(train))
         return requester.request(
-            role="analyst", purpose="package-management/reassessment",
-            train=str(package.manifest.ref), train_digest=package.digest,
-            train_envelope=signed_train(net.trains, package), dataset="melanoma",
-            parameters={"time": "os_days", "event": "death"}, targets=["s1"],
+            role="analyst",
+            purpose="package-management/reassessment",
+            train=str(package.manifest.ref),
+            train_digest=package.digest,
+            train_envelope=signed_train(net.trains, package),
+            dataset="melanoma",
+            parameters={"time": "os_days", "event": "death"},
+            targets=["s1"],
         )[1]
 
     for name, (_, status, reason) in STATION_ATTACKS.items():
@@ -379,11 +451,20 @@ def test_malicious_images_through_a_station_are_reported_and_it_keeps_serving(
 def test_docker_save_and_load_keep_the_image_id(tmp_path, images) -> None:
     image = images["survival.km@1.0.0"]
     archive = tmp_path / "train.tar"
-    subprocess.run(["docker", "save", "-o", str(archive), image], check=True,
-                   capture_output=True)
-    loaded = subprocess.run(["docker", "load", "-i", str(archive)], check=True,
-                            capture_output=True, text=True)
+    subprocess.run(
+        ["docker", "save", "-o", str(archive), image], check=True, capture_output=True
+    )
+    loaded = subprocess.run(
+        ["docker", "load", "-i", str(archive)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert image.split(":")[1][:12] in loaded.stdout or "Loaded image" in loaded.stdout
-    out = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", image],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", image],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert out.stdout.strip() == image

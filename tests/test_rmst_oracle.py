@@ -31,7 +31,10 @@ def pooled_curves(case: str):  # type: ignore[no-untyped-def]
     frame[split] = frame[split].fillna(-1)
     stations = [
         GroupedEventTables(
-            {str(g): EventTable.from_rows(r[time], r[event]) for g, r in part.groupby(group)}
+            {
+                str(g): EventTable.from_rows(r[time], r[event])
+                for g, r in part.groupby(group)
+            }
         )
         for _, part in frame.groupby(split)
     ]
@@ -72,8 +75,14 @@ def test_rmst_and_survival_at_end_to_end_with_differences(tmp_path: Path) -> Non
     study = write_study(
         tmp_path,
         dataset="rossi",
-        parameters={"time": "week", "event": "arrest", "group": "fin", "tau": 52,
-                    "at": 26, "reference_group": "0"},
+        parameters={
+            "time": "week",
+            "event": "arrest",
+            "group": "fin",
+            "tau": 52,
+            "at": 26,
+            "reference_group": "0",
+        },
     )
     result = run_embedded(study, network)
     ref = R["rossi_fin"]["rmst_52"]

@@ -15,11 +15,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from conftest import identity_of, write_network
 
-from pht.crypto import canonical_json, load_identity, new_identity, save_identity, sign_envelope
-from pht.crypto import REQUEST_TYPE
+from pht.crypto import (
+    REQUEST_TYPE,
+    canonical_json,
+    load_identity,
+    load_public,
+    new_identity,
+    sign_envelope,
+)
 from pht.errors import TrustError
 from pht.keyring import Keyring
 from pht.manifest import TRAINS_DIR, Catalogue
@@ -29,29 +34,59 @@ from pht.orchestrator.requester import Requester, signed_train
 from pht.provision import policy_document, provision
 from pht.signing import new_request, sign_train
 from pht.station.audit import query, verify_log
-from pht.crypto import load_public
 
 EVIL = {
     # name: the output message a malicious train writes instead of a real result
-    "rows": {"status": "ok", "output": {"n": 40, "events": 20, "excluded": 0,
-                                        "groups": {}, "rows": [[61, 1, 230.0]] * 40}},
-    "perpatient": {"status": "ok", "output": {"n": 40, "events": 20, "excluded": 0,
-                                              "groups": {"all": {"time": [1.0] * 40,
-                                                                 "events": [1] * 40,
-                                                                 "censored": [0] * 40}},
-                                              "ages": list(range(40))}},
-    "count3": {"status": "ok", "output": {"n": 3, "events": 3, "excluded": 0,
-                                          "groups": {}}},
-    "decimals": {"status": "ok", "output": {"n": 40, "events": 20, "excluded": 0,
-                                            "groups": {"all": {"time": [12.3456789012],
-                                                               "events": [1],
-                                                               "censored": [0]}}}},
-    "string": {"status": "ok", "output": {"n": "NKR-3f9a8b7c6d5e", "events": 20,
-                                          "excluded": 0, "groups": {}}},
-    "longlabel": {"status": "ok", "output": {"n": 40, "events": 20, "excluded": 0,
-                                             "groups": {"x" * 100: {"time": [],
-                                                                    "events": [],
-                                                                    "censored": []}}}},
+    "rows": {
+        "status": "ok",
+        "output": {
+            "n": 40,
+            "events": 20,
+            "excluded": 0,
+            "groups": {},
+            "rows": [[61, 1, 230.0]] * 40,
+        },
+    },
+    "perpatient": {
+        "status": "ok",
+        "output": {
+            "n": 40,
+            "events": 20,
+            "excluded": 0,
+            "groups": {
+                "all": {"time": [1.0] * 40, "events": [1] * 40, "censored": [0] * 40}
+            },
+            "ages": list(range(40)),
+        },
+    },
+    "count3": {
+        "status": "ok",
+        "output": {"n": 3, "events": 3, "excluded": 0, "groups": {}},
+    },
+    "decimals": {
+        "status": "ok",
+        "output": {
+            "n": 40,
+            "events": 20,
+            "excluded": 0,
+            "groups": {
+                "all": {"time": [12.3456789012], "events": [1], "censored": [0]}
+            },
+        },
+    },
+    "string": {
+        "status": "ok",
+        "output": {"n": "NKR-3f9a8b7c6d5e", "events": 20, "excluded": 0, "groups": {}},
+    },
+    "longlabel": {
+        "status": "ok",
+        "output": {
+            "n": 40,
+            "events": 20,
+            "excluded": 0,
+            "groups": {"x" * 100: {"time": [], "events": [], "censored": []}},
+        },
+    },
 }
 RAW = {
     "nan": b'{"status": "ok", "output": {"n": NaN, "events": 20, "excluded": 0, "groups": {}}}',
@@ -70,10 +105,16 @@ def evil_catalogue(root: Path) -> Catalogue:
     """The real trains plus one malicious train per attack."""
     shutil.copytree(TRAINS_DIR, root)
     km_manifest = (TRAINS_DIR / "survival.km" / "manifest.yaml").read_text()
-    bodies = {name: f"(out / 'output.json').write_text({json.dumps(json.dumps(msg))})"
-              for name, msg in EVIL.items()}
-    bodies.update({name: f"(out / 'output.json').write_bytes({raw!r})"
-                   for name, raw in RAW.items()})
+    bodies = {
+        name: f"(out / 'output.json').write_text({json.dumps(json.dumps(msg))})"
+        for name, msg in EVIL.items()
+    }
+    bodies.update(
+        {
+            name: f"(out / 'output.json').write_bytes({raw!r})"
+            for name, raw in RAW.items()
+        }
+    )
     bodies["huge"] = "(out / 'output.json').write_bytes(b' ' * 100_000_000)"
     bodies["snoop"] = (
         "other = pathlib.Path(args[args.index('--input') + 1]).parents[5] / 'data' / 's2.parquet'\n"
@@ -96,9 +137,13 @@ def evil_catalogue(root: Path) -> Catalogue:
 def frames(n: int = 40) -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(5)
     return {
-        s: pd.DataFrame({"os_days": rng.integers(1, 900, n).astype(float),
-                         "death": rng.integers(0, 2, n),
-                         "patient_id": [f"{s.upper()}-{i:06d}" for i in range(n)]})
+        s: pd.DataFrame(
+            {
+                "os_days": rng.integers(1, 900, n).astype(float),
+                "death": rng.integers(0, 2, n),
+                "patient_id": [f"{s.upper()}-{i:06d}" for i in range(n)],
+            }
+        )
         for s in ("s1", "s2")
     }
 
@@ -112,26 +157,43 @@ def world(tmp_path_factory):  # type: ignore[no-untyped-def]
     for s, frame in frames().items():
         frame.to_parquet(root / "data" / f"{s}.parquet", index=False)
         held[s] = {"d": root / "data" / f"{s}.parquet"}
-    trains = [{"name": n, "versions": ">=1.0.0,<2.0.0", "signers": ["keyring"]}
-              for n in catalogue.names()]
-    document = policy_document(columns=["os_days", "death"], trains=trains,
-                               budget={"queries": 40, "period_days": 30})
+    trains = [
+        {"name": n, "versions": ">=1.0.0,<2.0.0", "signers": ["keyring"]}
+        for n in catalogue.names()
+    ]
+    document = policy_document(
+        columns=["os_days", "death"],
+        trains=trains,
+        budget={"queries": 40, "period_days": 30},
+    )
     made = provision(root, held, policy=document, catalogue=catalogue)
     network = load_network(made.network)
     engine = EmbeddedEngine(network, catalogue)
-    requester = Requester(load_identity(made.requester_key),
-                          {s: e.public_key for s, e in network.stations.items()})
-    return {"root": root, "catalogue": catalogue, "network": network, "engine": engine,
-            "requester": requester, "made": made}
+    requester = Requester(
+        load_identity(made.requester_key),
+        {s: e.public_key for s, e in network.stations.items()},
+    )
+    return {
+        "root": root,
+        "catalogue": catalogue,
+        "network": network,
+        "engine": engine,
+        "requester": requester,
+        "made": made,
+    }
 
 
 def request(world, train: str = "survival.km", **overrides: Any):  # type: ignore[no-untyped-def]
     package = world["catalogue"].get(__import__("pht.wire").wire.TrainRef.parse(train))
     fields = dict(
-        role="analyst", purpose="package-management/reassessment",
-        train=str(package.manifest.ref), train_digest=package.digest,
-        train_envelope=signed_train(world["network"].trains, package), dataset="d",
-        parameters={"time": "os_days", "event": "death"}, targets=["s1", "s2"],
+        role="analyst",
+        purpose="package-management/reassessment",
+        train=str(package.manifest.ref),
+        train_digest=package.digest,
+        train_envelope=signed_train(world["network"].trains, package),
+        dataset="d",
+        parameters={"time": "os_days", "event": "death"},
+        targets=["s1", "s2"],
     )
     fields.update(overrides)
     return world["requester"].request(**fields)
@@ -150,7 +212,9 @@ def test_a_good_request_is_released_sealed_with_a_receipt(world) -> None:
 
 
 @pytest.mark.parametrize("name", sorted([*EVIL, *RAW, "huge"]))
-def test_malicious_outputs_are_refused_and_the_station_keeps_serving(world, name) -> None:
+def test_malicious_outputs_are_refused_and_the_station_keeps_serving(
+    world, name
+) -> None:
     body, envelope = request(world, train=f"evil.{name}")
     reply = handle(world, envelope)
     assert reply.status in ("refused", "error") and reply.sealed is None
@@ -193,7 +257,9 @@ def test_unsigned_forged_and_tampered_requests_are_refused(world) -> None:
     unsigned = {**envelope, "signatures": []}
     assert "unsigned" in handle(world, unsigned).reason
     stranger = new_identity("requester", "ZIN", "mallory")
-    forged = sign_envelope(base64.b64decode(envelope["payload"]), REQUEST_TYPE, stranger)
+    forged = sign_envelope(
+        base64.b64decode(envelope["payload"]), REQUEST_TYPE, stranger
+    )
     assert handle(world, forged).status == "refused"
     data = json.loads(base64.b64decode(envelope["payload"]))
     data["purpose"] = "efficiency-research/dose-reduction"
@@ -207,13 +273,20 @@ def test_replayed_expired_misaddressed_and_wrong_purpose_requests(world) -> None
     assert "replayed" in handle(world, envelope).reason
     _, expired = request(world)
     identity = world["requester"].identity
-    package = world["catalogue"].get(__import__("pht.wire").wire.TrainRef.parse("survival.km"))
+    package = world["catalogue"].get(
+        __import__("pht.wire").wire.TrainRef.parse("survival.km")
+    )
     _, expired = new_request(
-        identity, user="analyst", role="analyst",
-        purpose="package-management/reassessment", train="survival.km@1.0.0",
+        identity,
+        user="analyst",
+        role="analyst",
+        purpose="package-management/reassessment",
+        train="survival.km@1.0.0",
         train_digest=package.digest,
-        train_envelope=signed_train(world["network"].trains, package), dataset="d",
-        parameters={"time": "os_days", "event": "death"}, targets=["s1"],
+        train_envelope=signed_train(world["network"].trains, package),
+        dataset="d",
+        parameters={"time": "os_days", "event": "death"},
+        targets=["s1"],
         lifetime=dt.timedelta(seconds=-1),
     )
     assert "expired" in handle(world, expired).reason
@@ -226,14 +299,19 @@ def test_replayed_expired_misaddressed_and_wrong_purpose_requests(world) -> None
 def test_wrong_role_and_unlisted_column_are_refused(world) -> None:
     _, envelope = request(world, role="intern")
     assert "role 'intern' is not allowed" in handle(world, envelope).reason
-    _, envelope = request(world, parameters={"time": "os_days", "event": "death",
-                                             "group": "patient_id"})
+    _, envelope = request(
+        world, parameters={"time": "os_days", "event": "death", "group": "patient_id"}
+    )
     reply = handle(world, envelope)
-    assert reply.status == "refused" and "patient_id may not be analysed" in reply.reason
+    assert (
+        reply.status == "refused" and "patient_id may not be analysed" in reply.reason
+    )
 
 
 def test_untrusted_expired_revoked_and_mismatched_trains(world, tmp_path) -> None:
-    package = world["catalogue"].get(__import__("pht.wire").wire.TrainRef.parse("survival.km"))
+    package = world["catalogue"].get(
+        __import__("pht.wire").wire.TrainRef.parse("survival.km")
+    )
     _, envelope = request(world, train_envelope={})
     assert "unsigned" in handle(world, envelope).reason
     stranger = new_identity("methodologist", "elsewhere", "eve")
@@ -242,13 +320,18 @@ def test_untrusted_expired_revoked_and_mismatched_trains(world, tmp_path) -> Non
     # a copy of the train with one changed byte: the signed digest no longer matches
     copy = tmp_path / "survival.km"
     shutil.copytree(package.folder, copy)
-    (copy / "entrypoint.py").write_text(package.entrypoint.read_text() + "\n# changed\n")
+    (copy / "entrypoint.py").write_text(
+        package.entrypoint.read_text() + "\n# changed\n"
+    )
     from pht.manifest import load_package
 
     changed = load_package(copy)
     methodologist = load_identity(world["made"].methodologist_key)
-    _, envelope = request(world, train_envelope=sign_train(changed, methodologist),
-                          train_digest=changed.digest)
+    _, envelope = request(
+        world,
+        train_envelope=sign_train(changed, methodologist),
+        train_digest=changed.digest,
+    )
     assert "digest mismatch" in handle(world, envelope).reason
 
 
@@ -265,7 +348,8 @@ def test_revoked_and_expired_signers(world) -> None:
         entries = {e.key_id: e for e in original}
         expired = dataclasses.replace(
             entries[methodologist.key_id],
-            valid_from=now - dt.timedelta(days=2), valid_until=now - dt.timedelta(minutes=1),
+            valid_from=now - dt.timedelta(days=2),
+            valid_until=now - dt.timedelta(minutes=1),
         )
         keyring._entries = {**entries, methodologist.key_id: expired}  # type: ignore[attr-defined]
         reply = station.handle(request(world, targets=["s2"])[1])
@@ -276,21 +360,31 @@ def test_revoked_and_expired_signers(world) -> None:
 
 
 def test_query_budget_is_enforced(tmp_path) -> None:
-    network = write_network(tmp_path, frames(), dataset="melanoma",
-                            budget={"queries": 2, "period_days": 30},
-                            columns=["os_days", "death"])
+    network = write_network(
+        tmp_path,
+        frames(),
+        dataset="melanoma",
+        budget={"queries": 2, "period_days": 30},
+        columns=["os_days", "death"],
+    )
     net = load_network(network)
     engine = EmbeddedEngine(net)
-    requester = Requester(load_identity(identity_of(network)),
-                          {s: e.public_key for s, e in net.stations.items()})
+    requester = Requester(
+        load_identity(identity_of(network)),
+        {s: e.public_key for s, e in net.stations.items()},
+    )
     package = Catalogue().get(__import__("pht.wire").wire.TrainRef.parse("survival.km"))
 
     def ask():  # type: ignore[no-untyped-def]
         return requester.request(
-            role="analyst", purpose="package-management/reassessment",
-            train="survival.km@1.0.0", train_digest=package.digest,
-            train_envelope=signed_train(net.trains, package), dataset="melanoma",
-            parameters={"time": "os_days", "event": "death"}, targets=["s1"],
+            role="analyst",
+            purpose="package-management/reassessment",
+            train="survival.km@1.0.0",
+            train_digest=package.digest,
+            train_envelope=signed_train(net.trains, package),
+            dataset="melanoma",
+            parameters={"time": "os_days", "event": "death"},
+            targets=["s1"],
         )[1]
 
     station = engine.station("s1")
@@ -309,13 +403,16 @@ def test_tampered_sealed_output_or_receipt_is_detected(world) -> None:
     import dataclasses
 
     with pytest.raises(TrustError):
-        world["requester"].open(dataclasses.replace(reply, sealed=sealed), body.request_id)
+        world["requester"].open(
+            dataclasses.replace(reply, sealed=sealed), body.request_id
+        )
     with pytest.raises(TrustError):
         world["requester"].open(reply, "another-request")
     other = handle(world, request(world, targets=["s1", "s2"])[1], station="s2")
     with pytest.raises(TrustError):  # s2's receipt presented as s1's
-        world["requester"].open(dataclasses.replace(reply, receipt=other.receipt),
-                                body.request_id)
+        world["requester"].open(
+            dataclasses.replace(reply, receipt=other.receipt), body.request_id
+        )
 
 
 def test_audit_logs_verify_after_all_attacks(world) -> None:
@@ -327,25 +424,38 @@ def test_audit_logs_verify_after_all_attacks(world) -> None:
         if station_id == "s1":
             assert refusals and all(r.reason for r in refusals)
         events = {r.event for r in query(entry.workdir / "audit")}
-        assert {"policy_change", "key_change", "request_received", "policy_decision",
-                "run", "release"} <= events
+        assert {
+            "policy_change",
+            "key_change",
+            "request_received",
+            "policy_decision",
+            "run",
+            "release",
+        } <= events
         if station_id == "s1":
             assert "refusal" in events
 
 
 def test_manual_review_holds_outputs_until_approved(tmp_path) -> None:
-    network = write_network(tmp_path, frames(), review="manual",
-                            columns=["os_days", "death"])
+    network = write_network(
+        tmp_path, frames(), review="manual", columns=["os_days", "death"]
+    )
     net = load_network(network)
     engine = EmbeddedEngine(net)
-    requester = Requester(load_identity(identity_of(network)),
-                          {s: e.public_key for s, e in net.stations.items()})
+    requester = Requester(
+        load_identity(identity_of(network)),
+        {s: e.public_key for s, e in net.stations.items()},
+    )
     package = Catalogue().get(__import__("pht.wire").wire.TrainRef.parse("survival.km"))
     body, envelope = requester.request(
-        role="analyst", purpose="package-management/reassessment",
-        train="survival.km@1.0.0", train_digest=package.digest,
-        train_envelope=signed_train(net.trains, package), dataset="melanoma",
-        parameters={"time": "os_days", "event": "death"}, targets=["s1"],
+        role="analyst",
+        purpose="package-management/reassessment",
+        train="survival.km@1.0.0",
+        train_digest=package.digest,
+        train_envelope=signed_train(net.trains, package),
+        dataset="melanoma",
+        parameters={"time": "os_days", "event": "death"},
+        targets=["s1"],
     )
     station = engine.station("s1")
     reply = station.handle(envelope)

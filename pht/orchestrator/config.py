@@ -84,8 +84,17 @@ def _check_id(node: yamlcfg.Node, what: str) -> str:
 
 def _station(node: yamlcfg.Node, base: Path) -> StationEntry:
     m = node.mapping(
-        {"id", "name", "datasets", "policy", "executor", "workdir", "identity",
-         "keyring", "public_key"}
+        {
+            "id",
+            "name",
+            "datasets",
+            "policy",
+            "executor",
+            "workdir",
+            "identity",
+            "keyring",
+            "public_key",
+        }
     )
     station_id = _check_id(m.require("id"), "station")
     datasets: dict[str, DatasetConfig] = {}

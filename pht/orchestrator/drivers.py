@@ -26,14 +26,20 @@ import numpy as np
 from scipy import linalg, stats
 
 from pht.algorithms.cox import (
-    CoxTerms,
     Covariate,
+    CoxTerms,
     Design,
     RiskSetSums,
     cox_terms,
     newton_raphson,
 )
-from pht.errors import ConfigError, ConvergenceError, DataError, ExecutorError, PolicyError
+from pht.errors import (
+    ConfigError,
+    ConvergenceError,
+    DataError,
+    ExecutorError,
+    PolicyError,
+)
 from pht.orchestrator.engine import SessionGroup
 from pht.wire import Reply, decode_array
 
@@ -81,8 +87,11 @@ def agree_design(
                     raise DataError(
                         f"covariate '{column}' is constant {where}, so its effect "
                         "cannot be estimated"
-                        + (" in stratified mode: switch mode to pooled" if len(means) > 1
-                           else "")
+                        + (
+                            " in stratified mode: switch mode to pooled"
+                            if len(means) > 1
+                            else ""
+                        )
                         + f" or drop '{column}' from covariates"
                     )
             covariates.append(Covariate(column))
@@ -252,8 +261,11 @@ def drive_survival_cox(
         big = [n for n, b in zip(design.names, fit.beta, strict=True) if abs(b) > 15]
         raise ConvergenceError(
             f"the Cox fit did not converge in {fit.iterations} iterations"
-            + (f"; {', '.join(big)} grow without bound (a level without events?)"
-               if big else "")
+            + (
+                f"; {', '.join(big)} grow without bound (a level without events?)"
+                if big
+                else ""
+            )
             + ": merge sparse levels, drop covariates or raise max_iter"
         )
     return {
@@ -301,8 +313,11 @@ def cox_section(
         "events": sum(int(d["events"]) for d in described.values()),
         "excluded": sum(int(d.get("excluded") or 0) for d in described.values()),
         "per_station": {
-            s: {"n": int(d["n"]), "events": int(d["events"]),
-                "excluded": int(d.get("excluded") or 0)}
+            s: {
+                "n": int(d["n"]),
+                "events": int(d["events"]),
+                "excluded": int(d.get("excluded") or 0),
+            }
             for s, d in described.items()
         },
         "mode": mode,
@@ -328,4 +343,6 @@ def driver_for(train: str) -> Driver:
     try:
         return DRIVERS[train]
     except KeyError:
-        raise DataError(f"no driver is registered for iterative train '{train}'") from None
+        raise DataError(
+            f"no driver is registered for iterative train '{train}'"
+        ) from None

@@ -15,14 +15,19 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
+from pht.crypto import load_identity
 from pht.errors import ConfigError
+from pht.keyring import Keyring
 from pht.manifest import Catalogue
 from pht.orchestrator.config import Network
-from pht.crypto import load_identity
-from pht.keyring import Keyring
-from pht.station import ProcessExecutor, Station, StationConfig, load_policy
+from pht.station import (
+    ProcessExecutor,
+    Station,
+    StationConfig,
+    StationSession,
+    load_policy,
+)
 from pht.station.executors import Executor
-from pht.station import StationSession
 from pht.wire import Reply
 
 Envelope = Mapping[str, Any]
@@ -93,7 +98,9 @@ class EmbeddedEngine:
         """A station of this network (for its operator's commands)."""
         if station_id not in self._stations:
             known = ", ".join(self._stations)
-            raise ConfigError(f"unknown station '{station_id}'; the network has: {known}")
+            raise ConfigError(
+                f"unknown station '{station_id}'; the network has: {known}"
+            )
         return self._stations[station_id]
 
     def _one(
@@ -118,7 +125,9 @@ class EmbeddedEngine:
             return {}
         with ThreadPoolExecutor(max_workers=len(requests)) as pool:
             futures = {
-                station_id: pool.submit(self._one, station_id, json.dumps(req), progress)
+                station_id: pool.submit(
+                    self._one, station_id, json.dumps(req), progress
+                )
                 for station_id, req in requests.items()
             }
             return {s: Reply.from_json(f.result()) for s, f in futures.items()}
@@ -155,9 +164,13 @@ class EmbeddedEngine:
         opened = {s: decode(Reply.from_json(f.result())) for s, f in futures.items()}
 
         def run_round(messages: Mapping[str, Mapping[str, Any]]) -> dict[str, Reply]:
-            wires = {s: json.dumps(dict(m), allow_nan=False) for s, m in messages.items()}
+            wires = {
+                s: json.dumps(dict(m), allow_nan=False) for s, m in messages.items()
+            }
             done = {
-                s: pool.submit(lambda s=s, w=w: sessions[s].round(json.loads(w)).to_json())
+                s: pool.submit(
+                    lambda s=s, w=w: sessions[s].round(json.loads(w)).to_json()
+                )
                 for s, w in wires.items()
             }
             return {s: decode(Reply.from_json(f.result())) for s, f in done.items()}

@@ -8,8 +8,8 @@ station id) into the result sections of ``result.json``. Trains are looked up in
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -132,7 +132,9 @@ def pool_survival_km(
         sections["rmst"] = {
             "tau": tau,
             "groups": {g: asdict(e) for g, e in estimates.items()},
-            "differences": [asdict(d) for d in differences(estimates, reference, alpha)],
+            "differences": [
+                asdict(d) for d in differences(estimates, reference, alpha)
+            ],
             "beyond_follow_up": [
                 g for g, c in result.curves.items() if float(c.time[-1]) < tau
             ],

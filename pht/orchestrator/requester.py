@@ -13,7 +13,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pht.crypto import Identity, PublicIdentity, canonical_json, digest, load_public, open_sealed
+from pht.crypto import (
+    Identity,
+    PublicIdentity,
+    canonical_json,
+    digest,
+    load_public,
+    open_sealed,
+)
 from pht.errors import ConfigError, TrustError
 from pht.manifest import TrainPackage
 from pht.signing import SignedRequestBody, new_request, verify_receipt
@@ -54,15 +61,29 @@ class Requester:
         self.receipts: list[dict[str, Any]] = []
 
     def request(
-        self, *, role: str, purpose: str, train: str, train_digest: str,
-        train_envelope: Mapping[str, Any], dataset: str, parameters: Mapping[str, Any],
+        self,
+        *,
+        role: str,
+        purpose: str,
+        train: str,
+        train_digest: str,
+        train_envelope: Mapping[str, Any],
+        dataset: str,
+        parameters: Mapping[str, Any],
         targets: Sequence[str],
     ) -> tuple[SignedRequestBody, dict[str, Any]]:
         """A new signed request."""
         return new_request(
-            self.identity, user=self.identity.public.name, role=role, purpose=purpose,
-            train=train, train_digest=train_digest, train_envelope=train_envelope,
-            dataset=dataset, parameters=parameters, targets=targets,
+            self.identity,
+            user=self.identity.public.name,
+            role=role,
+            purpose=purpose,
+            train=train,
+            train_digest=train_digest,
+            train_envelope=train_envelope,
+            dataset=dataset,
+            parameters=parameters,
+            targets=targets,
         )
 
     def open(self, reply: Reply, request_id: str) -> Reply:
@@ -71,23 +92,37 @@ class Requester:
             return reply
         station = self.stations.get(reply.station)
         if station is None or reply.sealed is None or reply.receipt is None:
-            raise TrustError(f"station {reply.station} released an output without a seal "
-                             "or receipt")
+            raise TrustError(
+                f"station {reply.station} released an output without a seal or receipt"
+            )
         receipt = verify_receipt(reply.receipt, station)
         if receipt.request_id != request_id or receipt.station != reply.station:
             raise TrustError(f"station {reply.station} receipt is for another request")
         if receipt.sealed_digest != digest(canonical_json(dict(reply.sealed))):
-            raise TrustError(f"station {reply.station} sealed output does not match its receipt")
+            raise TrustError(
+                f"station {reply.station} sealed output does not match its receipt"
+            )
         plain = open_sealed(
-            reply.sealed, self.identity.sealing, request_id=request_id,
-            station_id=reply.station, manifest_digest=str(reply.train_digest),
+            reply.sealed,
+            self.identity.sealing,
+            request_id=request_id,
+            station_id=reply.station,
+            manifest_digest=str(reply.train_digest),
         )
         if digest(plain) != receipt.output_digest:
-            raise TrustError(f"station {reply.station} output does not match its receipt")
+            raise TrustError(
+                f"station {reply.station} output does not match its receipt"
+            )
         self.receipts.append(
-            {"station": reply.station, "round": receipt.round,
-             "output_digest": receipt.output_digest,
-             "audit_checkpoint": {"size": receipt.audit_size, "root": receipt.audit_root},
-             "receipt": dict(reply.receipt)}
+            {
+                "station": reply.station,
+                "round": receipt.round,
+                "output_digest": receipt.output_digest,
+                "audit_checkpoint": {
+                    "size": receipt.audit_size,
+                    "root": receipt.audit_root,
+                },
+                "receipt": dict(reply.receipt),
+            }
         )
         return dataclasses.replace(reply, output=json.loads(plain))

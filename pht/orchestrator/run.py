@@ -18,8 +18,8 @@ from typing import Any
 from pht import __version__
 from pht.errors import DataError, PolicyError
 from pht.orchestrator.config import Network, Study
-from pht.orchestrator.engine import Engine, ProgressCallback
 from pht.orchestrator.drivers import driver_for
+from pht.orchestrator.engine import Engine, ProgressCallback
 from pht.orchestrator.pooling import pooler_for
 from pht.orchestrator.requester import Requester, signed_train
 from pht.signing import SignedRequestBody
@@ -84,7 +84,9 @@ def _check_participation(
             f"station {first.station}: {first.reason}; fix {study.source.name} "
             "(parameters, or leave the station out under 'stations') and run again"
         )
-    released = {s: r.output for s, r in replies.items() if r.ok and r.output is not None}
+    released = {
+        s: r.output for s, r in replies.items() if r.ok and r.output is not None
+    }
     if not released:
         reasons = "; ".join(f"{s}: {r.reason}" for s, r in replies.items())
         raise PolicyError(f"no station took part ({reasons})")

@@ -27,7 +27,6 @@ import struct
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pht.errors import ExecutorError
@@ -95,7 +94,9 @@ class DockerExecutor:
         )
         proc = subprocess.run(  # noqa: S603 - fixed argv
             ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(job.output_dir)],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0:
             raise ExecutorError(
@@ -116,9 +117,13 @@ class DockerExecutor:
         try:
             image = self._docker.images.get(job.image)
         except docker.errors.ImageNotFound:
-            raise ExecutorError(f"image {job.image} is not loaded at this station") from None
+            raise ExecutorError(
+                f"image {job.image} is not loaded at this station"
+            ) from None
         if image.id != job.image:
-            raise ExecutorError(f"image ID {image.id} differs from the signed {job.image}")
+            raise ExecutorError(
+                f"image ID {image.id} differs from the signed {job.image}"
+            )
         data = os.stat(job.dataset)
         if not data.st_mode & 0o040:
             raise ExecutorError(
@@ -127,10 +132,12 @@ class DockerExecutor:
             )
         suffix = job.dataset.suffix.lower()
         mounts = [
-            docker.types.Mount("/input/input.json", str(job.input_file), type="bind",
-                               read_only=True),
-            docker.types.Mount(f"/data/dataset{suffix}", str(job.dataset), type="bind",
-                               read_only=True),
+            docker.types.Mount(
+                "/input/input.json", str(job.input_file), type="bind", read_only=True
+            ),
+            docker.types.Mount(
+                f"/data/dataset{suffix}", str(job.dataset), type="bind", read_only=True
+            ),
             docker.types.Mount("/output", str(job.output_dir), type="bind"),
         ]
         host_config = self._docker.api.create_host_config(
@@ -150,8 +157,14 @@ class DockerExecutor:
                 type="json-file", config={"max-size": "1m", "max-file": "1"}
             ),
         )
-        command = ["--input", "/input/input.json", "--data", f"/data/dataset{suffix}",
-                   "--output", "/output"]
+        command = [
+            "--input",
+            "/input/input.json",
+            "--data",
+            f"/data/dataset{suffix}",
+            "--output",
+            "/output",
+        ]
         return self._docker.api.create_container(
             image.id,
             command=command,
@@ -183,14 +196,16 @@ class DockerExecutor:
             container = self._create(job, interactive=False)
             self._docker.api.start(container)
             try:
-                status = self._docker.api.wait(container, timeout=job.limits.timeout_seconds)
+                status = self._docker.api.wait(
+                    container, timeout=job.limits.timeout_seconds
+                )
                 returncode = int(status.get("StatusCode", -1))
             except Exception:  # noqa: BLE001 - requests timeout: kill it
                 timed_out = True
                 self._docker.api.kill(container)
-            stderr = self._docker.api.logs(container, stdout=False, stderr=True, tail=50)[
-                -4000:
-            ].decode("utf-8", "replace")
+            stderr = self._docker.api.logs(
+                container, stdout=False, stderr=True, tail=50
+            )[-4000:].decode("utf-8", "replace")
             if not timed_out:
                 output = read_output(job.output_dir, job.limits.output_bytes)
         except ExecutorError as exc:
@@ -200,7 +215,9 @@ class DockerExecutor:
             if container is not None:
                 self._remove(container)
             self._unmount_output(job, output)
-        return JobResult(returncode, output, time.monotonic() - started, timed_out, stderr)
+        return JobResult(
+            returncode, output, time.monotonic() - started, timed_out, stderr
+        )
 
     # -- sessions -------------------------------------------------------------------
     def start(self, job: Job) -> DockerChannel:
@@ -221,7 +238,9 @@ class DockerExecutor:
 class DockerChannel:
     """The station's end of a session with a container (multiplexed attach stream)."""
 
-    def __init__(self, executor: DockerExecutor, container: str, sock: Any, job: Job) -> None:
+    def __init__(
+        self, executor: DockerExecutor, container: str, sock: Any, job: Job
+    ) -> None:
         self.executor = executor
         self.container = container
         self.sock: socket.socket = getattr(sock, "_sock", sock)

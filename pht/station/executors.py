@@ -140,7 +140,13 @@ class ProcessExecutor:
         paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
         paths.update(
             {
-                "/usr", "/lib", "/lib64", "/bin", "/etc", "/proc", "/dev",
+                "/usr",
+                "/lib",
+                "/lib64",
+                "/bin",
+                "/etc",
+                "/proc",
+                "/dev",
                 "/sys/devices/system/cpu",
             }
         )
@@ -250,7 +256,9 @@ class ProcessExecutor:
 class ProcessChannel:
     """The station's end of a session with a child process (JSON lines on pipes)."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], stderr: IO[bytes], job: Job) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], stderr: IO[bytes], job: Job
+    ) -> None:
         self.proc = proc
         self._stderr = stderr
         self._job = job
@@ -303,6 +311,8 @@ class ProcessChannel:
             if stream is not None:
                 stream.close()
         self._stderr.close()
-        return (self._job.workdir / "stderr.log").read_bytes()[-4000:].decode(
-            "utf-8", "replace"
+        return (
+            (self._job.workdir / "stderr.log")
+            .read_bytes()[-4000:]
+            .decode("utf-8", "replace")
         )

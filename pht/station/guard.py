@@ -62,7 +62,9 @@ def parse_strict(raw: bytes, limits: GuardLimits) -> Any:
         if isinstance(exc, DisclosureError):
             raise
         if isinstance(exc, RecursionError):
-            raise DisclosureError(f"output is nested deeper than {MAX_DEPTH} levels") from None
+            raise DisclosureError(
+                f"output is nested deeper than {MAX_DEPTH} levels"
+            ) from None
         raise DisclosureError("output is not valid JSON") from None
 
 
@@ -72,7 +74,13 @@ class Guard:
     def __init__(self, limits: GuardLimits) -> None:
         self.limits = limits
 
-    def check(self, value: Any, schema: Mapping[str, Any], where: str = "output", depth: int = 0) -> None:  # noqa: C901
+    def check(
+        self,
+        value: Any,
+        schema: Mapping[str, Any],
+        where: str = "output",
+        depth: int = 0,
+    ) -> None:  # noqa: C901
         """Raise :class:`DisclosureError` at the first problem."""
         if depth > MAX_DEPTH:
             raise DisclosureError(f"{where}: nested deeper than {MAX_DEPTH} levels")
@@ -83,7 +91,9 @@ class Guard:
             raise DisclosureError(f"{where}: missing value")
         if kind in ("count", "integer"):
             if isinstance(value, bool) or not isinstance(value, int):
-                raise DisclosureError(f"{where}: expected an integer, got {type(value).__name__}")
+                raise DisclosureError(
+                    f"{where}: expected an integer, got {type(value).__name__}"
+                )
             if kind == "count":
                 if value < 0:
                     raise DisclosureError(f"{where}: a count cannot be negative")
@@ -95,7 +105,9 @@ class Guard:
             return
         if kind == "number":
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise DisclosureError(f"{where}: expected a number, got {type(value).__name__}")
+                raise DisclosureError(
+                    f"{where}: expected a number, got {type(value).__name__}"
+                )
             if not math.isfinite(value):
                 raise DisclosureError(f"{where}: not a finite number")
             decimals = schema.get("decimals")
@@ -130,21 +142,29 @@ class Guard:
             if not isinstance(value, dict):
                 raise DisclosureError(f"{where}: expected a mapping")
             if len(value) > schema["max_keys"]:
-                raise DisclosureError(f"{where}: more than {schema['max_keys']} entries")
+                raise DisclosureError(
+                    f"{where}: more than {schema['max_keys']} entries"
+                )
             for key, item in value.items():
                 if not LABEL.match(key):
                     raise DisclosureError(f"{where}: key is not a plain label")
                 self.check(item, schema["values"], f"{where}.<label>", depth + 1)
             return
-        raise DisclosureError(f"{where}: the manifest declares an unknown type {kind!r}")
+        raise DisclosureError(
+            f"{where}: the manifest declares an unknown type {kind!r}"
+        )
 
-    def _object(self, value: Any, schema: Mapping[str, Any], where: str, depth: int) -> None:
+    def _object(
+        self, value: Any, schema: Mapping[str, Any], where: str, depth: int
+    ) -> None:
         if not isinstance(value, dict):
             raise DisclosureError(f"{where}: expected an object")
         fields: Mapping[str, Any] = schema["fields"]
         extra = [k for k in value if k not in fields]
         if extra:
-            raise DisclosureError(f"{where}: undeclared key(s) {', '.join(sorted(extra)[:5])}")
+            raise DisclosureError(
+                f"{where}: undeclared key(s) {', '.join(sorted(extra)[:5])}"
+            )
         for key, sub in fields.items():
             if key not in value:
                 if sub.get("optional") or sub.get("nullable"):
@@ -170,7 +190,9 @@ class Guard:
             raise DisclosureError(f"{where}: contains NaN or infinite values")
 
 
-def guard_output(raw: bytes, schema: Mapping[str, Any], limits: GuardLimits) -> dict[str, Any]:
+def guard_output(
+    raw: bytes, schema: Mapping[str, Any], limits: GuardLimits
+) -> dict[str, Any]:
     """Parse and check a train output; return it or raise :class:`DisclosureError`."""
     value = parse_strict(raw, limits)
     Guard(limits).check(value, schema)

@@ -89,8 +89,10 @@ class TrainRule:
 
     def signer_allowed(self, key_id: str, name: str) -> bool:
         """Whether this rule accepts a manifest signed by ``key_id`` (named ``name``)."""
-        return KEYRING_SIGNERS in self.signers or key_id in self.signers or (
-            name in self.signers
+        return (
+            KEYRING_SIGNERS in self.signers
+            or key_id in self.signers
+            or (name in self.signers)
         )
 
 
@@ -134,7 +136,9 @@ class DatasetPolicy:
             "allowed by this station's policy"
         )
 
-    def train_refusal(self, name: str, version: str, key_id: str, signer: str) -> str | None:
+    def train_refusal(
+        self, name: str, version: str, key_id: str, signer: str
+    ) -> str | None:
         """Why this train (and its signer) is refused, or None."""
         rules = [r for r in self.trains if r.name == name]
         if not rules:

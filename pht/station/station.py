@@ -37,7 +37,13 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pht.crypto import Identity, PublicIdentity, canonical_json, digest, seal
-from pht.errors import ConfigError, DataError, DisclosureError, ExecutorError, TrustError
+from pht.errors import (
+    ConfigError,
+    DataError,
+    DisclosureError,
+    ExecutorError,
+    TrustError,
+)
 from pht.keyring import Keyring
 from pht.manifest import Catalogue, TrainPackage
 from pht.signing import (
@@ -51,7 +57,7 @@ from pht.signing import (
 )
 from pht.station.audit import AuditLog
 from pht.station.executors import Channel, Executor, Job, Limits
-from pht.station.guard import GuardLimits, Guard, parse_strict
+from pht.station.guard import Guard, GuardLimits, parse_strict
 from pht.station.policy import DatasetPolicy, Policy
 from pht.wire import STATUSES, Reply, TrainInput
 
@@ -166,13 +172,23 @@ class Station:
 
     def _record_changes(self) -> None:
         """Log a policy_change / key_change record when the files differ from the last
-        ones this station logged (first start included)."""
+        ones this station logged (first start included).
+        """
         current = {
             "policy_change": digest(self.config.policy.source.read_bytes()),
             "key_change": digest(
-                canonical_json(sorted(e.key_id + ":" + ",".join(e.roles) + ":"
-                                      + str(e.revoked_at) + ":" + str(e.valid_until)
-                                      for e in self.config.keyring.entries))
+                canonical_json(
+                    sorted(
+                        e.key_id
+                        + ":"
+                        + ",".join(e.roles)
+                        + ":"
+                        + str(e.revoked_at)
+                        + ":"
+                        + str(e.valid_until)
+                        for e in self.config.keyring.entries
+                    )
+                )
             ),
         }
         last: dict[str, str | None] = {"policy_change": None, "key_change": None}
@@ -182,11 +198,17 @@ class Station:
         for event, value in current.items():
             if last[event] != value:
                 self.audit.append(
-                    event, "success", output_digest=value,
-                    reason="policy file changed" if event == "policy_change"
+                    event,
+                    "success",
+                    output_digest=value,
+                    reason="policy file changed"
+                    if event == "policy_change"
                     else "keyring changed",
-                    details={"source": str(self.config.policy.source)
-                             if event == "policy_change" else "keyring"},
+                    details={
+                        "source": str(self.config.policy.source)
+                        if event == "policy_change"
+                        else "keyring"
+                    },
                 )
 
     # -- replies ------------------------------------------------------------------
@@ -218,7 +240,9 @@ class Station:
         return self._reply(rid, status, reason)
 
     # -- admission ----------------------------------------------------------------
-    def _verify(self, envelope: Mapping[str, Any]) -> tuple[SignedRequestBody, PublicIdentity]:
+    def _verify(
+        self, envelope: Mapping[str, Any]
+    ) -> tuple[SignedRequestBody, PublicIdentity]:
         try:
             body, requester = verify_request(envelope, self.config.keyring, self.id)
         except TrustError as exc:
@@ -251,11 +275,18 @@ class Station:
         try:
             admission = self._decide(body, requester, fields)
         except Refusal as r:
-            return self._refuse(body.request_id, r.status, r.reason, "policy_decision", **fields)
+            return self._refuse(
+                body.request_id, r.status, r.reason, "policy_decision", **fields
+            )
         self.audit.append(
-            "policy_decision", "success", decision="admit",
-            details={"signer": admission.signer.key_id,
-                     "class": admission.disclosure_class}, **fields,
+            "policy_decision",
+            "success",
+            decision="admit",
+            details={
+                "signer": admission.signer.key_id,
+                "class": admission.disclosure_class,
+            },
+            **fields,
         )
         return admission
 
@@ -266,7 +297,9 @@ class Station:
             raise Refusal("refused", f"this station holds no dataset '{body.dataset}'")
         policy = self.config.policy.for_dataset(body.dataset)
         if policy is None:
-            raise Refusal("refused", f"the policy has no entry for dataset '{body.dataset}'")
+            raise Refusal(
+                "refused", f"the policy has no entry for dataset '{body.dataset}'"
+            )
         for refusal in (
             policy.purpose_refusal(body.purpose),
             policy.requester_refusal(body.organisation, body.role),
@@ -288,14 +321,19 @@ class Station:
                 f"train statement is for {statement.name}@{statement.version}, "
                 f"not {m.ref}",
             )
-        if statement.code_digest != package.digest or body.train_digest != package.digest:
+        if (
+            statement.code_digest != package.digest
+            or body.train_digest != package.digest
+        ):
             raise Refusal(
                 "refused",
                 f"train {m.ref} digest mismatch: this station runs {package.digest}, "
                 f"signed {statement.code_digest}, requested {body.train_digest}",
             )
         if statement.manifest_sha256 != digest(package.manifest_bytes):
-            raise Refusal("refused", f"train {m.ref} manifest differs from the signed one")
+            raise Refusal(
+                "refused", f"train {m.ref} manifest differs from the signed one"
+            )
         refusal = policy.train_refusal(m.name, m.version, signer.key_id, signer.name)
         if refusal:
             raise Refusal("refused", refusal)
@@ -315,12 +353,22 @@ class Station:
             )
         self._check_budget(body, policy)
         return Admission(
-            body, requester, package, statement, signer, parameters, policy,
-            disclosure_class, fields,
+            body,
+            requester,
+            package,
+            statement,
+            signer,
+            parameters,
+            policy,
+            disclosure_class,
+            fields,
         )
 
     def _check_columns(
-        self, package: TrainPackage, dataset: str, parameters: Mapping[str, Any],
+        self,
+        package: TrainPackage,
+        dataset: str,
+        parameters: Mapping[str, Any],
         policy: DatasetPolicy,
     ) -> None:
         columns = package.manifest.columns_of(parameters)
@@ -338,7 +386,9 @@ class Station:
                 )
             problem = kind_problem(kind, schema.field(index).type)
             if problem:
-                raise Refusal("error", f"column '{column}' of dataset '{dataset}' {problem}")
+                raise Refusal(
+                    "error", f"column '{column}' of dataset '{dataset}' {problem}"
+                )
         refusal = policy.column_refusal(list(columns))
         if refusal:
             raise Refusal("refused", refusal)
@@ -372,26 +422,42 @@ class Station:
             return admitted
         if admitted.package.manifest.rounds != "single":
             return self._refuse(
-                admitted.body.request_id, "error",
-                f"train {admitted.body.train} is iterative; open a session", "error",
+                admitted.body.request_id,
+                "error",
+                f"train {admitted.body.train} is iterative; open a session",
+                "error",
             )
         job = self._prepare(admitted)
-        self.audit.append("run", "success", **admitted.fields,
-                          details={"executor": self.executor.name})
+        self.audit.append(
+            "run",
+            "success",
+            **admitted.fields,
+            details={"executor": self.executor.name},
+        )
         try:
             result = self.executor.run(job)
         except ExecutorError as exc:
-            return self._refuse(admitted.body.request_id, "error", str(exc), "error",
-                                **admitted.fields)
-        if result.timed_out:
-            return self._refuse(admitted.body.request_id, "error", "the train timed out",
-                                "error", **admitted.fields)
-        if result.output is None:
-            log.warning("station %s: no valid output; stderr: %s", self.id, result.stderr_tail)
             return self._refuse(
-                admitted.body.request_id, "error",
+                admitted.body.request_id, "error", str(exc), "error", **admitted.fields
+            )
+        if result.timed_out:
+            return self._refuse(
+                admitted.body.request_id,
+                "error",
+                "the train timed out",
+                "error",
+                **admitted.fields,
+            )
+        if result.output is None:
+            log.warning(
+                "station %s: no valid output; stderr: %s", self.id, result.stderr_tail
+            )
+            return self._refuse(
+                admitted.body.request_id,
+                "error",
                 "the train wrote no valid output (missing, a symlink or over the size cap)",
-                "error", **admitted.fields,
+                "error",
+                **admitted.fields,
             )
         return self._release(admitted, result.output, None, result.elapsed_seconds)
 
@@ -420,7 +486,9 @@ class Station:
             image=admitted.statement.image_digest,
         )
 
-    def _guarded(self, admitted: Admission, raw: bytes, op: str | None) -> tuple[str, str | None, dict[str, Any] | None]:
+    def _guarded(
+        self, admitted: Admission, raw: bytes, op: str | None
+    ) -> tuple[str, str | None, dict[str, Any] | None]:
         """Parse the train's output message and pass its aggregate through the guard."""
         limits = GuardLimits(admitted.policy.min_cell_size)
         try:
@@ -439,7 +507,11 @@ class Station:
         return "ok", None, message["output"]
 
     def _release(
-        self, admitted: Admission, raw: bytes, op: str | None, elapsed: float,
+        self,
+        admitted: Admission,
+        raw: bytes,
+        op: str | None,
+        elapsed: float,
         round_no: int = 0,
     ) -> Reply:
         body = admitted.body
@@ -452,8 +524,10 @@ class Station:
         if status != "ok" or output is None:
             status = status if status in ("refused", "error") else "error"
             self.audit.append(
-                "refusal" if status == "refused" else "error", status,
-                reason=reason, **admitted.fields,
+                "refusal" if status == "refused" else "error",
+                status,
+                reason=reason,
+                **admitted.fields,
             )
             return self._reply(body.request_id, status, reason, **common)
         self.last_released = output
@@ -463,27 +537,39 @@ class Station:
             pending = self.config.workdir / "review" / f"{body.request_id}.json"
             pending.parent.mkdir(parents=True, exist_ok=True)
             pending.write_bytes(plain)
-            self.audit.append("review", "pending", output_digest=output_digest,
-                              **admitted.fields)
+            self.audit.append(
+                "review", "pending", output_digest=output_digest, **admitted.fields
+            )
             self._save_admission(admitted)
             return self._reply(
-                body.request_id, "pending",
-                "the output waits for manual review at the station", **common,
+                body.request_id,
+                "pending",
+                "the output waits for manual review at the station",
+                **common,
             )
         sealed, receipt = self._seal(admitted, plain, output_digest, round_no)
-        return self._reply(body.request_id, "ok", None, sealed=sealed, receipt=receipt,
-                           **common)
+        return self._reply(
+            body.request_id, "ok", None, sealed=sealed, receipt=receipt, **common
+        )
 
     def _seal(
         self, admitted: Admission, plain: bytes, output_digest: str, round_no: int
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         body = admitted.body
         sealed = seal(
-            plain, admitted.requester.sealing_key, request_id=body.request_id,
-            station_id=self.id, manifest_digest=admitted.package.digest,
+            plain,
+            admitted.requester.sealing_key,
+            request_id=body.request_id,
+            station_id=self.id,
+            manifest_digest=admitted.package.digest,
         )
-        self.audit.append("release", "success", output_digest=output_digest,
-                          details={"round": round_no}, **admitted.fields)
+        self.audit.append(
+            "release",
+            "success",
+            output_digest=output_digest,
+            details={"round": round_no},
+            **admitted.fields,
+        )
         checkpoint = self.audit.checkpoint()
         receipt = Receipt(
             request_id=body.request_id,
@@ -499,13 +585,20 @@ class Station:
 
     # -- manual review --------------------------------------------------------------
     def _save_admission(self, admitted: Admission) -> None:
-        path = self.config.workdir / "review" / f"{admitted.body.request_id}.request.json"
-        path.write_text(json.dumps({
-            "requester": admitted.requester.to_dict(),
-            "fields": admitted.fields,
-            "train_digest": admitted.package.digest,
-            "disclosure_class": admitted.disclosure_class,
-        }), encoding="utf-8")
+        path = (
+            self.config.workdir / "review" / f"{admitted.body.request_id}.request.json"
+        )
+        path.write_text(
+            json.dumps(
+                {
+                    "requester": admitted.requester.to_dict(),
+                    "fields": admitted.fields,
+                    "train_digest": admitted.package.digest,
+                    "disclosure_class": admitted.disclosure_class,
+                }
+            ),
+            encoding="utf-8",
+        )
 
     def pending(self) -> list[str]:
         """Request ids whose output waits for review."""
@@ -513,7 +606,8 @@ class Station:
         if not folder.is_dir():
             return []
         return sorted(
-            p.name.removesuffix(".json") for p in folder.glob("*.json")
+            p.name.removesuffix(".json")
+            for p in folder.glob("*.json")
             if not p.name.endswith((".request.json", ".reply.json"))
         )
 
@@ -526,7 +620,9 @@ class Station:
         meta = json.loads((folder / f"{request_id}.request.json").read_text())
         return {"request": meta["fields"], "output": json.loads(output.read_bytes())}
 
-    def review(self, request_id: str, approve: bool, reviewer: str, reason: str = "") -> Reply:
+    def review(
+        self, request_id: str, approve: bool, reviewer: str, reason: str = ""
+    ) -> Reply:
         """Approve (seal and release) or reject a pending output."""
         folder = self.config.workdir / "review"
         output_path = folder / f"{request_id}.json"
@@ -536,28 +632,63 @@ class Station:
         fields = meta["fields"]
         plain = output_path.read_bytes()
         if not approve:
-            self.audit.append("review", "rejected", reason=reason or "rejected",
-                              details={"reviewer": reviewer}, **fields)
-            reply = self._reply(request_id, "refused",
-                                f"rejected at manual review: {reason or 'no reason given'}")
+            self.audit.append(
+                "review",
+                "rejected",
+                reason=reason or "rejected",
+                details={"reviewer": reviewer},
+                **fields,
+            )
+            reply = self._reply(
+                request_id,
+                "refused",
+                f"rejected at manual review: {reason or 'no reason given'}",
+            )
         else:
-            self.audit.append("review", "approved", output_digest=digest(plain),
-                              details={"reviewer": reviewer}, **fields)
+            self.audit.append(
+                "review",
+                "approved",
+                output_digest=digest(plain),
+                details={"reviewer": reviewer},
+                **fields,
+            )
             requester = PublicIdentity.from_dict(meta["requester"])
-            sealed = seal(plain, requester.sealing_key, request_id=request_id,
-                          station_id=self.id, manifest_digest=meta["train_digest"])
-            self.audit.append("release", "success", output_digest=digest(plain), **fields)
+            sealed = seal(
+                plain,
+                requester.sealing_key,
+                request_id=request_id,
+                station_id=self.id,
+                manifest_digest=meta["train_digest"],
+            )
+            self.audit.append(
+                "release", "success", output_digest=digest(plain), **fields
+            )
             checkpoint = self.audit.checkpoint()
             receipt = sign_receipt(
-                Receipt(request_id, self.id, 0, digest(plain),
-                        digest(canonical_json(sealed)), checkpoint.size, checkpoint.root,
-                        utc_now().isoformat()),
+                Receipt(
+                    request_id,
+                    self.id,
+                    0,
+                    digest(plain),
+                    digest(canonical_json(sealed)),
+                    checkpoint.size,
+                    checkpoint.root,
+                    utc_now().isoformat(),
+                ),
                 self.config.identity,
             )
-            reply = self._reply(request_id, "ok", None, sealed=sealed, receipt=receipt,
-                                disclosure_class=meta["disclosure_class"],
-                                train_digest=meta["train_digest"])
-        (folder / f"{request_id}.reply.json").write_text(reply.to_json(), encoding="utf-8")
+            reply = self._reply(
+                request_id,
+                "ok",
+                None,
+                sealed=sealed,
+                receipt=receipt,
+                disclosure_class=meta["disclosure_class"],
+                train_digest=meta["train_digest"],
+            )
+        (folder / f"{request_id}.reply.json").write_text(
+            reply.to_json(), encoding="utf-8"
+        )
         output_path.unlink()
         return reply
 
@@ -567,21 +698,32 @@ class Station:
         return Reply.from_json(path.read_bytes()) if path.is_file() else None
 
     # -- sessions -------------------------------------------------------------------
-    def open_session(self, envelope: Mapping[str, Any]) -> tuple[Reply, StationSession | None]:
+    def open_session(
+        self, envelope: Mapping[str, Any]
+    ) -> tuple[Reply, StationSession | None]:
         """Admit an iterative request and start its train; the reply to round 0."""
         admitted = self._admit(envelope)
         if isinstance(admitted, Reply):
             return admitted, None
         if admitted.package.manifest.rounds != "iterative":
-            return self._refuse(admitted.body.request_id, "error",
-                                f"train {admitted.body.train} is single-round", "error"), None
-        self.audit.append("run", "success", **admitted.fields,
-                          details={"executor": self.executor.name, "session": "open"})
+            return self._refuse(
+                admitted.body.request_id,
+                "error",
+                f"train {admitted.body.train} is single-round",
+                "error",
+            ), None
+        self.audit.append(
+            "run",
+            "success",
+            **admitted.fields,
+            details={"executor": self.executor.name, "session": "open"},
+        )
         try:
             channel = self.executor.start(self._prepare(admitted))
         except ExecutorError as exc:
-            return self._refuse(admitted.body.request_id, "error", str(exc), "error",
-                                **admitted.fields), None
+            return self._refuse(
+                admitted.body.request_id, "error", str(exc), "error", **admitted.fields
+            ), None
         session = StationSession(self, admitted, channel)
         reply = session.receive("open")
         if not reply.ok:
@@ -611,8 +753,11 @@ class StationSession:
             tail = self.close()
             log.warning("station %s: session ended; stderr: %s", self.station.id, tail)
             return self.station._refuse(
-                self.admitted.body.request_id, "error", "the train stopped answering",
-                "error", **self.admitted.fields,
+                self.admitted.body.request_id,
+                "error",
+                "the train stopped answering",
+                "error",
+                **self.admitted.fields,
             )
         reply = self.station._release(
             self.admitted, raw, op, time.monotonic() - started, self.rounds
@@ -623,12 +768,16 @@ class StationSession:
     def round(self, message: Mapping[str, Any]) -> Reply:
         """Send one round message and return the train's released answer."""
         if self.closed:
-            return self.station._reply(self.admitted.body.request_id, "error",
-                                       "the session is closed")
+            return self.station._reply(
+                self.admitted.body.request_id, "error", "the session is closed"
+            )
         op = message.get("op")
         if op not in self.admitted.package.manifest.round_schemas:
-            return self.station._reply(self.admitted.body.request_id, "error",
-                                       f"round operation {op!r} is not declared")
+            return self.station._reply(
+                self.admitted.body.request_id,
+                "error",
+                f"round operation {op!r} is not declared",
+            )
         beta = message.get("beta")
         if (
             self.admitted.disclosure_class == "model"
@@ -637,9 +786,12 @@ class StationSession:
         ):  # degrees-of-freedom rule for model statistics
             self.close()
             return self.station._refuse(
-                self.admitted.body.request_id, "refused",
+                self.admitted.body.request_id,
+                "refused",
                 f"fewer than 10 patients per parameter ({len(beta)} parameters) at this "
-                "station", "refusal", **self.admitted.fields,
+                "station",
+                "refusal",
+                **self.admitted.fields,
             )
         self.rounds += 1
         self.channel.send(json.dumps(dict(message), allow_nan=False).encode("utf-8"))
@@ -674,4 +826,3 @@ def _ref(text: str) -> Any:
 
 def _parse(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
