@@ -555,24 +555,43 @@ class Station:
     def _seal(
         self, admitted: Admission, plain: bytes, output_digest: str, round_no: int
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        body = admitted.body
+        return self._seal_for(
+            admitted.body.request_id,
+            admitted.requester,
+            admitted.package.digest,
+            admitted.fields,
+            plain,
+            round_no,
+        )
+
+    def _seal_for(
+        self,
+        request_id: str,
+        requester: PublicIdentity,
+        train_digest: str,
+        fields: Mapping[str, Any],
+        plain: bytes,
+        round_no: int,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Seal ``plain`` to the requester, log the release, sign the receipt."""
+        output_digest = digest(plain)
         sealed = seal(
             plain,
-            admitted.requester.sealing_key,
-            request_id=body.request_id,
+            requester.sealing_key,
+            request_id=request_id,
             station_id=self.id,
-            manifest_digest=admitted.package.digest,
+            manifest_digest=train_digest,
         )
         self.audit.append(
             "release",
             "success",
             output_digest=output_digest,
             details={"round": round_no},
-            **admitted.fields,
+            **fields,
         )
         checkpoint = self.audit.checkpoint()
         receipt = Receipt(
-            request_id=body.request_id,
+            request_id=request_id,
             station=self.id,
             round=round_no,
             output_digest=output_digest,
@@ -652,30 +671,13 @@ class Station:
                 details={"reviewer": reviewer},
                 **fields,
             )
-            requester = PublicIdentity.from_dict(meta["requester"])
-            sealed = seal(
+            sealed, receipt = self._seal_for(
+                request_id,
+                PublicIdentity.from_dict(meta["requester"]),
+                meta["train_digest"],
+                fields,
                 plain,
-                requester.sealing_key,
-                request_id=request_id,
-                station_id=self.id,
-                manifest_digest=meta["train_digest"],
-            )
-            self.audit.append(
-                "release", "success", output_digest=digest(plain), **fields
-            )
-            checkpoint = self.audit.checkpoint()
-            receipt = sign_receipt(
-                Receipt(
-                    request_id,
-                    self.id,
-                    0,
-                    digest(plain),
-                    digest(canonical_json(sealed)),
-                    checkpoint.size,
-                    checkpoint.root,
-                    utc_now().isoformat(),
-                ),
-                self.config.identity,
+                0,
             )
             reply = self._reply(
                 request_id,
