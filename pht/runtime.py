@@ -6,7 +6,9 @@ The executor starts it as::
     python entrypoint.py --input INPUT.json --data DATASET --output OUTDIR
 
 ``INPUT.json`` is a :class:`~pht.wire.TrainInput`; ``DATASET`` a Parquet or CSV file
-(read-only; only the columns the input names are loaded); the runtime writes
+(read-only; only the columns the input names are loaded, as one NumPy array per column
+in a :data:`Columns` mapping, with pandas' conventions for missing values: NaN in
+numbers, None in text and in booleans with gaps); the runtime writes
 ``OUTDIR/output.json``, a :class:`~pht.wire.TrainOutput`. A :class:`DisclosureError`
 becomes status ``refused``, a :class:`DataError` status ``error`` with its message; any
 other exception becomes ``error`` with a generic reason, its traceback going to stderr,
@@ -23,18 +25,19 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
+from pht.columns import Columns, to_numpy
 from pht.errors import DataError, DisclosureError, PhtError
 from pht.wire import TrainInput, TrainOutput
 
-LocalFunction = Callable[[pd.DataFrame, TrainInput], Mapping[str, Any]]
+# The station side stays light: NumPy and pyarrow only (no pandas import), because a
+# station starts one train process per request and the import is most of its start-up.
+LocalFunction = Callable[[Columns, TrainInput], Mapping[str, Any]]
 OUTPUT_NAME = "output.json"
 
 
 def read_columns(
     path: Path | Any, columns: Sequence[str], suffix: str | None = None
-) -> pd.DataFrame:
+) -> Columns:
     """Read only ``columns`` of a Parquet or CSV dataset (a path or an open file)."""
     wanted = list(dict.fromkeys(columns))
     suffix = (suffix or Path(str(path)).suffix).lower()
@@ -44,20 +47,28 @@ def read_columns(
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            names = set(pq.read_schema(path).names)
-            missing = [c for c in wanted if c not in names]
-            if missing:
-                raise DataError(f"dataset lacks column(s) {', '.join(missing)}")
-            return pq.read_table(path, columns=wanted).to_pandas()
-        if suffix == ".csv":
-            frame = pd.read_csv(path)
-            missing = [c for c in wanted if c not in frame.columns]
-            if missing:
-                raise DataError(f"dataset lacks column(s) {', '.join(missing)}")
-            return frame[wanted]
+            # ParquetFile, not read_table: read_table imports pyarrow.dataset and with
+            # it pandas, which would double a train's start-up time
+            parquet = pq.ParquetFile(path)
+            names = set(parquet.schema_arrow.names)
+            missing_columns = [c for c in wanted if c not in names]
+            if missing_columns:
+                raise DataError(f"dataset lacks column(s) {', '.join(missing_columns)}")
+            table = parquet.read(columns=wanted)
+        elif suffix == ".csv":
+            import pyarrow.csv as pacsv
+
+            table = pacsv.read_csv(path)
+            missing_columns = [c for c in wanted if c not in table.column_names]
+            if missing_columns:
+                raise DataError(f"dataset lacks column(s) {', '.join(missing_columns)}")
+        else:
+            raise DataError(
+                f"dataset format '{suffix}' is not supported; use .parquet or .csv"
+            )
+        return {name: to_numpy(table.column(name)) for name in wanted}
     except (OSError, ValueError) as exc:
         raise DataError(f"dataset cannot be read ({type(exc).__name__})") from None
-    raise DataError(f"dataset format '{suffix}' is not supported; use .parquet or .csv")
 
 
 def _open_data(args: argparse.Namespace) -> tuple[Any, str]:
@@ -87,8 +98,8 @@ def execute(
 ) -> TrainOutput:
     """Run ``local`` on the dataset and wrap the outcome as a :class:`TrainOutput`."""
     try:
-        frame = read_columns(data, train_input.columns, suffix)
-        output = dict(local(frame, train_input))
+        columns = read_columns(data, train_input.columns, suffix)
+        output = dict(local(columns, train_input))
     except DisclosureError as exc:
         return TrainOutput("refused", str(exc))
     except PhtError as exc:
@@ -131,7 +142,7 @@ class Session:
         raise PhtError("an iterative train must answer rounds")
 
 
-OpenFunction = Callable[[pd.DataFrame, TrainInput], Session]
+OpenFunction = Callable[[Columns, TrainInput], Session]
 
 
 def _answer(call: Callable[[], Mapping[str, Any]]) -> TrainOutput:
@@ -175,8 +186,8 @@ def run_session(open_session: OpenFunction, argv: Sequence[str] | None = None) -
 
     def opened() -> Mapping[str, Any]:
         data, suffix = _open_data(args)
-        frame = read_columns(data, train_input.columns, suffix)
-        state.append(open_session(frame, train_input))
+        columns = read_columns(data, train_input.columns, suffix)
+        state.append(open_session(columns, train_input))
         return state[0].opened()
 
     first = _answer(opened)

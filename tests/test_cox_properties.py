@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pht.algorithms.cox import SortedRows, cox_terms, newton_raphson
+from pht.algorithms.cox import SortedRows, newton_raphson, pooled_terms
 
 
 @st.composite
@@ -28,10 +28,7 @@ def pooled_fit(parts: list[SortedRows]):  # type: ignore[no-untyped-def]
     times = np.unique(np.concatenate([p.event_times for p in parts]))
 
     def evaluate(beta):  # type: ignore[no-untyped-def]
-        total = parts[0].sums(beta, times)
-        for part in parts[1:]:
-            total = total + part.sums(beta, times)
-        return cox_terms(total, beta, "efron")
+        return pooled_terms(parts, beta, "efron", times)
 
     return newton_raphson(evaluate, 2)
 

@@ -16,8 +16,14 @@ Breslow's rule takes ``a_l = 0`` for all ``l``. Sums add over stations, so:
 
 * **stratified** Cox (a baseline hazard per station): each station reduces its own sums
   to (loglik, gradient, Hessian) and these add up;
-* **pooled** Cox (one baseline hazard): stations return their sums at the union of event
-  times, the orchestrator adds them per time and reduces once.
+* **pooled** Cox (one baseline hazard): stations return their first-order sums
+  (``S0, S1, D0, D1``) at the union of event times; the orchestrator adds them per time
+  and reduces them to the log-likelihood, gradient and the part of the Hessian that is
+  quadratic in ``S1, D1``. The rest of the Hessian, ``sum_t (w1 S2 - w2 D2)`` with
+  per-time weights ``w1 = sum_l 1/c_l`` and ``w2 = sum_l a_l/c_l`` that depend only on
+  the pooled ``S0, D0``, is linear in the second-order sums: each station returns it as
+  one weighted Gram matrix ``X' diag(v) X`` (:meth:`SortedRows.curvature`), so the
+  ``p x p`` sums per event time never have to be formed or sent.
 
 Both equal the same fit on the concatenated rows (lifelines ``CoxPHFitter`` with and
 without ``strata``; statsmodels ``PHReg`` for Breslow ties).
@@ -41,15 +47,18 @@ FloatArray = npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class RiskSetSums:
-    """Risk-set and death sums at event times (the pooled-mode aggregate).
+    """First-order risk-set and death sums at event times (the pooled-mode aggregate).
 
     Attributes
     ----------
     time : (m,) event times
     deaths : (m,) number of deaths at each time
     x_death : (m, p) sum of covariates over the deaths
-    s0, s1, s2 : (m,), (m, p), (m, p, p) sums of w, w x, w x x' over the risk set
-    d0, d1, d2 : the same sums over the deaths
+    s0, s1 : (m,), (m, p) sums of w and w x over the risk set
+    d0, d1 : the same sums over the deaths
+
+    The second-order sums ``S2``, ``D2`` are never formed per time: the Hessian needs
+    them only through :meth:`SortedRows.curvature`, a weighted Gram matrix.
     """
 
     time: FloatArray
@@ -57,10 +66,8 @@ class RiskSetSums:
     x_death: FloatArray
     s0: FloatArray
     s1: FloatArray
-    s2: FloatArray
     d0: FloatArray
     d1: FloatArray
-    d2: FloatArray
 
     @property
     def p(self) -> int:
@@ -76,10 +83,8 @@ class RiskSetSums:
             self.x_death + other.x_death,
             self.s0 + other.s0,
             self.s1 + other.s1,
-            self.s2 + other.s2,
             self.d0 + other.d0,
             self.d1 + other.d1,
-            self.d2 + other.d2,
         )
 
 
@@ -99,6 +104,27 @@ class CoxTerms:
         )
 
 
+@dataclass(frozen=True)
+class FirstOrder:
+    """What the first-order sums give: log-likelihood, gradient, and most of the Hessian.
+
+    ``hessian = outer - curvature``, where ``curvature = sum_t (w1 S2 - w2 D2)`` is
+    linear in the second-order sums and is added up from
+    :meth:`SortedRows.curvature` (per station, given ``w1`` and ``w2``).
+    """
+
+    loglik: float
+    gradient: FloatArray
+    outer: FloatArray
+    time: FloatArray
+    w1: FloatArray
+    w2: FloatArray
+
+    def terms(self, curvature: FloatArray) -> CoxTerms:
+        """Complete the terms with the summed curvature."""
+        return CoxTerms(self.loglik, self.gradient, self.outer - curvature)
+
+
 class SortedRows:
     """A station's complete cases sorted by time once, for many evaluations.
 
@@ -115,8 +141,8 @@ class SortedRows:
         self.x = np.ascontiguousarray(np.asarray(x, dtype=np.float64)[order])
         self.event_times = np.unique(self.time[self.event == 1])
         self._death_rows = np.flatnonzero(self.event == 1)
-        self._iu = np.triu_indices(self.x.shape[1])
         self._cached: tuple[bytes, tuple[Any, ...]] | None = None
+        self._weights: tuple[bytes, FloatArray] | None = None
 
     @property
     def n(self) -> int:
@@ -128,12 +154,20 @@ class SortedRows:
         """Number of covariates."""
         return int(self.x.shape[1])
 
+    def _w(self, beta: FloatArray) -> FloatArray:
+        """``exp(x'b)`` per row (cached for the latest ``beta``)."""
+        key = np.asarray(beta, dtype=np.float64).tobytes()
+        if self._weights is None or self._weights[0] != key:
+            self._weights = (key, np.exp(self.x @ beta))
+        return self._weights[1]
+
     def _layout(self, times: FloatArray) -> tuple[Any, ...]:
         """Row positions for evaluation ``times`` (cached: they do not change)."""
         key = times.tobytes()
         if self._cached is not None and self._cached[0] == key:
             return self._cached[1]  # type: ignore[no-any-return]
         start = np.searchsorted(self.time, times, side="left")
+        upto = np.searchsorted(times, self.time, side="right")  # times <= each row's
         rows = self._death_rows
         pos = np.searchsorted(times, self.time[rows])
         hit = (pos < times.size) & (
@@ -146,30 +180,31 @@ class SortedRows:
         x_death = np.zeros((m, self.p))
         if rows.size:
             x_death[present] = np.add.reduceat(self.x[rows], first, axis=0)
-        layout = (start, rows, present, first, deaths, x_death)
+        layout = (start, upto, rows, pos, present, first, deaths, x_death)
         self._cached = (key, layout)
         return layout
 
-    def sums(self, beta: FloatArray, at: FloatArray | None = None) -> RiskSetSums:
-        """Risk-set and death sums at ``at`` (default: this station's event times)."""
+    def counts(self, at: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
+        """Deaths per time and the covariate sum over all deaths at ``at`` (no ``b``)."""
         times = self.event_times if at is None else np.asarray(at, dtype=np.float64)
-        start, rows, present, first, deaths, x_death = self._layout(times)
+        layout = self._layout(times)
+        return layout[6], layout[7].sum(axis=0)
+
+    def sums(self, beta: FloatArray, at: FloatArray | None = None) -> RiskSetSums:
+        """First-order risk-set and death sums at ``at`` (default: own event times)."""
+        times = self.event_times if at is None else np.asarray(at, dtype=np.float64)
+        start, _, rows, _, present, first, deaths, x_death = self._layout(times)
         x, p, m = self.x, self.p, times.size
-        iu0, iu1 = self._iu
-        w = np.exp(x @ beta)
-        # one matrix [w, w x, w x x' (upper triangle)] per row, then suffix sums:
-        # rows with time >= t are rows[start(t):] (summed from the end, so small late
-        # risk sets keep full precision)
-        body = np.empty((self.n + 1, 1 + p + iu0.size), order="F")  # column-major
+        w = self._w(beta)
+        # [w, w x] per row, then suffix sums: rows with time >= t are rows[start(t):]
+        # (summed from the end, so small late risk sets keep full precision)
+        body = np.empty((self.n + 1, 1 + p))
         body[-1] = 0.0
         body[:-1, 0] = w
-        np.multiply(x, w[:, None], out=body[:-1, 1 : 1 + p])
-        for k, (i, j) in enumerate(zip(iu0, iu1, strict=True)):
-            np.multiply(x[:, i], body[:-1, 1 + j], out=body[:-1, 1 + p + k])
-        death_sums = np.zeros((m, body.shape[1]))
+        np.multiply(x, w[:, None], out=body[:-1, 1:])
+        death_sums = np.zeros((m, 1 + p))
         if rows.size:
-            for col in range(body.shape[1]):  # column by column: no (deaths x q) copy
-                death_sums[present, col] = np.add.reduceat(body[rows, col], first)
+            death_sums[present] = np.add.reduceat(body[rows], first, axis=0)
         flipped = body[::-1]
         np.cumsum(flipped, axis=0, out=flipped)
         risk = body[start]
@@ -178,46 +213,51 @@ class SortedRows:
             deaths,
             x_death,
             risk[:, 0],
-            risk[:, 1 : 1 + p],
-            _unpack(risk[:, 1 + p :], p, self._iu),
+            risk[:, 1:],
             death_sums[:, 0],
-            death_sums[:, 1 : 1 + p],
-            _unpack(death_sums[:, 1 + p :], p, self._iu),
+            death_sums[:, 1:],
         )
+
+    def curvature(
+        self, beta: FloatArray, at: FloatArray, w1: FloatArray, w2: FloatArray
+    ) -> FloatArray:
+        """``sum_t (w1(t) S2(t) - w2(t) D2(t))`` over the times ``at``, as one Gram matrix.
+
+        A row with time ``t_i`` is in the risk set of every time ``t <= t_i``, so the sum
+        over times of ``w1(t) S2(t)`` is ``sum_i W1(t_i) w_i x_i x_i'`` with ``W1`` the
+        running sum of ``w1``; a death at an evaluation time ``t`` also subtracts
+        ``w2(t)``. All weights are sums of positive terms, so nothing cancels.
+        """
+        times = np.asarray(at, dtype=np.float64)
+        _, upto, rows, pos, _, _, _, _ = self._layout(times)
+        running = np.concatenate(([0.0], np.cumsum(np.asarray(w1, dtype=np.float64))))
+        weight = running[upto]
+        if rows.size:
+            weight[rows] -= np.asarray(w2, dtype=np.float64)[pos]
+        weight *= self._w(beta)
+        gram: FloatArray = (self.x * weight[:, None]).T @ self.x
+        return (gram + gram.T) / 2
 
     def terms(self, beta: FloatArray, ties: Ties) -> CoxTerms:
         """This station's own (stratum's) log-likelihood, gradient and Hessian."""
-        return cox_terms(self.sums(beta), beta, ties)
+        first = first_order(self.sums(beta), beta, ties)
+        return first.terms(self.curvature(beta, first.time, first.w1, first.w2))
 
 
-def _group_sum(pos: npt.NDArray[np.intp], values: FloatArray, m: int) -> FloatArray:
-    out = np.zeros((m, values.shape[1]))
-    np.add.at(out, pos, values)
-    return out
-
-
-def _unpack(
-    packed: FloatArray, p: int, iu: tuple[npt.NDArray[np.intp], ...]
-) -> FloatArray:
-    full = np.zeros((packed.shape[0], p, p))
-    full[:, iu[0], iu[1]] = packed
-    full[:, iu[1], iu[0]] = packed
-    return full
-
-
-def cox_terms(sums: RiskSetSums, beta: FloatArray, ties: Ties) -> CoxTerms:
-    """Reduce risk-set sums to the partial log-likelihood, gradient and Hessian.
+def first_order(sums: RiskSetSums, beta: FloatArray, ties: Ties) -> FirstOrder:
+    """Reduce first-order sums to the log-likelihood, gradient and outer Hessian part.
 
     The sums over ``l`` are taken on scalars first: with ``c_l = S0 - a_l D0`` only
-    the per-time weights ``sum 1/c_l``, ``sum a_l/c_l`` and ``sum a_l^k/c_l^2`` are
-    needed, so the cost is O(deaths + times * p^2), not O(deaths * p^2).
+    the per-time weights ``w1 = sum 1/c_l``, ``w2 = sum a_l/c_l`` and
+    ``sum a_l^k/c_l^2`` are needed, so the cost is O(deaths + times * p^2), not
+    O(deaths * p^2). ``w1`` and ``w2`` are returned on all of ``sums.time`` (zero
+    where nobody died) for :meth:`SortedRows.curvature`.
     """
     keep = sums.deaths > 0
     d = sums.deaths[keep].astype(np.int64)
     s0, d0 = sums.s0[keep], sums.d0[keep]
     s1, d1 = sums.s1[keep], sums.d1[keep]
-    s2, d2 = sums.s2[keep], sums.d2[keep]
-    x_death = sums.x_death[keep]
+    x_death = sums.x_death.sum(axis=0)  # zero rows where nobody died
     # one entry per (event time, l) with a_l = l / d (Efron) or 0 (Breslow)
     which = np.repeat(np.arange(d.size), d)
     if ties == "efron":
@@ -234,16 +274,34 @@ def cox_terms(sums: RiskSetSums, beta: FloatArray, ties: Ties) -> CoxTerms:
     w1, w2 = per_time(inv), per_time(a * inv)
     inv2 = inv * inv
     u0, u1, u2 = per_time(inv2), per_time(a * inv2), per_time(a * a * inv2)
-    loglik = float(np.sum(x_death @ beta) - np.sum(np.log(c)))
-    gradient = x_death.sum(axis=0) - (w1 @ s1 - w2 @ d1)
+    loglik = float(x_death @ beta - np.sum(np.log(c)))
+    gradient = x_death - (w1 @ s1 - w2 @ d1)
+    cross = np.einsum("t,ti,tj->ij", u1, s1, d1)
     outer = (
         np.einsum("t,ti,tj->ij", u0, s1, s1)
-        - np.einsum("t,ti,tj->ij", u1, s1, d1)
-        - np.einsum("t,ti,tj->ij", u1, d1, s1)
+        - cross
+        - cross.T
         + np.einsum("t,ti,tj->ij", u2, d1, d1)
     )
-    hessian = -(np.einsum("t,tij->ij", w1, s2) - np.einsum("t,tij->ij", w2, d2)) + outer
-    return CoxTerms(loglik, gradient, hessian)
+    full_w1, full_w2 = np.zeros(sums.time.size), np.zeros(sums.time.size)
+    full_w1[keep], full_w2[keep] = w1, w2
+    return FirstOrder(loglik, gradient, outer, sums.time, full_w1, full_w2)
+
+
+def pooled_terms(
+    parts: Sequence[SortedRows], beta: FloatArray, ties: Ties, times: FloatArray
+) -> CoxTerms:
+    """Pooled-mode terms over several stations' rows (what the federated rounds do)."""
+    sums = [part.sums(beta, times) for part in parts]
+    total = sums[0]
+    for part_sums in sums[1:]:
+        total = total + part_sums
+    first = first_order(total, beta, ties)
+    curvature = sum(
+        (part.curvature(beta, times, first.w1, first.w2) for part in parts),
+        np.zeros((len(beta), len(beta))),
+    )
+    return first.terms(curvature)
 
 
 def add_terms(parts: Sequence[CoxTerms]) -> CoxTerms:

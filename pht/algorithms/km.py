@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
+from pht.columns import missing
 from pht.errors import DataError, DisclosureError
 
 FloatArray = npt.NDArray[np.float64]
@@ -189,7 +189,7 @@ def local_event_tables(
         if group is None
         else np.asarray(group, dtype=object)
     )
-    g_missing = np.asarray(pd.isna(g), dtype=bool)
+    g_missing = missing(g)
     keep = np.isfinite(t) & np.isfinite(e_raw) & ~g_missing
     excluded = int(t.shape[0] - keep.sum())
     t, e_raw, g = t[keep], e_raw[keep], g[keep]

@@ -10,8 +10,11 @@ of ``result.json``. Drivers are looked up by train name in :data:`DRIVERS`.
    counts) agree the covariate kinds, levels, reference levels and a common centre;
    send it once (pooled mode also sends the union of event times);
 2. *Newton-Raphson*: each evaluation of the log-likelihood is one round: stations
-   return (loglik, gradient, Hessian) of their stratum, or their risk-set sums which
-   are added per event time and reduced here;
+   return (loglik, gradient, Hessian) of their stratum (stratified), or their
+   first-order risk-set sums which are added per event time and reduced here
+   (pooled); in pooled mode a second round sends the per-time weights back and adds
+   the stations' curvature matrices, only when the Hessian is needed (not for a
+   rejected step);
 3. *result*: coefficients, standard errors from the observed information, hazard ratios
    with Wald CIs, the likelihood-ratio test against the null model.
 """
@@ -29,8 +32,10 @@ from pht.algorithms.cox import (
     Covariate,
     CoxTerms,
     Design,
+    FirstOrder,
     RiskSetSums,
-    cox_terms,
+    add_terms,
+    first_order,
     newton_raphson,
 )
 from pht.errors import (
@@ -41,7 +46,7 @@ from pht.errors import (
     PolicyError,
 )
 from pht.orchestrator.engine import SessionGroup
-from pht.wire import Reply, decode_array
+from pht.wire import Reply, decode_array, encode_array
 
 Driver = Callable[[SessionGroup, Mapping[str, Any]], dict[str, Any]]
 
@@ -141,31 +146,54 @@ def _design_message(design: Design) -> dict[str, Any]:
     }
 
 
-def _sums(output: Mapping[str, Any], times: np.ndarray, p: int) -> RiskSetSums:
+def _sums(
+    output: Mapping[str, Any], counts: Mapping[str, Any], times: np.ndarray, p: int
+) -> RiskSetSums:
+    """One station's first-order sums (``counts``: its design reply, sent once)."""
     m = times.size
-    q = p * (p + 1) // 2
-    upper = np.triu_indices(p)
-
-    def full(packed: np.ndarray) -> np.ndarray:
-        out = np.zeros((m, p, p))
-        out[:, upper[0], upper[1]] = packed
-        out[:, upper[1], upper[0]] = packed
-        return out
-
     try:
+        x_death = np.zeros((m, p))  # only the total over times enters the fit
+        x_death[0] = np.asarray(counts["x_death"], dtype=np.float64).reshape(p)
         return RiskSetSums(
             time=times,
-            deaths=decode_array(output["deaths"], (m,)),
-            x_death=decode_array(output["x_death"], (m, p)),
+            deaths=decode_array(counts["deaths"], (m,)),
+            x_death=x_death,
             s0=decode_array(output["s0"], (m,)),
             s1=decode_array(output["s1"], (m, p)),
-            s2=full(decode_array(output["s2"], (m, q))),
             d0=decode_array(output["d0"], (m,)),
             d1=decode_array(output["d1"], (m, p)),
-            d2=full(decode_array(output["d2"], (m, q))),
         )
-    except (KeyError, ConfigError) as exc:
+    except (KeyError, ValueError, TypeError, ConfigError) as exc:
         raise DataError(f"a station returned malformed risk-set sums ({exc})") from None
+
+
+def _curvature(output: Mapping[str, Any], p: int) -> np.ndarray:
+    try:
+        return np.asarray(output["curvature"], dtype=np.float64).reshape(p, p)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"a station returned a malformed curvature ({exc})") from None
+
+
+class LazyTerms:
+    """Pooled-mode terms at one ``beta``, the Hessian fetched only when needed.
+
+    The curvature costs a round, so it is asked for only when Newton-Raphson needs the
+    Hessian (not for a rejected, halved step).
+    """
+
+    def __init__(self, first: FirstOrder, fetch: Callable[[FirstOrder], np.ndarray]):
+        self._first = first
+        self._fetch = fetch
+        self._hessian: np.ndarray | None = None
+        self.loglik = first.loglik
+        self.gradient = first.gradient
+
+    @property
+    def hessian(self) -> np.ndarray:
+        """``outer - curvature``, the curvature summed over the stations."""
+        if self._hessian is None:
+            self._hessian = self._first.terms(self._fetch(self._first)).hessian
+        return self._hessian
 
 
 def _terms(output: Mapping[str, Any], p: int) -> CoxTerms:
@@ -231,22 +259,39 @@ def drive_survival_cox(
             group.drop(station, replies[station])
             del described[station]
 
-    def evaluate(beta: np.ndarray) -> CoxTerms:
+    counts = {s: replies[s].output or {} for s in described}
+
+    def curvature(beta: np.ndarray, first: FirstOrder) -> np.ndarray:
+        message = {
+            "op": "curvature",
+            "beta": beta.tolist(),
+            "w1": encode_array(first.w1),
+            "w2": encode_array(first.w2),
+        }
+        answers = group.round({s: message for s in described})
+        _fail(answers, "Newton-Raphson (curvature)")
+        return sum(
+            (_curvature(answers[s].output or {}, p) for s in sorted(answers)),
+            np.zeros((p, p)),
+        )
+
+    def evaluate(beta: np.ndarray) -> Any:
         op = "terms" if mode == "stratified" else "sums"
         answers = group.round({s: {"op": op, "beta": beta.tolist()} for s in described})
         _fail(answers, "Newton-Raphson")
-        outputs = [answers[s].output or {} for s in sorted(answers)]
         if mode == "stratified":
-            parts = [_terms(o, p) for o in outputs]
-            total = parts[0]
-            for part in parts[1:]:
-                total = total + part
-            return total
-        sums = [_sums(o, times, p) for o in outputs]
+            return add_terms(
+                [_terms(answers[s].output or {}, p) for s in sorted(answers)]
+            )
+        sums = [
+            _sums(answers[s].output or {}, counts[s], times, p) for s in sorted(answers)
+        ]
         pooled = sums[0]
         for part in sums[1:]:
             pooled = pooled + part
-        return cox_terms(pooled, beta, ties)
+        first = first_order(pooled, beta, ties)
+        at = beta.copy()
+        return LazyTerms(first, lambda f: curvature(at, f))
 
     first = evaluate(np.zeros(p))
     check_estimable(-first.hessian, design.names)

@@ -245,15 +245,19 @@ class DockerChannel:
         self.container = container
         self.sock: socket.socket = getattr(sock, "_sock", sock)
         self.job = job
-        self._stdout = b""
+        self._stdout = bytearray()
+        self._scanned = 0  # bytes of _stdout already searched for a newline
         self._stderr = b""
-        self._raw = b""
+        self._raw = bytearray()
         self._deadline = time.monotonic() + job.limits.timeout_seconds
         self._closed = False
 
     def _pump(self, until: float) -> bool:
         """Read frames until a stdout newline, EOF or the deadline; False on EOF/time."""
-        while b"\n" not in self._stdout:
+        # linear in the line length: only new bytes are searched, frames are consumed
+        # from an offset and the buffer is trimmed once per read
+        while self._stdout.find(b"\n", self._scanned) < 0:
+            self._scanned = len(self._stdout)
             if len(self._stdout) > self.job.limits.output_bytes:
                 return False
             left = min(until, self._deadline) - time.monotonic()
@@ -266,22 +270,29 @@ class DockerChannel:
             if not chunk:
                 return False
             self._raw += chunk
-            while len(self._raw) >= 8:
-                stream, length = self._raw[0], struct.unpack(">I", self._raw[4:8])[0]
-                if len(self._raw) < 8 + length:
+            offset = 0
+            while len(self._raw) - offset >= 8:
+                stream = self._raw[offset]
+                length = struct.unpack_from(">I", self._raw, offset + 4)[0]
+                if len(self._raw) - offset < 8 + length:
                     break
-                payload, self._raw = self._raw[8 : 8 + length], self._raw[8 + length :]
+                payload = bytes(self._raw[offset + 8 : offset + 8 + length])
+                offset += 8 + length
                 if stream == 1:
                     self._stdout += payload
                 else:
                     self._stderr = (self._stderr + payload)[-STDERR_CAP:]
+            del self._raw[:offset]
         return True
 
     def receive(self, timeout: float) -> bytes | None:
         """The next line from the train, or None on timeout, exit or oversize."""
         if not self._pump(time.monotonic() + timeout):
             return None
-        line, _, self._stdout = self._stdout.partition(b"\n")
+        end = self._stdout.find(b"\n")
+        line = bytes(self._stdout[:end])
+        del self._stdout[: end + 1]
+        self._scanned = 0
         return line if len(line) <= self.job.limits.output_bytes else None
 
     def send(self, line: bytes) -> None:

@@ -272,19 +272,26 @@ class ProcessChannel:
         assert self.proc.stdout is not None
         end = min(time.monotonic() + timeout, self._deadline)
         cap = self._job.limits.output_bytes
+        # chunks are kept in a list and only the newest is searched for the newline,
+        # so a line of L bytes costs O(L), not O(L^2 / chunk)
+        chunks, size = [self._buffer], len(self._buffer)
         with selectors.DefaultSelector() as selector:
             selector.register(self.proc.stdout, selectors.EVENT_READ)
-            while b"\n" not in self._buffer:
-                if len(self._buffer) > cap:
+            while b"\n" not in chunks[-1]:
+                if size > cap:
+                    self._buffer = b""
                     return None
                 left = end - time.monotonic()
                 if left <= 0 or not selector.select(left):
+                    self._buffer = b"".join(chunks)
                     return None
                 chunk = self.proc.stdout.read(1 << 20)
                 if not chunk:
+                    self._buffer = b"".join(chunks)
                     return None
-                self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
+                chunks.append(chunk)
+                size += len(chunk)
+        line, _, self._buffer = b"".join(chunks).partition(b"\n")
         return line if len(line) <= cap else None
 
     def send(self, line: bytes) -> None:

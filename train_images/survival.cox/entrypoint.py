@@ -6,24 +6,28 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from pht.algorithms.cox import Covariate, Design, SortedRows, design_matrix
+from pht.columns import Columns, missing, numbers
 from pht.errors import DataError, DisclosureError
 from pht.runtime import Session, run_session
-from pht.wire import TrainInput, encode_array
+from pht.wire import TrainInput, decode_array, encode_array
 
 
-def _is_categorical(series: pd.Series, declared: bool) -> bool:
-    return declared or not pd.api.types.is_numeric_dtype(series) or (
-        pd.api.types.is_bool_dtype(series)
-    )
+def _is_categorical(values: np.ndarray, declared: bool) -> bool:
+    """Text, booleans and declared columns are categorical; other numbers numeric."""
+    return declared or values.dtype.kind not in "iuf"
+
+
+def _labels(values: np.ndarray) -> np.ndarray:
+    """Category labels as strings (as pandas' ``astype(str)`` writes them)."""
+    return np.asarray([str(v) for v in values.tolist()], dtype=object)
 
 
 class CoxSession(Session):
     """Keeps the station's sorted complete cases for all Newton-Raphson rounds."""
 
-    def __init__(self, frame: pd.DataFrame, train_input: TrainInput) -> None:
+    def __init__(self, columns: Columns, train_input: TrainInput) -> None:
         params = train_input.parameters
         self.k = train_input.min_count
         self.mode = params["mode"]
@@ -31,11 +35,12 @@ class CoxSession(Session):
         self.covariates = list(params["covariates"])
         declared = set(params.get("categorical") or [])
         time_col, event_col = params["time"], params["event"]
-        used = [time_col, event_col, *self.covariates]
-        complete = frame[used].dropna()
-        self.excluded = len(frame) - len(complete)
-        time = complete[time_col].to_numpy(dtype=np.float64)
-        event = complete[event_col].to_numpy(dtype=np.float64)
+        used = list(dict.fromkeys([time_col, event_col, *self.covariates]))
+        keep = ~np.logical_or.reduce([missing(columns[c]) for c in used])
+        complete = {c: columns[c][keep] for c in used}
+        self.excluded = int(keep.size - keep.sum())
+        time = numbers(complete[time_col])
+        event = numbers(complete[event_col])
         if np.any(time < 0):
             raise DataError(f"column '{time_col}' has negative durations")
         if not np.all(np.isin(event, (0.0, 1.0))):
@@ -51,13 +56,13 @@ class CoxSession(Session):
         self.values: dict[str, np.ndarray] = {}
         self.kinds: dict[str, str] = {}
         for column in self.covariates:
-            series = complete[column]
-            if _is_categorical(series, column in declared):
+            values = complete[column]
+            if _is_categorical(values, column in declared):
                 self.kinds[column] = "categorical"
-                self.values[column] = np.asarray(series.astype(str), dtype=object)
+                self.values[column] = _labels(values)
             else:
                 self.kinds[column] = "numeric"
-                self.values[column] = series.to_numpy(dtype=np.float64)
+                self.values[column] = values.astype(np.float64)
         self.rows: SortedRows | None = None
         self.times: np.ndarray | None = None
 
@@ -68,11 +73,17 @@ class CoxSession(Session):
             values = self.values[column]
             if self.kinds[column] == "numeric":
                 if np.ptp(values) == 0 and len(values) > 0:
-                    columns[column] = {"kind": "numeric", "sum": float(values.sum()),
-                                       "constant": True}
+                    columns[column] = {
+                        "kind": "numeric",
+                        "sum": float(values.sum()),
+                        "constant": True,
+                    }
                 else:
-                    columns[column] = {"kind": "numeric", "sum": float(values.sum()),
-                                       "constant": False}
+                    columns[column] = {
+                        "kind": "numeric",
+                        "sum": float(values.sum()),
+                        "constant": False,
+                    }
                 continue
             labels, counts = np.unique(values.astype(str), return_counts=True)
             small = [lab for lab, c in zip(labels, counts, strict=True) if c < self.k]
@@ -83,7 +94,9 @@ class CoxSession(Session):
                 )
             columns[column] = {
                 "kind": "categorical",
-                "levels": {str(lab): int(c) for lab, c in zip(labels, counts, strict=True)},
+                "levels": {
+                    str(lab): int(c) for lab, c in zip(labels, counts, strict=True)
+                },
             }
         described: dict[str, Any] = {
             "n": int(self.time.size),
@@ -114,12 +127,25 @@ class CoxSession(Session):
         x = design_matrix(self.values, design)
         self.rows = SortedRows(self.time, self.event, x)
         del x
-        if self.mode == "pooled":
-            self.times = np.asarray(message["times"], dtype=np.float64)
-        return {"p": design.p}
+        if self.mode != "pooled":
+            return {"p": design.p}
+        self.times = np.asarray(message["times"], dtype=np.float64)
+        if self.times.ndim != 1 or np.any(np.diff(self.times) <= 0):
+            raise DataError("the union of event times must be increasing")
+        deaths, x_death = self.rows.counts(self.times)
+        # what does not depend on the coefficients is sent once
+        return {
+            "p": design.p,
+            "deaths": encode_array(deaths),
+            "x_death": x_death.tolist(),
+        }
 
     def round(self, message: Mapping[str, Any]) -> Mapping[str, Any]:
-        """``design`` once, then ``terms`` (stratified) or ``sums`` (pooled) per round."""
+        """Answer ``design`` once, then one operation per Newton evaluation.
+
+        ``terms`` in stratified mode; ``sums`` and, when the Hessian is needed,
+        ``curvature`` in pooled mode.
+        """
         op = message.get("op")
         if op == "design":
             return self._design(message)
@@ -138,17 +164,22 @@ class CoxSession(Session):
             }
         if op == "sums" and self.mode == "pooled":
             sums = self.rows.sums(beta, self.times)
-            upper = np.triu_indices(self.rows.p)
             return {
-                "deaths": encode_array(sums.deaths),
-                "x_death": encode_array(sums.x_death),
                 "s0": encode_array(sums.s0),
                 "s1": encode_array(sums.s1),
-                "s2": encode_array(sums.s2[:, upper[0], upper[1]]),
                 "d0": encode_array(sums.d0),
                 "d1": encode_array(sums.d1),
-                "d2": encode_array(sums.d2[:, upper[0], upper[1]]),
             }
+        if op == "curvature" and self.mode == "pooled":
+            assert self.times is not None
+            shape = (self.times.size,)
+            w1, w2 = (
+                decode_array(message["w1"], shape),
+                decode_array(message["w2"], shape),
+            )
+            if not (np.all(np.isfinite(w1)) and np.all(np.isfinite(w2))):
+                raise DataError("curvature weights must be finite")
+            return {"curvature": self.rows.curvature(beta, self.times, w1, w2).tolist()}
         raise DataError(f"operation {op!r} is not available in {self.mode} mode")
 
 

@@ -5,21 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import pandas as pd
-
 from pht.algorithms.km import local_event_tables
+from pht.columns import Columns, numbers
 from pht.runtime import run_train
 from pht.wire import TrainInput
 
 
-def local(frame: pd.DataFrame, train_input: TrainInput) -> Mapping[str, Any]:
+def local(columns: Columns, train_input: TrainInput) -> Mapping[str, Any]:
     """Reduce the station's rows to event tables per group."""
     params = train_input.parameters
     group = params.get("group")
     result = local_event_tables(
-        frame[params["time"]].to_numpy(dtype="float64", na_value=float("nan")),
-        frame[params["event"]].to_numpy(dtype="float64", na_value=float("nan")),
-        None if group is None else frame[group].to_numpy(dtype=object),
+        numbers(columns[params["time"]]),
+        numbers(columns[params["event"]]),
+        None if group is None else columns[group].astype(object),
         min_count=train_input.min_count,
     )
     return {
