@@ -1,18 +1,24 @@
 """Benchmark: federated Cox through the embedded engine vs lifelines on the pooled rows.
 
 Writes N synthetic patients (pht.synth) split round-robin over S stations as Parquet
-files, then measures in the same run, for each mode (stratified, pooled):
+files, then measures in the same run, for each mode (stratified, pooled), two fresh
+Python processes started the same way:
 
-* the federated fit: ``pht run`` logic through the embedded engine (process executor,
-  one station process kept alive for all Newton rounds); wall time and peak memory of
-  the whole process tree (orchestrator + station processes), sampled every 10 ms;
-* the reference: a fresh Python process that reads the same Parquet files with pandas,
-  concatenates them and fits lifelines ``CoxPHFitter`` (``strata=["station"]`` for the
-  stratified mode); wall time and peak memory.
+* **federated**: loads the network and study and runs the fit through the embedded
+  engine (process executor, one station process per station kept alive for all Newton
+  rounds, the whole trust layer on: signed request, policy, output guard, sealing,
+  receipts, audit log);
+* **lifelines**: reads the same Parquet files with pandas, concatenates them and fits
+  ``CoxPHFitter`` (``strata=["station"]`` for the stratified mode).
 
-Memory is reported as peak resident set size, and as the increase over the idle
-interpreter(s) (what the data and the computation add). Data size is the in-memory
-size of the analysed columns (8 bytes x rows x columns).
+Time is the wall time of each process from start to exit (imports included on both
+sides). Memory is sampled every 20 ms as the summed resident set of the process and all
+its children, and reported twice: the peak, and the peak minus the idle footprint of
+the interpreters involved (what the data and the computation add). The idle footprint
+is measured, not assumed: the orchestrator's and lifelines' own resident set after
+their imports, and that of a station train process after its imports (times the number
+of station processes alive at the peak). Data size is the in-memory size of the
+analysed columns (8 bytes x rows x columns).
 
 Usage::
 
@@ -32,27 +38,13 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pht import synth  # noqa: E402
-from pht.crypto import load_identity  # noqa: E402
-from pht.manifest import Catalogue  # noqa: E402
-from pht.orchestrator.config import load_network, load_study  # noqa: E402
-from pht.orchestrator.engine import EmbeddedEngine  # noqa: E402
-from pht.orchestrator.requester import Requester  # noqa: E402
-from pht.orchestrator.run import run_study  # noqa: E402
-from pht.provision import policy_document, provision  # noqa: E402
-
 COVARIATES = ["age", "ecog", "ldh_elevated", "brain_mets", "regimen"]
 COLUMNS = ["os_days", "death", *COVARIATES]
 
 
-def rss_kib(pid: int) -> int:
+# -- measuring ------------------------------------------------------------------------
+def rss_kib(pid: int | str = "self") -> int:
     """Resident set size of one process in KiB (0 if gone)."""
     try:
         with open(f"/proc/{pid}/status") as handle:
@@ -64,54 +56,155 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (all its threads), from /proc (cheap: no full scan)."""
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                out.extend(int(c) for c in handle.read().split())
+    except OSError:
+        pass
+    return out
+
+
 def tree(pid: int) -> list[int]:
     """``pid`` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(entry))
-        except OSError:
-            continue
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
         out.append(p)
-        todo.extend(children.get(p, []))
+        todo.extend(children(p))
     return out
 
 
-class PeakMemory:
-    """Samples the summed RSS of a process tree in a background thread."""
+def measure(command: list[str]) -> dict:
+    """Run ``command``; its wall time, peak summed RSS of its tree, its JSON output."""
+    peak = {"kib": 0, "processes": 0}
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stop = threading.Event()
 
-    def __init__(self, pid: int, interval: float = 0.01) -> None:
-        self.pid, self.interval = pid, interval
-        self.peak_kib = 0
-        self.peak_processes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            pids = tree(self.pid)
+    def sample() -> None:
+        while not stop.is_set():
+            pids = tree(proc.pid)
             total = sum(rss_kib(p) for p in pids)
-            if total > self.peak_kib:
-                self.peak_kib, self.peak_processes = total, len(pids)
-            self._stop.wait(self.interval)
+            if total > peak["kib"]:
+                peak["kib"], peak["processes"] = total, len(pids)
+            stop.wait(0.02)
 
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - started
+    stop.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:4])} failed:\n{err.decode()[-3000:]}")
+    data = json.loads(out.decode().strip().splitlines()[-1])
+    data.update(wall=wall, peak_kib=peak["kib"], processes=peak["processes"])
+    return data
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+
+def station_idle_kib() -> int:
+    """Resident set of a station train process after its imports (no data yet)."""
+    code = (
+        "import numpy, pyarrow, pyarrow.parquet\n"
+        "import pht.runtime, pht.columns, pht.algorithms.cox, pht.wire\n"
+        "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")},
+    )
+    return int(out.stdout.strip())
 
 
-def write_network(root: Path, patients: int, stations: int, seed: int) -> Path:
+# -- the two sides --------------------------------------------------------------------
+def child_federated(root: Path, mode: str) -> None:
+    """In a fresh process: the fit through the embedded engine (prints JSON)."""
+    sys.path.insert(0, str(ROOT))
+    from pht.crypto import load_identity
+    from pht.manifest import Catalogue
+    from pht.orchestrator.config import load_network, load_study
+    from pht.orchestrator.engine import EmbeddedEngine
+    from pht.orchestrator.requester import Requester
+    from pht.orchestrator.run import run_study
+
+    idle = rss_kib()
+    network = root / "network.yaml"
+    catalogue = Catalogue()
+    net = load_network(network)
+    requester = Requester(
+        load_identity(root / "keys" / "analyst.key.json"),
+        {s: e.public_key for s, e in net.stations.items()},
+    )
+    result = run_study(
+        load_study(root / f"study-{mode}.yaml", catalogue, net),
+        net,
+        EmbeddedEngine(net, catalogue),
+        requester,
+    )
+    cox = result["cox"]
+    print(
+        json.dumps(
+            {
+                "idle_kib": idle,
+                "coef": {k: v["coef"] for k, v in cox["params"].items()},
+                "se": {k: v["se"] for k, v in cox["params"].items()},
+                "loglik": cox["loglik"],
+                "iterations": cox["iterations"],
+                "rounds": result["provenance"]["rounds"],
+            }
+        )
+    )
+
+
+def child_lifelines(root: Path, mode: str) -> None:
+    """In a fresh process: lifelines on the concatenated rows (prints JSON)."""
+    import pandas as pd
+    from lifelines import CoxPHFitter
+
+    idle = rss_kib()
+    started = time.perf_counter()
+    files = sorted((root / "data").glob("st*.parquet"))
+    frames = [pd.read_parquet(f).assign(station=i) for i, f in enumerate(files)]
+    rows = pd.concat(frames, ignore_index=True)
+    del frames
+    for level in ["extended_interval", "weight_based"]:
+        rows["regimen[T." + level + "]"] = (rows["regimen"] == level).astype(float)
+    rows = rows.drop(columns="regimen")
+    if mode == "pooled":
+        rows = rows.drop(columns="station")
+    fit = CoxPHFitter(strata=["station"] if mode == "stratified" else None).fit(
+        rows, "os_days", "death", fit_options={"precision": 1e-13, "r_precision": 1e-15}
+    )
+    print(
+        json.dumps(
+            {
+                "idle_kib": idle,
+                "read_fit": time.perf_counter() - started,
+                "coef": fit.params_.to_dict(),
+                "se": fit.standard_errors_.to_dict(),
+                "loglik": fit.log_likelihood_,
+            }
+        )
+    )
+
+
+# -- set-up -------------------------------------------------------------------------
+def write_network(root: Path, patients: int, stations: int, seed: int) -> None:
+    """Synthetic rows over ``stations`` Parquet files, keys, policies, studies."""
+    sys.path.insert(0, str(ROOT))
+    import pandas as pd
+    import yaml
+
+    from pht import synth
+    from pht.provision import policy_document, provision
+
     frames = synth.generate(seed, patients)
     pooled = pd.concat(frames.values(), ignore_index=True)[COLUMNS]
     pooled = pooled.sample(frac=1.0, random_state=seed).reset_index(drop=True)
@@ -121,93 +214,26 @@ def write_network(root: Path, patients: int, stations: int, seed: int) -> Path:
         path = root / "data" / f"st{s:02d}.parquet"
         pooled.iloc[s::stations].to_parquet(path, index=False)
         held[f"st{s:02d}"] = {"melanoma": path}
-    return provision(root, held, policy=policy_document(columns=COLUMNS)).network
-
-
-def federated(root: Path, network: Path, mode: str) -> dict:
-    study = root / f"study-{mode}.yaml"
-    study.write_text(
-        yaml.safe_dump(
-            {
-                "question": "benchmark",
-                "purpose": "package-management/reassessment",
-                "train": "survival.cox",
-                "dataset": "melanoma",
-                "parameters": {
-                    "time": "os_days",
-                    "event": "death",
-                    "covariates": COVARIATES,
-                    "mode": mode,
-                    "reference": {"regimen": "standard"},
-                },
-            }
+    network = provision(root, held, policy=policy_document(columns=COLUMNS)).network
+    assert network == root / "network.yaml", network
+    for mode in ("stratified", "pooled"):
+        (root / f"study-{mode}.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "question": "benchmark",
+                    "purpose": "package-management/reassessment",
+                    "train": "survival.cox",
+                    "dataset": "melanoma",
+                    "parameters": {
+                        "time": "os_days",
+                        "event": "death",
+                        "covariates": COVARIATES,
+                        "mode": mode,
+                        "reference": {"regimen": "standard"},
+                    },
+                }
+            )
         )
-    )
-    catalogue = Catalogue()
-    before = rss_kib(os.getpid())
-    with PeakMemory(os.getpid()) as memory:
-        started = time.perf_counter()
-        net = load_network(network)
-        requester = Requester(
-            load_identity(network.parent / "keys" / "analyst.key.json"),
-            {s: e.public_key for s, e in net.stations.items()},
-        )
-        result = run_study(
-            load_study(study, catalogue, net),
-            net,
-            EmbeddedEngine(net, catalogue),
-            requester,
-        )
-        wall = time.perf_counter() - started
-    return {
-        "wall": wall,
-        "peak_kib": memory.peak_kib,
-        "processes": memory.peak_processes,
-        "orchestrator_idle_kib": before,
-        "coef": {k: v["coef"] for k, v in result["cox"]["params"].items()},
-        "iterations": result["cox"]["iterations"],
-        "rounds": result["provenance"]["rounds"],
-    }
-
-
-REFERENCE = """
-import json, resource, sys, time
-t0 = time.perf_counter()
-import pandas as pd
-from lifelines import CoxPHFitter
-mode, files = sys.argv[1], sys.argv[2:]
-t1 = time.perf_counter()
-idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-frames = [pd.read_parquet(f).assign(station=i) for i, f in enumerate(files)]
-rows = pd.concat(frames, ignore_index=True)
-for level in ["extended_interval", "weight_based"]:
-    rows["regimen[T." + level + "]"] = (rows["regimen"] == level).astype(float)
-rows = rows.drop(columns="regimen")
-if mode == "pooled":
-    rows = rows.drop(columns="station")
-fit = CoxPHFitter(strata=["station"] if mode == "stratified" else None).fit(
-    rows, "os_days", "death"
-)
-t2 = time.perf_counter()
-print(json.dumps({"wall_fit": t2 - t1, "import": t1 - t0, "idle_kib": idle,
-                  "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  "coef": fit.params_.to_dict()}))
-"""
-
-
-def reference(network_root: Path, mode: str) -> dict:
-    files = sorted(str(p) for p in (network_root / "data").glob("st*.parquet"))
-    started = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-c", REFERENCE, mode, *files],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    wall = time.perf_counter() - started
-    data = json.loads(out.stdout.strip().splitlines()[-1])
-    data["wall"] = wall
-    return data
 
 
 def main() -> None:
@@ -217,45 +243,73 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--modes", default="stratified,pooled")
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--child", nargs=3, metavar=("SIDE", "ROOT", "MODE"))
     args = parser.parse_args()
+    if args.child:
+        side, root, mode = args.child
+        (child_federated if side == "federated" else child_lifelines)(Path(root), mode)
+        return
 
     data_mib = args.patients * len(COLUMNS) * 8 / 2**20
     with tempfile.TemporaryDirectory(prefix="pht-bench-") as tmp:
         root = Path(tmp)
         started = time.perf_counter()
-        network = write_network(root, args.patients, args.stations, args.seed)
+        # in a child process, so that the generator's memory is not in anyone's way
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; sys.path.insert(0, sys.argv[1]); "
+                "from bench.cox_vs_lifelines import write_network as w; "
+                "from pathlib import Path; "
+                "w(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))",
+                str(ROOT),
+                str(root),
+                str(args.patients),
+                str(args.stations),
+                str(args.seed),
+            ],
+            check=True,
+        )
+        station_idle = station_idle_kib()
         print(
             f"data: {args.patients:,} patients over {args.stations} stations, "
             f"{len(COVARIATES)} covariates (6 parameters), {data_mib:.0f} MiB in "
-            f"memory; written in {time.perf_counter() - started:.1f} s"
+            f"memory; written in {time.perf_counter() - started:.1f} s; an idle station "
+            f"process holds {station_idle / 1024:.0f} MiB"
         )
+        me = [sys.executable, str(Path(__file__).resolve()), "--child"]
         for mode in args.modes.split(","):
-            fed = federated(root, network, mode)
+            fed = measure([*me, "federated", str(root), mode])
             peak = fed["peak_kib"] / 1024
+            idle = (fed["idle_kib"] + (fed["processes"] - 1) * station_idle) / 1024
             print(
                 f"[{mode}] federated: {fed['wall']:.2f} s, {fed['iterations']} "
-                f"iterations, {fed['rounds']} rounds, peak RSS {peak:.0f} MiB over "
-                f"{fed['processes']} processes ({peak / data_mib:.2f} x data)"
+                f"iterations, {fed['rounds']} rounds; peak RSS {peak:.0f} MiB over "
+                f"{fed['processes']} processes, {peak - idle:.0f} MiB over their idle "
+                f"footprint ({(peak - idle) / data_mib:.2f} x data)"
             )
             if args.no_reference:
                 continue
-            ref = reference(root, mode)
+            ref = measure([*me, "lifelines", str(root), mode])
             ref_peak = ref["peak_kib"] / 1024
-            ref_delta = (ref["peak_kib"] - ref["idle_kib"]) / 1024
-            diff = max(abs(fed["coef"][k] - ref["coef"][k]) for k in fed["coef"])
+            ref_added = ref_peak - ref["idle_kib"] / 1024
+            diff = {
+                key: max(abs(fed[key][k] - ref[key][k]) for k in fed[key])
+                for key in ("coef", "se")
+            }
             print(
                 f"[{mode}] lifelines: {ref['wall']:.2f} s (read + fit "
-                f"{ref['wall_fit']:.2f} s, imports {ref['import']:.2f} s), peak RSS "
-                f"{ref_peak:.0f} MiB ({ref_delta:.0f} MiB over idle, "
-                f"{ref_peak / data_mib:.2f} x data)"
+                f"{ref['read_fit']:.2f} s); peak RSS {ref_peak:.0f} MiB, "
+                f"{ref_added:.0f} MiB over idle ({ref_added / data_mib:.2f} x data)"
             )
             print(
-                f"[{mode}] ratio federated/lifelines: time {fed['wall'] / ref['wall']:.3f}"
-                f" (vs read+fit only {fed['wall'] / ref['wall_fit']:.3f}), "
-                f"memory {peak / ref_peak:.3f}; max |coef diff| {diff:.2e}"
+                f"[{mode}] ratio federated/lifelines: time "
+                f"{fed['wall'] / ref['wall']:.3f}, memory over idle "
+                f"{(peak - idle) / ref_added:.3f}; max |diff| coef {diff['coef']:.1e}, "
+                f"se {diff['se']:.1e}, loglik {abs(fed['loglik'] - ref['loglik']):.1e}"
             )
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     main()

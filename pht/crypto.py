@@ -133,7 +133,9 @@ def _unb64(text: object, what: str) -> bytes:
     if not isinstance(text, str):
         raise TrustError(f"{what} must be a base64 string, got {type(text).__name__}")
     try:
-        return base64.b64decode(text, validate=True)
+        # strict mode: only the alphabet, correct padding, nothing after it (and
+        # twice as fast as base64.b64decode(validate=True))
+        return binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         raise TrustError(f"{what} is not valid base64") from None
 
@@ -727,6 +729,22 @@ def seal(
         "station_id": station_id,
         "manifest_digest": manifest_digest,
     }
+
+
+def sealed_digest(sealed: Mapping[str, Any]) -> str:
+    """Digest of a sealed result, as a station's receipt states it.
+
+    Canonical JSON of the sealed object with its (large) base64 ``ciphertext`` replaced
+    by the digest of its ASCII text: any change to any field changes the result, and
+    the ciphertext is hashed once instead of being re-encoded as JSON.
+    """
+    text = sealed.get("ciphertext") if isinstance(sealed, Mapping) else None
+    if not isinstance(text, str) or not text.isascii():
+        raise TrustError(
+            "malformed sealed result: 'ciphertext' must be a base64 string"
+        )
+    head = {**sealed, "ciphertext": digest(text.encode("ascii"))}
+    return digest(canonical_json(head))
 
 
 def open_sealed(

@@ -226,7 +226,6 @@ def encode_array(values: Any) -> dict[str, Any]:
 
 def decode_array(obj: Any, shape: tuple[int, ...] | None = None) -> Any:
     """Inverse of :func:`encode_array`, checking dtype, shape and length."""
-    import base64
     import binascii
 
     import numpy as np
@@ -243,7 +242,7 @@ def decode_array(obj: Any, shape: tuple[int, ...] | None = None) -> Any:
             f"encoded array has shape {tuple(declared)}, expected {tuple(shape)}"
         )
     try:
-        raw = base64.b64decode(obj.get("base64", ""), validate=True)
+        raw = binascii.a2b_base64(obj.get("base64", ""), strict_mode=True)
     except (binascii.Error, ValueError):
         raise ConfigError("encoded array is not valid base64") from None
     count = int(np.prod(declared)) if declared else 1

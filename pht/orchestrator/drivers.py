@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from scipy import linalg, stats
 
 from pht.algorithms.cox import (
     Covariate,
@@ -207,6 +207,57 @@ def _terms(output: Mapping[str, Any], p: int) -> CoxTerms:
         raise DataError(f"a station returned malformed model terms ({exc})") from None
 
 
+def _dependent(corr: np.ndarray, tol: float = 1e-10) -> np.ndarray:
+    """Indices left over by a pivoted Cholesky factorisation of ``corr`` (rank-revealing).
+
+    At each step the parameter with the largest remaining variance is taken (the first
+    of near-ties); once that falls below ``tol`` times the first pivot, the rest depend
+    on those taken.
+    """
+    a = np.array(corr, dtype=np.float64)
+    order = np.arange(a.shape[0])
+    first = None
+    for k in range(a.shape[0]):
+        left = np.diag(a)[k:]
+        # near-ties go to the earlier parameter, so the later duplicate is named
+        j = k + int(np.flatnonzero(left >= left.max() - 1e-9 * abs(left.max()))[0])
+        if j != k:
+            a[[k, j]] = a[[j, k]]
+            a[:, [k, j]] = a[:, [j, k]]
+            order[[k, j]] = order[[j, k]]
+        first = a[k, k] if first is None else first
+        if not a[k, k] > tol * first:
+            return np.sort(order[k:])
+        a[k, k] = math.sqrt(a[k, k])
+        a[k + 1 :, k] /= a[k, k]
+        a[k + 1 :, k + 1 :] -= np.outer(a[k + 1 :, k], a[k + 1 :, k])
+    return order[:0]
+
+
+def chi2_sf(x: float, df: int) -> float:
+    """Upper tail of the chi-squared distribution with integer ``df`` (closed form).
+
+    Even ``df = 2m``: ``exp(-x/2) sum_{i<m} (x/2)^i / i!``; odd ``df = 2m + 1``:
+    ``erfc(sqrt(x/2)) + exp(-x/2) sum_{i=1..m} (x/2)^(i-1/2) / Gamma(i + 1/2)``.
+    (Avoids importing scipy.stats, which costs more than a second of start-up.)
+    """
+    if x <= 0:
+        return 1.0
+    half = x / 2
+    if df % 2 == 0:
+        term, total = 1.0, 1.0
+        for i in range(1, df // 2):
+            term *= half / i
+            total += term
+        return min(1.0, math.exp(-half) * total)
+    term = math.sqrt(half) / math.gamma(1.5)
+    total = term if df > 1 else 0.0
+    for i in range(2, df // 2 + 1):
+        term *= half / (i - 0.5)
+        total += term
+    return min(1.0, math.erfc(math.sqrt(half)) + math.exp(-half) * total)
+
+
 def check_estimable(information: np.ndarray, names: Sequence[str]) -> None:
     """Raise a :class:`DataError` naming the covariates that are collinear or constant."""
     p = len(names)
@@ -218,10 +269,9 @@ def check_estimable(information: np.ndarray, names: Sequence[str]) -> None:
             "them (or switch mode if they only vary between stations)"
         )
     corr = information / np.outer(scale, scale)
-    _, r, piv = linalg.qr(corr, pivoting=True)
-    rank = int(np.sum(np.abs(np.diag(r)) > 1e-10 * abs(r[0, 0])))
-    if rank < p:
-        dependent = [names[i] for i in piv[rank:]]
+    rest = _dependent(corr)
+    if rest.size:
+        dependent = [names[i] for i in rest]
         raise DataError(
             f"covariate(s) {', '.join(dependent)} are collinear with other covariates; "
             "drop them or merge levels"
@@ -330,7 +380,7 @@ def cox_section(
     """The ``cox`` section of ``result.json``."""
     cov = np.linalg.inv(-fit.terms.hessian)
     se = np.sqrt(np.diag(cov))
-    z_crit = stats.norm.ppf(1 - alpha / 2)
+    z_crit = NormalDist().inv_cdf(1 - alpha / 2)
     params = {}
     for i, name in enumerate(design.names):
         coef = float(fit.beta[i])
@@ -342,7 +392,7 @@ def cox_section(
             "ci_lower": math.exp(coef - z_crit * se[i]),
             "ci_upper": math.exp(coef + z_crit * se[i]),
             "z": float(z),
-            "p": float(2 * stats.norm.sf(abs(z))),
+            "p": math.erfc(abs(z) / math.sqrt(2)),  # 2 * normal upper tail
         }
     lr = 2 * (fit.terms.loglik - fit.null_loglik)
     return {
@@ -352,7 +402,7 @@ def cox_section(
         "lr_test": {
             "statistic": lr,
             "df": design.p,
-            "p_value": float(stats.chi2.sf(lr, design.p)),
+            "p_value": chi2_sf(lr, design.p),
         },
         "n": sum(int(d["n"]) for d in described.values()),
         "events": sum(int(d["events"]) for d in described.values()),

@@ -176,8 +176,8 @@ class EmbeddedEngine:
             return {s: decode(Reply.from_json(f.result())) for s, f in done.items()}
 
         def close() -> None:
-            for session in sessions.values():
-                session.close()
+            # concurrently: each train process takes a moment to exit
+            list(pool.map(lambda session: session.close(), list(sessions.values())))
             pool.shutdown(wait=True)
 
         return SessionGroup(opened, run_round, close)

@@ -16,10 +16,10 @@ from typing import Any
 from pht.crypto import (
     Identity,
     PublicIdentity,
-    canonical_json,
     digest,
     load_public,
     open_sealed,
+    sealed_digest,
 )
 from pht.errors import ConfigError, TrustError
 from pht.manifest import TrainPackage
@@ -98,7 +98,7 @@ class Requester:
         receipt = verify_receipt(reply.receipt, station)
         if receipt.request_id != request_id or receipt.station != reply.station:
             raise TrustError(f"station {reply.station} receipt is for another request")
-        if receipt.sealed_digest != digest(canonical_json(dict(reply.sealed))):
+        if receipt.sealed_digest != sealed_digest(reply.sealed):
             raise TrustError(
                 f"station {reply.station} sealed output does not match its receipt"
             )

@@ -36,7 +36,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pht.crypto import Identity, PublicIdentity, canonical_json, digest, seal
+from pht.crypto import (
+    Identity,
+    PublicIdentity,
+    canonical_json,
+    digest,
+    seal,
+    sealed_digest,
+)
 from pht.errors import (
     ConfigError,
     DataError,
@@ -518,7 +525,7 @@ class Station:
         status, reason, output = self._guarded(admitted, raw, op)
         common = {
             "disclosure_class": admitted.disclosure_class,
-            "train_digest": admitted.package.digest,
+            "train_digest": admitted.statement.code_digest,
             "elapsed_seconds": round(elapsed, 3),
         }
         if status != "ok" or output is None:
@@ -558,7 +565,7 @@ class Station:
         return self._seal_for(
             admitted.body.request_id,
             admitted.requester,
-            admitted.package.digest,
+            admitted.statement.code_digest,
             admitted.fields,
             plain,
             round_no,
@@ -595,7 +602,7 @@ class Station:
             station=self.id,
             round=round_no,
             output_digest=output_digest,
-            sealed_digest=digest(canonical_json(sealed)),
+            sealed_digest=sealed_digest(sealed),
             audit_size=checkpoint.size,
             audit_root=checkpoint.root,
             time=utc_now().isoformat(),
@@ -612,7 +619,7 @@ class Station:
                 {
                     "requester": admitted.requester.to_dict(),
                     "fields": admitted.fields,
-                    "train_digest": admitted.package.digest,
+                    "train_digest": admitted.statement.code_digest,
                     "disclosure_class": admitted.disclosure_class,
                 }
             ),
