@@ -12,13 +12,14 @@ Python processes started the same way:
   ``CoxPHFitter`` (``strata=["station"]`` for the stratified mode).
 
 Time is the wall time of each process from start to exit (imports included on both
-sides). Memory is sampled every 20 ms as the summed resident set of the process and all
-its children, and reported twice: the peak, and the peak minus the idle footprint of
-the interpreters involved (what the data and the computation add). The idle footprint
-is measured, not assumed: the orchestrator's and lifelines' own resident set after
-their imports, and that of a station train process after its imports (times the number
-of station processes alive at the peak). Data size is the in-memory size of the
-analysed columns (8 bytes x rows x columns).
+sides). Memory is sampled every 20 ms over the process and all its children, and
+reported twice: the peak of the summed resident sets (``VmRSS``, which counts the shared
+library pages of every station process again), and the heap the data and computation
+add: the peak of the summed anonymous resident memory (``RssAnon``) minus that of the
+same interpreters idle. The idle footprint is measured, not assumed: the orchestrator's
+and lifelines' own anonymous memory after their imports, and that of a station train
+process after its imports (times the number of station processes at the peak). Data
+size is the in-memory size of the analysed columns (8 bytes x rows x columns).
 
 Usage::
 
@@ -44,16 +45,21 @@ COLUMNS = ["os_days", "death", *COVARIATES]
 
 
 # -- measuring ------------------------------------------------------------------------
-def rss_kib(pid: int | str = "self") -> int:
-    """Resident set size of one process in KiB (0 if gone)."""
+def rss_kib(pid: int | str = "self", field: str = "VmRSS") -> int:
+    """Resident set size (``VmRSS``) or its anonymous part (``RssAnon``) in KiB."""
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def anon_kib(pid: int | str = "self") -> int:
+    """Anonymous resident memory (heap, arrays) of one process in KiB."""
+    return rss_kib(pid, "RssAnon")
 
 
 def children(pid: int) -> list[int]:
@@ -79,8 +85,8 @@ def tree(pid: int) -> list[int]:
 
 
 def measure(command: list[str]) -> dict:
-    """Run ``command``; its wall time, peak summed RSS of its tree, its JSON output."""
-    peak = {"kib": 0, "processes": 0}
+    """Run ``command``: wall time, peaks of its tree's summed RSS and anonymous RSS."""
+    peak = {"kib": 0, "anon_kib": 0, "processes": 0}
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stop = threading.Event()
@@ -89,8 +95,11 @@ def measure(command: list[str]) -> dict:
         while not stop.is_set():
             pids = tree(proc.pid)
             total = sum(rss_kib(p) for p in pids)
+            anon = sum(anon_kib(p) for p in pids)
             if total > peak["kib"]:
-                peak["kib"], peak["processes"] = total, len(pids)
+                peak["kib"] = total
+            if anon > peak["anon_kib"]:
+                peak["anon_kib"], peak["processes"] = anon, len(pids)
             stop.wait(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -102,16 +111,23 @@ def measure(command: list[str]) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command[:4])} failed:\n{err.decode()[-3000:]}")
     data = json.loads(out.decode().strip().splitlines()[-1])
-    data.update(wall=wall, peak_kib=peak["kib"], processes=peak["processes"])
+    data.update(
+        wall=wall,
+        peak_kib=peak["kib"],
+        peak_anon_kib=peak["anon_kib"],
+        processes=peak["processes"],
+    )
     return data
 
 
-def station_idle_kib() -> int:
-    """Resident set of a station train process after its imports (no data yet)."""
+def station_idle_kib() -> tuple[int, int]:
+    """RSS and anonymous RSS of a station train process after its imports (no data)."""
     code = (
         "import numpy, pyarrow, pyarrow.parquet\n"
         "import pht.runtime, pht.columns, pht.algorithms.cox, pht.wire\n"
-        "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
+        "status = open('/proc/self/status').read()\n"
+        "print(status.split('VmRSS:')[1].split()[0], "
+        "status.split('RssAnon:')[1].split()[0])"
     )
     out = subprocess.run(
         [sys.executable, "-I", "-c", code],
@@ -120,7 +136,8 @@ def station_idle_kib() -> int:
         check=True,
         env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")},
     )
-    return int(out.stdout.strip())
+    rss, anon = out.stdout.split()
+    return int(rss), int(anon)
 
 
 # -- the two sides --------------------------------------------------------------------
@@ -134,7 +151,7 @@ def child_federated(root: Path, mode: str) -> None:
     from pht.orchestrator.requester import Requester
     from pht.orchestrator.run import run_study
 
-    idle = rss_kib()
+    idle = anon_kib()
     network = root / "network.yaml"
     catalogue = Catalogue()
     net = load_network(network)
@@ -164,11 +181,17 @@ def child_federated(root: Path, mode: str) -> None:
 
 
 def child_lifelines(root: Path, mode: str) -> None:
-    """In a fresh process: lifelines on the concatenated rows (prints JSON)."""
+    """In a fresh process: lifelines on the concatenated rows (prints JSON).
+
+    ``mode`` is ``stratified`` or ``pooled``, optionally with ``-tight``: lifelines'
+    default convergence rule, or the tight one exactness is judged with
+    (``precision=1e-13``, ``r_precision=1e-15``; pht stops at steps below 1e-10).
+    """
+    mode, _, tight = mode.partition("-")
     import pandas as pd
     from lifelines import CoxPHFitter
 
-    idle = rss_kib()
+    idle = anon_kib()
     started = time.perf_counter()
     files = sorted((root / "data").glob("st*.parquet"))
     frames = [pd.read_parquet(f).assign(station=i) for i, f in enumerate(files)]
@@ -180,7 +203,10 @@ def child_lifelines(root: Path, mode: str) -> None:
     if mode == "pooled":
         rows = rows.drop(columns="station")
     fit = CoxPHFitter(strata=["station"] if mode == "stratified" else None).fit(
-        rows, "os_days", "death", fit_options={"precision": 1e-13, "r_precision": 1e-15}
+        rows,
+        "os_days",
+        "death",
+        fit_options={"precision": 1e-13, "r_precision": 1e-15} if tight else None,
     )
     print(
         json.dumps(
@@ -276,39 +302,44 @@ def main() -> None:
             f"data: {args.patients:,} patients over {args.stations} stations, "
             f"{len(COVARIATES)} covariates (6 parameters), {data_mib:.0f} MiB in "
             f"memory; written in {time.perf_counter() - started:.1f} s; an idle station "
-            f"process holds {station_idle / 1024:.0f} MiB"
+            f"process holds {station_idle[0] / 1024:.0f} MiB "
+            f"({station_idle[1] / 1024:.0f} MiB heap)"
         )
         me = [sys.executable, str(Path(__file__).resolve()), "--child"]
         for mode in args.modes.split(","):
             fed = measure([*me, "federated", str(root), mode])
             peak = fed["peak_kib"] / 1024
-            idle = (fed["idle_kib"] + (fed["processes"] - 1) * station_idle) / 1024
+            idle = (fed["idle_kib"] + (fed["processes"] - 1) * station_idle[1]) / 1024
+            added = fed["peak_anon_kib"] / 1024 - idle
             print(
                 f"[{mode}] federated: {fed['wall']:.2f} s, {fed['iterations']} "
                 f"iterations, {fed['rounds']} rounds; peak RSS {peak:.0f} MiB over "
-                f"{fed['processes']} processes, {peak - idle:.0f} MiB over their idle "
-                f"footprint ({(peak - idle) / data_mib:.2f} x data)"
+                f"{fed['processes']} processes; heap added over their idle footprint "
+                f"{added:.0f} MiB ({added / data_mib:.2f} x data)"
             )
             if args.no_reference:
                 continue
-            ref = measure([*me, "lifelines", str(root), mode])
-            ref_peak = ref["peak_kib"] / 1024
-            ref_added = ref_peak - ref["idle_kib"] / 1024
-            diff = {
-                key: max(abs(fed[key][k] - ref[key][k]) for k in fed[key])
-                for key in ("coef", "se")
-            }
-            print(
-                f"[{mode}] lifelines: {ref['wall']:.2f} s (read + fit "
-                f"{ref['read_fit']:.2f} s); peak RSS {ref_peak:.0f} MiB, "
-                f"{ref_added:.0f} MiB over idle ({ref_added / data_mib:.2f} x data)"
-            )
-            print(
-                f"[{mode}] ratio federated/lifelines: time "
-                f"{fed['wall'] / ref['wall']:.3f}, memory over idle "
-                f"{(peak - idle) / ref_added:.3f}; max |diff| coef {diff['coef']:.1e}, "
-                f"se {diff['se']:.1e}, loglik {abs(fed['loglik'] - ref['loglik']):.1e}"
-            )
+            for variant in ("", "-tight"):
+                ref = measure([*me, "lifelines", str(root), mode + variant])
+                ref_peak = ref["peak_kib"] / 1024
+                ref_added = ref["peak_anon_kib"] / 1024 - ref["idle_kib"] / 1024
+                diff = {
+                    key: max(abs(fed[key][k] - ref[key][k]) for k in fed[key])
+                    for key in ("coef", "se")
+                }
+                label = "tight options" if variant else "default options"
+                print(
+                    f"[{mode}] lifelines ({label}): {ref['wall']:.2f} s (read + fit "
+                    f"{ref['read_fit']:.2f} s); peak RSS {ref_peak:.0f} MiB; heap added "
+                    f"over idle {ref_added:.0f} MiB ({ref_added / data_mib:.2f} x data)"
+                )
+                print(
+                    f"[{mode}] ratio federated/lifelines ({label}): time "
+                    f"{fed['wall'] / ref['wall']:.3f}, added memory "
+                    f"{added / ref_added:.3f}; max |diff| coef {diff['coef']:.1e}, "
+                    f"se {diff['se']:.1e}, loglik "
+                    f"{abs(fed['loglik'] - ref['loglik']):.1e}"
+                )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def numbers(values: np.ndarray) -> np.ndarray:
         out = np.full(values.shape, np.nan)
         out[~gaps] = values[~gaps].astype(np.float64)
         return out
-    return values.astype(np.float64)
+    return values.astype(np.float64, copy=False)
 
 
 _NUMPY_NAMES = {"double": "float64", "float": "float32", "halffloat": "float16"}
@@ -65,6 +65,15 @@ def to_numpy(column: Any) -> np.ndarray:
         return out
     if pa.types.is_boolean(kind) and not array.null_count:
         return _valid(array, buffer=1)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        # one Python string per distinct value, not per row
+        encoded = array.dictionary_encode()
+        labels = np.array([*encoded.dictionary.to_pylist(), None], dtype=object)
+        codes = _buffer(encoded.indices, np.dtype(str(encoded.indices.type)))
+        if array.null_count:
+            codes = codes.astype(np.int64)
+            codes[~_valid(encoded.indices)] = labels.size - 1
+        return labels[codes]
     return np.array(array.to_pylist(), dtype=object)
 
 

@@ -371,7 +371,9 @@ def design_matrix(columns: dict[str, np.ndarray], design: Design) -> FloatArray:
     if not blocks:
         raise ValueError("a Cox model needs at least one covariate")
     x = np.hstack(blocks)
-    return x - np.asarray(design.centre, dtype=np.float64)[None, :]
+    del blocks
+    x -= np.asarray(design.centre, dtype=np.float64)[None, :]
+    return x
 
 
 # -- Newton-Raphson ---------------------------------------------------------------------

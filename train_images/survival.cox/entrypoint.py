@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +38,7 @@ class CoxSession(Session):
         time_col, event_col = params["time"], params["event"]
         used = list(dict.fromkeys([time_col, event_col, *self.covariates]))
         keep = ~np.logical_or.reduce([missing(columns[c]) for c in used])
-        complete = {c: columns[c][keep] for c in used}
+        complete = {c: columns[c] if keep.all() else columns[c][keep] for c in used}
         self.excluded = int(keep.size - keep.sum())
         time = numbers(complete[time_col])
         event = numbers(complete[event_col])
@@ -62,7 +63,7 @@ class CoxSession(Session):
                 self.values[column] = _labels(values)
             else:
                 self.kinds[column] = "numeric"
-                self.values[column] = values.astype(np.float64)
+                self.values[column] = values.astype(np.float64, copy=False)
         self.rows: SortedRows | None = None
         self.times: np.ndarray | None = None
 
@@ -85,7 +86,9 @@ class CoxSession(Session):
                         "constant": False,
                     }
                 continue
-            labels, counts = np.unique(values.astype(str), return_counts=True)
+            # labels are strings already (few distinct objects): count without copies
+            tally = sorted(Counter(values.tolist()).items())
+            labels, counts = [lab for lab, _ in tally], [c for _, c in tally]
             small = [lab for lab, c in zip(labels, counts, strict=True) if c < self.k]
             if small:
                 raise DisclosureError(
