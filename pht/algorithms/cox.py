@@ -399,8 +399,10 @@ def newton_raphson(
 ) -> NewtonResult:
     """Maximise a partial log-likelihood given a function returning its terms.
 
-    Convergence rule: stop when the Newton step's largest absolute component is below
-    ``tol`` *and* the log-likelihood changed by less than ``tol * (1 + |loglik|)``.
+    Convergence rule: stop at ``beta`` when the Newton step from it would move no
+    coefficient by ``tol`` or more *and* the last accepted step changed the
+    log-likelihood by less than ``tol * (1 + |loglik|)``; ``iterations`` counts the
+    accepted steps.
     A step that lowers the log-likelihood by more than rounding noise
     (``1e-11 * (1 + |loglik|)``) is halved (at most ``max_halvings`` times).
     Each call of ``evaluate`` is one federated round.
@@ -409,11 +411,20 @@ def newton_raphson(
     terms = evaluate(beta)
     null = terms.loglik
     halvings = 0
-    for iteration in range(1, max_iter + 1):
+    change = 0.0  # log-likelihood change of the last accepted step
+    for iteration in range(max_iter + 1):
         try:
             step = np.linalg.solve(-terms.hessian, terms.gradient)
         except np.linalg.LinAlgError:  # information became singular: diverging
             return NewtonResult(beta, terms, null, iteration, False, halvings)
+        if np.max(np.abs(step), initial=0.0) < tol and change < tol * (
+            1 + abs(terms.loglik)
+        ):
+            # the next step would move no coefficient by tol: beta is the maximiser
+            # (and its terms are known), so no further evaluation is needed
+            return NewtonResult(beta, terms, null, iteration, True, halvings)
+        if iteration == max_iter:
+            break
         candidate = beta + step
         new = evaluate(candidate)
         tries = 0
@@ -429,6 +440,4 @@ def newton_raphson(
         halvings += tries
         change = abs(new.loglik - terms.loglik)
         beta, terms = candidate, new
-        if np.max(np.abs(step)) < tol and change < tol * (1 + abs(new.loglik)):
-            return NewtonResult(beta, terms, null, iteration, True, halvings)
     return NewtonResult(beta, terms, null, max_iter, False, halvings)
