@@ -210,8 +210,10 @@ def run_session(open_session: OpenFunction, argv: Sequence[str] | None = None) -
 
     def opened() -> Mapping[str, Any]:
         data, suffix = _open_data(args)
-        columns = read_columns(data, train_input.columns, suffix)
-        state.append(open_session(columns, train_input))
+        # no local reference: the session may drop the raw columns once it has its own
+        state.append(
+            open_session(read_columns(data, train_input.columns, suffix), train_input)
+        )
         return state[0].opened()
 
     first = _answer(opened)

@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 Ties = Literal["efron", "breslow"]
+_CHUNK = 1 << 16  # rows per block in weighted Gram matrices
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -135,10 +136,15 @@ class SortedRows:
     """
 
     def __init__(self, time: FloatArray, event: FloatArray, x: FloatArray) -> None:
-        order = np.argsort(time, kind="stable")
-        self.time = np.asarray(time, dtype=np.float64)[order]
-        self.event = np.asarray(event, dtype=np.float64)[order]
-        self.x = np.ascontiguousarray(np.asarray(x, dtype=np.float64)[order])
+        time = np.asarray(time, dtype=np.float64)
+        event = np.asarray(event, dtype=np.float64)
+        x = np.asarray(x, dtype=np.float64)
+        if time.size > 1 and np.any(time[1:] < time[:-1]):
+            order = np.argsort(time, kind="stable")
+            time, event, x = time[order], event[order], x[order]
+        # already in order (the station sorts once): kept as they are, not copied
+        self.time, self.event = time, event
+        self.x = np.ascontiguousarray(x)
         self.event_times = np.unique(self.time[self.event == 1])
         self._death_rows = np.flatnonzero(self.event == 1)
         self._cached: tuple[bytes, tuple[Any, ...]] | None = None
@@ -196,27 +202,24 @@ class SortedRows:
         start, _, rows, _, present, first, deaths, x_death = self._layout(times)
         x, p, m = self.x, self.p, times.size
         w = self._w(beta)
-        # [w, w x] per row, then suffix sums: rows with time >= t are rows[start(t):]
-        # (summed from the end, so small late risk sets keep full precision)
-        body = np.empty((self.n + 1, 1 + p))
-        body[-1] = 0.0
-        body[:-1, 0] = w
-        np.multiply(x, w[:, None], out=body[:-1, 1:])
-        death_sums = np.zeros((m, 1 + p))
-        if rows.size:
-            death_sums[present] = np.add.reduceat(body[rows], first, axis=0)
-        flipped = body[::-1]
-        np.cumsum(flipped, axis=0, out=flipped)
-        risk = body[start]
-        return RiskSetSums(
-            times,
-            deaths,
-            x_death,
-            risk[:, 0],
-            risk[:, 1:],
-            death_sums[:, 0],
-            death_sums[:, 1:],
-        )
+        # per column (w, then w x_j): suffix sums (rows with time >= t are
+        # rows[start(t):], summed from the end so small late risk sets keep full
+        # precision) and sums over the deaths at each time; one n-vector at a time
+        s0, s1 = np.empty(m), np.empty((m, p))
+        d0, d1 = np.zeros(m), np.zeros((m, p))
+        for j in range(-1, p):
+            column = w if j < 0 else x[:, j] * w
+            suffix = np.empty(column.size + 1)
+            suffix[-1] = 0.0
+            suffix[:-1] = np.cumsum(column[::-1])[::-1]
+            at_death = np.add.reduceat(column[rows], first) if rows.size else 0.0
+            if j < 0:
+                s0[:] = suffix[start]
+                d0[present] = at_death
+            else:
+                s1[:, j] = suffix[start]
+                d1[present, j] = at_death
+        return RiskSetSums(times, deaths, x_death, s0, s1, d0, d1)
 
     def curvature(
         self, beta: FloatArray, at: FloatArray, w1: FloatArray, w2: FloatArray
@@ -235,7 +238,10 @@ class SortedRows:
         if rows.size:
             weight[rows] -= np.asarray(w2, dtype=np.float64)[pos]
         weight *= self._w(beta)
-        gram: FloatArray = (self.x * weight[:, None]).T @ self.x
+        gram: FloatArray = np.zeros((self.p, self.p))
+        for lo in range(0, self.n, _CHUNK):  # in blocks: no n x p temporary
+            block = self.x[lo : lo + _CHUNK]
+            gram += (block * weight[lo : lo + _CHUNK, None]).T @ block
         return (gram + gram.T) / 2
 
     def terms(self, beta: FloatArray, ties: Ties) -> CoxTerms:

@@ -64,6 +64,13 @@ class CoxSession(Session):
             else:
                 self.kinds[column] = "numeric"
                 self.values[column] = values.astype(np.float64, copy=False)
+        del complete, columns
+        # sorted by time once, so the design matrix is built in order and never copied
+        order = np.argsort(self.time, kind="stable")
+        self.time, self.event = self.time[order], self.event[order]
+        for column in self.covariates:
+            self.values[column] = self.values[column][order]
+        del order
         self.rows: SortedRows | None = None
         self.times: np.ndarray | None = None
 
