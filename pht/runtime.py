@@ -229,4 +229,10 @@ def run_session(open_session: OpenFunction, argv: Sequence[str] | None = None) -
         if not isinstance(message, dict) or message.get("op") == "close":
             break
         _send(channel, _answer(lambda m=message: state[0].round(m)))
+    if argv is None:
+        # a train process: every answer is flushed, so skip the interpreter's
+        # teardown of NumPy and pyarrow (a tenth of a second per station)
+        sys.stderr.flush()
+        channel.close()
+        os._exit(0)
     return 0
