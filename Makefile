@@ -1,8 +1,8 @@
 # The two commands of the README do all set-up on a fresh machine:
 #   make demo   - create .venv, install pht, run the demo study on synthetic registries
-#   make test   - create .venv, install pht with test tools, start a Docker engine and
-#                 build the train images when possible (required under CI=true),
-#                 run the whole test suite
+#   make test   - create .venv, install pht with test tools, lint (ruff, mypy), start a
+#                 Docker engine and build the train images when possible (required
+#                 under CI=true), run the whole test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -21,7 +21,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/pht demo
 
-test: $(STAMP)
+test: lint
 	bash deploy/prepare-containers.sh
 	$(BIN)/python -m pytest
 
@@ -29,8 +29,8 @@ images: $(STAMP)
 	$(BIN)/pht images build
 
 lint: $(STAMP)
-	$(BIN)/ruff check pht tests bench
-	$(BIN)/ruff format --check pht tests bench
+	$(BIN)/ruff check pht tests bench train_images
+	$(BIN)/ruff format --check pht tests bench train_images
 	$(BIN)/mypy pht
 
 clean:

@@ -271,7 +271,8 @@ def audit_verify(
     out.print(f"intact: {report.size} records, root {report.root}")
     if report.torn_tail_bytes:
         out.print(
-            f"note: a torn tail of {report.torn_tail_bytes} bytes (a crash mid-append) is not part of the log"
+            f"note: a torn tail of {report.torn_tail_bytes} bytes (a crash "
+            "mid-append) is not part of the log"
         )
     if saved is not None:
         out.print(f"consistent with the saved checkpoint of size {saved.size}")

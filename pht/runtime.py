@@ -22,6 +22,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +229,7 @@ def run_session(open_session: OpenFunction, argv: Sequence[str] | None = None) -
             continue
         if not isinstance(message, dict) or message.get("op") == "close":
             break
-        _send(channel, _answer(lambda m=message: state[0].round(m)))
+        _send(channel, _answer(partial(state[0].round, message)))
     if argv is None:
         # a train process: every answer is flushed, so skip the interpreter's
         # teardown of NumPy and pyarrow (a tenth of a second per station)

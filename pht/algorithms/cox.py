@@ -274,7 +274,7 @@ def first_order(sums: RiskSetSums, beta: FloatArray, ties: Ties) -> FirstOrder:
     m = d.size
 
     def per_time(values: FloatArray) -> FloatArray:
-        return np.bincount(which, weights=values, minlength=m)
+        return np.bincount(which, weights=values, minlength=m).astype(np.float64)
 
     inv = 1.0 / c
     w1, w2 = per_time(inv), per_time(a * inv)

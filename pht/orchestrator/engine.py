@@ -167,12 +167,11 @@ class EmbeddedEngine:
             wires = {
                 s: json.dumps(dict(m), allow_nan=False) for s, m in messages.items()
             }
-            done = {
-                s: pool.submit(
-                    lambda s=s, w=w: sessions[s].round(json.loads(w)).to_json()
-                )
-                for s, w in wires.items()
-            }
+
+            def answer(station: str, wire: str) -> str:
+                return sessions[station].round(json.loads(wire)).to_json()
+
+            done = {s: pool.submit(answer, s, w) for s, w in wires.items()}
             return {s: decode(Reply.from_json(f.result())) for s, f in done.items()}
 
         def close() -> None:

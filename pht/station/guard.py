@@ -1,5 +1,6 @@
-"""The output guard: nothing leaves a station unless it fits the train's declared schema
-and the disclosure rules.
+"""The output guard: nothing leaves a station unless it fits the schema and the rules.
+
+Every output must fit the train's declared schema and the disclosure rules.
 
 A train's manifest declares the schema of each output (``output.schema`` for a
 single-round train, ``output.rounds.<op>`` per round of an iterative one)::

@@ -178,8 +178,9 @@ class Station:
         return self.config.id
 
     def _record_changes(self) -> None:
-        """Log a policy_change / key_change record when the files differ from the last
-        ones this station logged (first start included).
+        """Log a policy_change / key_change record when the files changed.
+
+        Compared with the last ones this station logged (first start included).
         """
         current = {
             "policy_change": digest(self.config.policy.source.read_bytes()),
@@ -263,7 +264,9 @@ class Station:
         return body, requester
 
     def _admit(self, envelope: Mapping[str, Any]) -> Admission | Reply:
-        request_id = clean_reason(str(_peek(envelope, "request_id") or "unknown"))[:64]
+        request_id = (
+            clean_reason(str(_peek(envelope, "request_id") or "unknown")) or "unknown"
+        )[:64]
         try:
             body, requester = self._verify(envelope)
         except Refusal as r:
