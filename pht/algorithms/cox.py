@@ -264,23 +264,8 @@ def first_order(sums: RiskSetSums, beta: FloatArray, ties: Ties) -> FirstOrder:
     s0, d0 = sums.s0[keep], sums.d0[keep]
     s1, d1 = sums.s1[keep], sums.d1[keep]
     x_death = sums.x_death.sum(axis=0)  # zero rows where nobody died
-    # one entry per (event time, l) with a_l = l / d (Efron) or 0 (Breslow)
-    which = np.repeat(np.arange(d.size), d)
-    if ties == "efron":
-        a = (np.arange(which.size) - np.repeat(np.cumsum(d) - d, d)) / np.repeat(d, d)
-    else:
-        a = np.zeros(which.size)
-    c = s0[which] - a * d0[which]
-    m = d.size
-
-    def per_time(values: FloatArray) -> FloatArray:
-        return np.bincount(which, weights=values, minlength=m).astype(np.float64)
-
-    inv = 1.0 / c
-    w1, w2 = per_time(inv), per_time(a * inv)
-    inv2 = inv * inv
-    u0, u1, u2 = per_time(inv2), per_time(a * inv2), per_time(a * a * inv2)
-    loglik = float(x_death @ beta - np.sum(np.log(c)))
+    log_c, (w1, w2, u0, u1, u2) = _tie_weights(d, s0, d0, ties == "efron")
+    loglik = float(x_death @ beta - log_c)
     gradient = x_death - (w1 @ s1 - w2 @ d1)
     cross = np.einsum("t,ti,tj->ij", u1, s1, d1)
     outer = (
@@ -292,6 +277,44 @@ def first_order(sums: RiskSetSums, beta: FloatArray, ties: Ties) -> FirstOrder:
     full_w1, full_w2 = np.zeros(sums.time.size), np.zeros(sums.time.size)
     full_w1[keep], full_w2[keep] = w1, w2
     return FirstOrder(loglik, gradient, outer, sums.time, full_w1, full_w2)
+
+
+def _tie_weights(
+    d: npt.NDArray[np.int64], s0: FloatArray, d0: FloatArray, efron: bool
+) -> tuple[float, tuple[FloatArray, ...]]:
+    """Efron's (or Breslow's) per-time weights and the sum of ``log c``.
+
+    Per time, the sums over ``l`` of ``1/c``, ``a/c``, ``1/c^2``, ``a/c^2`` and
+    ``a^2/c^2`` with ``c_l = S0 - a_l D0``. One entry per (event time, ``l``) with
+    ``a_l = l / d`` (Efron) or 0 (Breslow), expanded a block of times at a time so
+    that memory stays bounded however many patients died.
+    """
+    m = d.size
+    sums = tuple(np.zeros(m) for _ in range(5))
+    log_c = 0.0
+    ends = np.cumsum(d)
+    lo = 0
+    while lo < m:
+        done = int(ends[lo - 1]) if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(ends, done + _CHUNK, side="right")))
+        db = d[lo:hi]
+        which = np.repeat(np.arange(hi - lo), db)
+        if efron:
+            a = (np.arange(which.size) - np.repeat(np.cumsum(db) - db, db)) / np.repeat(
+                db, db
+            )
+        else:
+            a = np.zeros(which.size)
+        c = s0[lo:hi][which] - a * d0[lo:hi][which]
+        inv = 1.0 / c
+        inv2 = inv * inv
+        for out, values in zip(
+            sums, (inv, a * inv, inv2, a * inv2, a * a * inv2), strict=True
+        ):
+            out[lo:hi] = np.bincount(which, weights=values, minlength=hi - lo)
+        log_c += float(np.sum(np.log(c)))
+        lo = hi
+    return log_c, sums
 
 
 def pooled_terms(
