@@ -68,8 +68,9 @@ def read_columns(
         elif suffix == ".csv":
             import pyarrow.csv as pacsv
 
+            # text cells "", "NA", "NaN", ... are missing, as pandas reads them
             table = pacsv.read_csv(
-                path, convert_options=pacsv.ConvertOptions(include_columns=wanted)
+                path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True)
             )
             missing_columns = [c for c in wanted if c not in table.column_names]
             if missing_columns:

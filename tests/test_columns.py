@@ -96,3 +96,12 @@ def test_reading_a_dataset_does_not_import_pandas(tmp_path: Path) -> None:
     )
     assert out.stdout.strip() == "False"
     assert read_columns(tmp_path / "d.parquet", ["t"])["t"].dtype == np.float64
+
+
+def test_csv_missing_text_is_missing_as_in_pandas(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("t,g\n1,x\n2,NA\n3,\n4,y\n")
+    columns = read_columns(path, ["t", "g"])
+    assert columns["g"].tolist() == ["x", None, None, "y"]
+    assert missing(columns["g"]).tolist() == [False, True, True, False]
+    assert columns["t"].dtype == np.int64

@@ -238,24 +238,27 @@ def chi2_sf(x: float, df: int) -> float:
     """Upper tail of the chi-squared distribution with integer ``df`` (closed form).
 
     Even ``df = 2m``: ``exp(-x/2) sum_{i<m} (x/2)^i / i!``; odd ``df = 2m + 1``:
-    ``erfc(sqrt(x/2)) + exp(-x/2) sum_{i=1..m} (x/2)^(i-1/2) / Gamma(i + 1/2)``.
-    (Avoids importing scipy.stats, which costs more than a second of start-up.)
+    ``erfc(sqrt(x/2)) + exp(-x/2) sum_{i=1..m} (x/2)^(i-1/2) / Gamma(i + 1/2)``. The
+    sums are taken in log space, so large ``x`` and ``df`` neither overflow nor give
+    NaN. (Avoids importing scipy.stats, which costs more than a second of start-up.)
     """
     if x <= 0:
         return 1.0
     half = x / 2
+    log_half = math.log(half)
     if df % 2 == 0:
-        term, total = 1.0, 1.0
-        for i in range(1, df // 2):
-            term *= half / i
-            total += term
-        return min(1.0, math.exp(-half) * total)
-    term = math.sqrt(half) / math.gamma(1.5)
-    total = term if df > 1 else 0.0
-    for i in range(2, df // 2 + 1):
-        term *= half / (i - 0.5)
-        total += term
-    return min(1.0, math.erfc(math.sqrt(half)) + math.exp(-half) * total)
+        logs = [i * log_half - math.lgamma(i + 1) for i in range(df // 2)]
+        head = 0.0
+    else:
+        logs = [
+            (i - 0.5) * log_half - math.lgamma(i + 0.5) for i in range(1, df // 2 + 1)
+        ]
+        head = math.erfc(math.sqrt(half))
+    if not logs:
+        return min(1.0, head)
+    top = max(logs)
+    log_sum = top + math.log(math.fsum(math.exp(v - top) for v in logs))
+    return min(1.0, head + math.exp(log_sum - half))
 
 
 def check_estimable(information: np.ndarray, names: Sequence[str]) -> None:

@@ -140,8 +140,13 @@ class CoxSession(Session):
         if self.mode != "pooled":
             return {"p": design.p}
         self.times = np.asarray(message["times"], dtype=np.float64)
-        if self.times.ndim != 1 or np.any(np.diff(self.times) <= 0):
-            raise DataError("the union of event times must be increasing")
+        if (
+            self.times.ndim != 1
+            or self.times.size == 0
+            or not np.all(np.isfinite(self.times))
+            or np.any(np.diff(self.times) <= 0)
+        ):
+            raise DataError("the union of event times must be finite and increasing")
         deaths, x_death = self.rows.counts(self.times)
         # what does not depend on the coefficients is sent once
         return {
