@@ -98,3 +98,71 @@ def test_rmst_and_survival_at_end_to_end_with_differences(tmp_path: Path) -> Non
     s26 = R["rossi_fin"]["surv_26"]
     (sdiff,) = result["survival_at"]["differences"]
     assert abs(sdiff["difference"] - (s26["1"]["surv"] - s26["0"]["surv"])) <= TOL
+
+
+def test_cox_study_with_group_tau_at_adds_rmst_and_survival_at(tmp_path: Path) -> None:
+    """One survival.cox study gives hazard ratios and, from a companion survival.km
+    request, RMST and survival at a time per group (equal to R's)."""
+    frame = pd.read_csv(HERE / "rossi.csv")
+    frames = {f"s{k}": part for k, part in frame.groupby(np.arange(len(frame)) % 3)}
+    network = write_network(tmp_path, frames, dataset="rossi")
+    study = write_study(
+        tmp_path,
+        train="survival.cox",
+        dataset="rossi",
+        parameters={
+            "time": "week",
+            "event": "arrest",
+            "covariates": ["fin", "age", "prio"],
+            "group": "fin",
+            "tau": 52,
+            "at": 26,
+            "reference_group": "0",
+        },
+    )
+    result = run_embedded(study, network)
+    assert result["cox"]["converged"] and set(result["cox"]["params"]) == {
+        "fin",
+        "age",
+        "prio",
+    }
+    ref = R["rossi_fin"]["rmst_52"]
+    assert abs(result["rmst"]["groups"]["1"]["estimate"] - ref["1"]["rmean"]) <= TOL
+    s26 = R["rossi_fin"]["surv_26"]
+    (sdiff,) = result["survival_at"]["differences"]
+    assert abs(sdiff["difference"] - (s26["1"]["surv"] - s26["0"]["surv"])) <= TOL
+    companion = result["provenance"]["companion"]
+    assert companion["train"].startswith("survival.km@") and companion["error"] is None
+    assert companion["request_id"] != result["provenance"]["request_id"]
+    assert {r["station"] for r in result["provenance"]["receipts"]} == {
+        "s0",
+        "s1",
+        "s2",
+    }
+    assert len(result["provenance"]["receipts"]) > 3  # both trains' receipts
+
+
+def test_companion_refused_by_policy_leaves_the_cox_result(tmp_path: Path) -> None:
+    frame = pd.read_csv(HERE / "rossi.csv")
+    frames = {f"s{k}": part for k, part in frame.groupby(np.arange(len(frame)) % 3)}
+    network = write_network(
+        tmp_path, frames, dataset="rossi", classes=("aggregate", "model")
+    )
+    study = write_study(
+        tmp_path,
+        train="survival.cox",
+        dataset="rossi",
+        parameters={
+            "time": "week",
+            "event": "arrest",
+            "covariates": ["fin", "age"],
+            "group": "fin",
+            "tau": 52,
+        },
+    )
+    result = run_embedded(study, network)
+    assert result["cox"]["converged"] and "rmst" not in result
+    companion = result["provenance"]["companion"]
+    assert "no station took part" in companion["error"]
+    assert "event_table" in companion["error"]
+    assert all(not row["participated"] for row in companion["stations"])

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pht import __version__
-from pht.errors import DataError, PolicyError
+from pht.errors import ConfigError, DataError, PolicyError
 from pht.orchestrator.config import Network, Study
 from pht.orchestrator.drivers import driver_for
 from pht.orchestrator.engine import Engine, ProgressCallback
@@ -93,6 +93,75 @@ def _check_participation(
     return released
 
 
+# A Cox study that names a group (with tau and/or at) also gets the group-wise answers
+# of survival.km: KM curves, log-rank, RMST at tau and survival at a time. They come
+# from a second, separately signed request (its own disclosure class, policy decision,
+# budget use and receipts at every station), so a station may allow one and not the other.
+COMPANIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "survival.cox": (
+        "survival.km",
+        ("time", "event", "group", "reference_group", "tau", "at"),
+    ),
+}
+
+
+def _run_companion(
+    study: Study,
+    network: Network,
+    engine: Engine,
+    requester: Requester,
+    progress: ProgressCallback | None,
+) -> dict[str, Any] | None:
+    """Run the companion train of ``study`` if its parameters ask for one."""
+    spec = COMPANIONS.get(study.train.manifest.name)
+    if spec is None or study.parameters.get("group") is None:
+        return None
+    from pht.manifest import Catalogue
+    from pht.wire import TrainRef
+
+    name, keys = spec
+    parameters = {
+        k: study.parameters[k] for k in keys if study.parameters.get(k) is not None
+    }
+    companion = Study(
+        source=study.source,
+        question=study.question,
+        purpose=study.purpose,
+        train=Catalogue().get(TrainRef.parse(name)),
+        dataset=study.dataset,
+        stations=study.stations,
+        parameters=parameters,
+        role=study.role,
+    )
+    try:
+        body, envelope = plan_request(companion, network, requester)
+    except ConfigError as exc:  # e.g. the network has no signed survival.km
+        log.warning("companion %s not sent: %s", name, exc)
+        return {"train": name, "error": f"{name}: {exc}", "sections": {}}
+    replies = {
+        s: requester.open(r, body.request_id)
+        for s, r in engine.dispatch(
+            {s: envelope for s in body.targets}, progress
+        ).items()
+    }
+    record: dict[str, Any] = {
+        "train": str(companion.train.manifest.ref),
+        "train_digest": companion.train.digest,
+        "request_id": body.request_id,
+        "parameters": parameters,
+        "stations": _station_rows(companion, network, replies),
+        "error": None,
+        "sections": {},
+    }
+    try:
+        released = _check_participation(companion, replies)
+        record["sections"] = pooler_for(name)(released, parameters)
+    except (DataError, PolicyError) as exc:  # the Cox result stands; say why not
+        record["error"] = f"{name}: {exc}"
+        log.warning("companion %s did not give a result: %s", name, exc)
+    return record
+
+
 def run_study(
     study: Study,
     network: Network,
@@ -121,6 +190,9 @@ def run_study(
         released = _check_participation(study, replies)
         sections = pooler_for(manifest.name)(released, study.parameters)
         rounds = 1
+    companion = _run_companion(study, network, engine, requester, progress)
+    if companion is not None:
+        sections = {**companion.pop("sections"), **sections}
     return {
         "train": str(manifest.ref),
         "train_digest": study.train.digest,
@@ -151,6 +223,7 @@ def run_study(
             "receipts": requester.receipts,
             "disclosure_class": manifest.output_class_for(study.parameters),
             "rounds": rounds,
+            **({"companion": companion} if companion is not None else {}),
             "requests": [
                 {
                     "station": s,
