@@ -68,9 +68,14 @@ def test_survival_at_equals_r_summary_survfit(case: str) -> None:
             assert abs(ours.ci_upper - ref["upper"]) <= TOL
 
 
-def test_rmst_and_survival_at_end_to_end_with_differences(tmp_path: Path) -> None:
+def rossi_stations() -> dict[str, pd.DataFrame]:
+    """Rossi's rows dealt round-robin over three stations s0, s1, s2."""
     frame = pd.read_csv(HERE / "rossi.csv")
-    frames = {f"s{k}": part for k, part in frame.groupby(np.arange(len(frame)) % 3)}
+    return {f"s{k}": part for k, part in frame.groupby(np.arange(len(frame)) % 3)}
+
+
+def test_rmst_and_survival_at_end_to_end_with_differences(tmp_path: Path) -> None:
+    frames = rossi_stations()
     network = write_network(tmp_path, frames, dataset="rossi")
     study = write_study(
         tmp_path,
@@ -103,8 +108,7 @@ def test_rmst_and_survival_at_end_to_end_with_differences(tmp_path: Path) -> Non
 def test_cox_study_with_group_tau_at_adds_rmst_and_survival_at(tmp_path: Path) -> None:
     """One survival.cox study gives hazard ratios and, from a companion survival.km
     request, RMST and survival at a time per group (equal to R's)."""
-    frame = pd.read_csv(HERE / "rossi.csv")
-    frames = {f"s{k}": part for k, part in frame.groupby(np.arange(len(frame)) % 3)}
+    frames = rossi_stations()
     network = write_network(tmp_path, frames, dataset="rossi")
     study = write_study(
         tmp_path,
@@ -143,8 +147,7 @@ def test_cox_study_with_group_tau_at_adds_rmst_and_survival_at(tmp_path: Path) -
 
 
 def test_companion_refused_by_policy_leaves_the_cox_result(tmp_path: Path) -> None:
-    frame = pd.read_csv(HERE / "rossi.csv")
-    frames = {f"s{k}": part for k, part in frame.groupby(np.arange(len(frame)) % 3)}
+    frames = rossi_stations()
     network = write_network(
         tmp_path, frames, dataset="rossi", classes=("aggregate", "model")
     )

@@ -1,4 +1,4 @@
-"""Small numerical helpers of the Cox driver against scipy."""
+"""Small numerical tools (pht.algorithms.numeric) against scipy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pht.orchestrator.drivers import _dependent, chi2_sf
+from pht.algorithms.numeric import chi2_sf, dependent_columns
 
 
 @pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 6, 7, 12, 25, 40, 201, 400])
@@ -19,5 +19,5 @@ def test_chi2_sf_equals_scipy(df: int) -> None:
 def test_dependent_names_the_later_duplicates() -> None:
     x = np.random.default_rng(1).normal(size=(200, 3))
     x = np.column_stack([x, 12 * x[:, 0], x[:, 1] + x[:, 2]])
-    assert _dependent(np.corrcoef(x, rowvar=False)).tolist() == [3, 4]
-    assert _dependent(np.corrcoef(x[:, :3], rowvar=False)).size == 0
+    assert dependent_columns(np.corrcoef(x, rowvar=False)).tolist() == [3, 4]
+    assert dependent_columns(np.corrcoef(x[:, :3], rowvar=False)).size == 0
