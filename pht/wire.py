@@ -95,6 +95,16 @@ def _encode(message: Any) -> str:
     return json.dumps(body, sort_keys=True, allow_nan=False)
 
 
+def _grid(value: Any) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+    ):
+        raise ConfigError("message field 'grid' must be a list of numbers")
+    return tuple(float(v) for v in value)
+
+
 @dataclass(frozen=True)
 class TrainInput:
     """Station -> train: what to compute, on which columns, under which limits."""
@@ -104,6 +114,9 @@ class TrainInput:
     parameters: Mapping[str, Any]
     columns: tuple[str, ...]
     min_count: int
+    grid: tuple[float, ...] | None = None
+    """The station's time boundaries for per-time outputs (times are released as
+    the smallest boundary at or above them), or None."""
 
     def to_json(self) -> str:
         """Canonical JSON."""
@@ -122,6 +135,7 @@ class TrainInput:
             parameters=_require(data, "parameters", dict),
             columns=tuple(columns),
             min_count=_require(data, "min_count", int),
+            grid=_grid(data.get("grid")),
         )
 
 

@@ -208,7 +208,7 @@ def local_event_tables(
         count = int(mask.sum())
         if count < min_count:
             raise DisclosureError(
-                f"group '{label}' has fewer than {min_count} patients at this station"
+                f"a group has fewer than {min_count} patients at this station"
             )
         tables[label] = EventTable.from_rows(t[mask], e_raw[mask])
     return GroupedEventTables(tables, excluded)

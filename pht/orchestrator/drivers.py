@@ -275,10 +275,22 @@ def drive_survival_cox(
             np.zeros((p, p)),
         )
 
+    previous: dict[str, Reply] = {}
+
     def evaluate(beta: np.ndarray) -> Any:
         op = "terms" if mode == "stratified" else "sums"
-        answers = group.round({s: {"op": op, "beta": beta.tolist()} for s in described})
+        message: dict[str, Any] = {"op": op, "beta": beta.tolist()}
+        if previous:
+            # the stations accept only the Newton path: prove the pooled terms of the
+            # last evaluation with every station's released output and signed receipt
+            message["evidence"] = [
+                {"station": s, "output": previous[s].output, "receipt": previous[s].receipt}
+                for s in sorted(previous)
+            ]
+        answers = group.round({s: message for s in described})
         _fail(answers, "Newton-Raphson")
+        previous.clear()
+        previous.update(answers)
         if mode == "stratified":
             return add_terms(
                 [_terms(answers[s].output or {}, p) for s in sorted(answers)]

@@ -6,7 +6,8 @@ Public surface: :class:`Station`, :class:`StationConfig`, :func:`load_policy`,
 
 from pht.station.executors import Executor, Job, JobResult, ProcessExecutor
 from pht.station.policy import DEFAULT_POLICY, Policy, load_policy
-from pht.station.station import Station, StationConfig, StationSession
+from pht.station.sessions import StationSession
+from pht.station.station import Station, StationConfig
 
 __all__ = [
     "DEFAULT_POLICY",

@@ -39,10 +39,22 @@ DEFAULT_MAX_BYTES = 64 * 1024**2
 
 @dataclass(frozen=True)
 class GuardLimits:
-    """Limits the station applies on top of the schema."""
+    """Limits the station applies on top of the schema, from its own data.
+
+    ``max_count`` bounds every integer (the number of patients in the population the
+    train could see: no count, index or packed identifier can exceed it); ``labels``
+    are the values the station itself observed with at least ``min_cell_size`` rows
+    in the columns the request uses (the only strings a ``keys: labels`` map or a
+    ``label`` input may carry); ``columns`` the request's columns; ``grid`` the time
+    boundaries the station chose for this request.
+    """
 
     min_cell_size: int
     max_bytes: int = DEFAULT_MAX_BYTES
+    max_count: int | None = None
+    labels: frozenset[str] = frozenset()
+    columns: frozenset[str] = frozenset()
+    grid: frozenset[float] = frozenset()
 
 
 def _reject_constant(name: str) -> Any:
@@ -52,9 +64,7 @@ def _reject_constant(name: str) -> Any:
 def parse_strict(raw: bytes, limits: GuardLimits) -> Any:
     """Parse a train's JSON under the size cap, refusing NaN/Infinity and deep nesting."""
     if len(raw) > limits.max_bytes:
-        raise DisclosureError(
-            f"output is {len(raw)} bytes, over the cap of {limits.max_bytes} bytes"
-        )
+        raise DisclosureError(f"output is over the cap of {limits.max_bytes} bytes")
     # json's C scanner guards its recursion (RecursionError, caught below); the
     # schema walk then caps the depth of what was parsed
     try:
@@ -90,31 +100,45 @@ class Guard:
             if schema.get("nullable"):
                 return
             raise DisclosureError(f"{where}: missing value")
-        if kind in ("count", "integer"):
+        if kind in ("count", "cell", "integer"):
             if isinstance(value, bool) or not isinstance(value, int):
-                raise DisclosureError(
-                    f"{where}: expected an integer, got {type(value).__name__}"
-                )
-            if kind == "count":
+                raise DisclosureError(f"{where}: expected an integer")
+            bound = self.limits.max_count
+            if bound is not None and abs(value) > max(bound, 1000):
+                raise DisclosureError(f"{where}: an integer larger than the population")
+            if kind in ("count", "cell"):
                 if value < 0:
                     raise DisclosureError(f"{where}: a count cannot be negative")
-                if 0 < value < self.limits.min_cell_size:
+                if bound is not None and value > bound:
                     raise DisclosureError(
-                        f"{where}: a count under the minimum cell size of "
-                        f"{self.limits.min_cell_size} may not leave the station"
+                        f"{where}: a count larger than the population"
                     )
+                if (kind == "cell" or value > 0) and value < self.limits.min_cell_size:
+                    raise DisclosureError(
+                        f"{where}: a cell under the minimum cell size may not leave "
+                        "the station"
+                    )
+            self._range(value, schema, where)
             return
         if kind == "number":
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise DisclosureError(
-                    f"{where}: expected a number, got {type(value).__name__}"
-                )
+                raise DisclosureError(f"{where}: expected a number")
             if not math.isfinite(value):
                 raise DisclosureError(f"{where}: not a finite number")
             decimals = schema.get("decimals")
             if decimals is not None and round(value, decimals) != value:
                 raise DisclosureError(f"{where}: more than {decimals} decimals")
+            if schema.get("grid") and float(value) not in self.limits.grid:
+                raise DisclosureError(f"{where}: a time off the station's grid")
+            self._range(value, schema, where)
             return
+        if kind in ("label", "column"):
+            allowed = self.limits.labels if kind == "label" else self.limits.columns
+            if not isinstance(value, str) or value not in allowed:
+                raise DisclosureError(f"{where}: not a {kind} this station knows")
+            return
+        if kind == "evidence":
+            return  # checked by the session's path rule
         if kind == "boolean":
             if not isinstance(value, bool):
                 raise DisclosureError(f"{where}: expected true or false")
@@ -128,7 +152,7 @@ class Guard:
                 raise DisclosureError(f"{where}: expected an array")
             if len(value) > schema["max_length"]:
                 raise DisclosureError(
-                    f"{where}: {len(value)} elements, over the cap of {schema['max_length']}"
+                    f"{where}: more elements than the cap of {schema['max_length']}"
                 )
             for i, item in enumerate(value):
                 self.check(item, schema["items"], f"{where}[{i}]", depth + 1)
@@ -146,14 +170,28 @@ class Guard:
                 raise DisclosureError(
                     f"{where}: more than {schema['max_keys']} entries"
                 )
+            known = (
+                self.limits.columns
+                if schema.get("keys") == "columns"
+                else self.limits.labels
+            )
             for key, item in value.items():
-                if not LABEL.match(key):
-                    raise DisclosureError(f"{where}: key is not a plain label")
+                if not LABEL.match(key) or key not in known:
+                    raise DisclosureError(
+                        f"{where}: key is not a label this station observed with at "
+                        "least the minimum cell size"
+                    )
                 self.check(item, schema["values"], f"{where}.<label>", depth + 1)
             return
         raise DisclosureError(
             f"{where}: the manifest declares an unknown type {kind!r}"
         )
+
+    @staticmethod
+    def _range(value: float, schema: Mapping[str, Any], where: str) -> None:
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise DisclosureError(f"{where}: outside the declared range")
 
     def _object(
         self, value: Any, schema: Mapping[str, Any], where: str, depth: int
@@ -163,9 +201,7 @@ class Guard:
         fields: Mapping[str, Any] = schema["fields"]
         extra = [k for k in value if k not in fields]
         if extra:
-            raise DisclosureError(
-                f"{where}: undeclared key(s) {', '.join(sorted(extra)[:5])}"
-            )
+            raise DisclosureError(f"{where}: undeclared key(s)")
         for key, sub in fields.items():
             if key not in value:
                 if sub.get("optional") or sub.get("nullable"):
@@ -179,16 +215,19 @@ class Guard:
 
         try:
             array = decode_array(value)
-        except ConfigError as exc:
-            raise DisclosureError(f"{where}: {exc}") from None
+        except ConfigError:
+            raise DisclosureError(f"{where}: not an encoded float64 array") from None
         if array.size > schema["max_elements"]:
             raise DisclosureError(
-                f"{where}: {array.size} elements, over the cap of {schema['max_elements']}"
+                f"{where}: more elements than the cap of {schema['max_elements']}"
             )
         import numpy as np
 
         if not np.all(np.isfinite(array)):
             raise DisclosureError(f"{where}: contains NaN or infinite values")
+        cap = schema.get("max_abs")
+        if cap is not None and array.size and float(np.max(np.abs(array))) > cap:
+            raise DisclosureError(f"{where}: values outside the declared range")
 
 
 def guard_output(

@@ -15,20 +15,36 @@ invalid rather than permissive, and anything broader than a list is spelled out
           - {organisation: ZIN, roles: [analyst]}
         trains:
           - {name: survival.km, versions: ">=1.0.0,<2.0.0", signers: [keyring]}
-        columns: [os_days, death, regimen]
+        columns:                         # column: the roles it may serve as
+          os_days: [time]
+          death: [event]
+          regimen: [group, covariate]
+        time_grid: {os_days: 7}          # lattice step of released per-time tables
         disclosure_classes: [aggregate, model, event_table]
         min_cell_size: 10
-        budget: {queries: 50, period_days: 30}
+        budget: {queries: 50, period_days: 30, organisation_queries: 200,
+                 rounds_per_query: 20}
+        max_rounds: 60                   # evaluations an iterative session may ask
         show_station_name: false
         review: automatic                # or manual: outputs wait for a person
+        unsafe_process_sandbox: false    # true: run under `executor: process` even
+                                         # where the machine lacks a sandbox control
+
+``columns`` may also be a plain list: every listed column may then serve in every role
+(less strict; the station's grid and cell rules still apply).
+
+Every query on a dataset analyses one fixed population: the rows complete on every
+allowed column the dataset has, so no request can change who is analysed.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from pht import yamlcfg
 from pht.manifest import DISCLOSURE_CLASSES
@@ -38,6 +54,7 @@ DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "default.yam
 
 ANY_DATASET = "*"
 KEYRING_SIGNERS = "keyring"
+ROLES = ("time", "event", "group", "covariate")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _COMPARATOR = re.compile(r"^(>=|<=|>|<|==)?\s*(\d+\.\d+\.\d+)$")
 
@@ -106,10 +123,16 @@ class RequesterRule:
 
 @dataclass(frozen=True)
 class Budget:
-    """At most ``queries`` admitted requests per requester per ``period_days``."""
+    """Query units per key and per organisation per ``period_days``.
+
+    An admitted request costs one unit; an iterative session costs one more unit per
+    ``rounds_per_query`` evaluation rounds.
+    """
 
     queries: int
     period_days: int
+    organisation_queries: int
+    rounds_per_query: int = 20
 
 
 @dataclass(frozen=True)
@@ -125,6 +148,31 @@ class DatasetPolicy:
     budget: Budget | None
     show_station_name: bool
     review: str
+    roles: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    time_grid: Mapping[str, float] = field(default_factory=dict)
+    max_rounds: int = 60
+    unsafe_process_sandbox: bool = False
+
+    def roles_of(self, column: str) -> frozenset[str]:
+        """The roles ``column`` may serve as (all roles for a plain column list)."""
+        if column not in self.columns:
+            return frozenset()
+        return self.roles.get(column, frozenset(ROLES))
+
+    def role_refusal(self, used: Mapping[str, str]) -> str | None:
+        """Why columns may not serve in the roles a request uses, or None."""
+        bad = [c for c, role in used.items() if role not in self.roles_of(c)]
+        if bad:
+            return "a column may not serve in the role the request gives it"
+        return None
+
+    def columns_with_role(self, role: str) -> list[str]:
+        """The allowed columns that may serve as ``role``."""
+        return sorted(c for c in self.columns if role in self.roles_of(c))
+
+    def grid_step(self, column: str) -> float:
+        """The lattice step of released per-time tables for a time column."""
+        return float(self.time_grid.get(column, 1.0))
 
     def requester_refusal(self, organisation: str, role: str) -> str | None:
         """Why this requester is refused, or None."""
@@ -202,6 +250,9 @@ _DATASET_KEYS = {
     "budget",
     "show_station_name",
     "review",
+    "time_grid",
+    "max_rounds",
+    "unsafe_process_sandbox",
 }
 
 
@@ -257,12 +308,35 @@ def _dataset(node: yamlcfg.Node) -> DatasetPolicy:
         raise k_node.error("must be at least 1 (10 is the recommended default)")
     budget = None
     if m.get("budget") is not None:
-        b = m.require("budget").mapping({"queries", "period_days"})
+        b = m.require("budget").mapping(
+            {"queries", "period_days", "organisation_queries", "rounds_per_query"}
+        )
         queries = b.require("queries").as_type(int)
         days = b.require("period_days").as_type(int)
-        if queries < 1 or days < 1:
-            raise m.require("budget").error("queries and period_days must be >= 1")
-        budget = Budget(queries, days)
+        org_node = b.get("organisation_queries")
+        org = org_node.as_type(int) if org_node is not None else queries
+        rpq_node = b.get("rounds_per_query")
+        rpq = rpq_node.as_type(int) if rpq_node is not None else 20
+        if min(queries, days, org, rpq) < 1:
+            raise m.require("budget").error(
+                "queries, period_days, organisation_queries and rounds_per_query "
+                "must be >= 1"
+            )
+        budget = Budget(queries, days, org, rpq)
+    columns, roles = _columns(m.require("columns"))
+    grid: dict[str, float] = {}
+    grid_node = m.get("time_grid")
+    if grid_node is not None:
+        for column, step_node in grid_node.raw_mapping_nodes():
+            step = step_node.as_type((int, float))
+            if isinstance(step, bool) or not step > 0:
+                raise step_node.error("a time_grid step must be a positive number")
+            grid[column] = float(step)
+    rounds_node = m.get("max_rounds")
+    max_rounds = rounds_node.as_type(int) if rounds_node is not None else 60
+    if max_rounds < 1:
+        raise rounds_node.error("max_rounds must be >= 1")  # type: ignore[union-attr]
+    unsafe_node = m.get("unsafe_process_sandbox")
     show = m.get("show_station_name")
     review_node = m.get("review")
     review = review_node.as_str() if review_node else "automatic"
@@ -272,13 +346,33 @@ def _dataset(node: yamlcfg.Node) -> DatasetPolicy:
         purposes=frozenset(purposes),
         requesters=tuple(requesters),
         trains=tuple(trains),
-        columns=frozenset(_nonempty(m.require("columns"), "column")),
+        columns=frozenset(columns),
         disclosure_classes=frozenset(classes),
         min_cell_size=k,
         budget=budget,
         show_station_name=show.as_type(bool) if show else False,
         review=review,
+        roles=roles,
+        time_grid=grid,
+        max_rounds=max_rounds,
+        unsafe_process_sandbox=unsafe_node.as_type(bool) if unsafe_node else False,
     )
+
+
+def _columns(node: yamlcfg.Node) -> tuple[list[str], dict[str, frozenset[str]]]:
+    """``columns``: a list (every role) or a mapping column -> roles."""
+    if not isinstance(node._node, yaml.MappingNode):  # noqa: SLF001
+        return _nonempty(node, "column"), {}
+    roles: dict[str, frozenset[str]] = {}
+    for column, roles_node in node.raw_mapping_nodes():
+        names = _nonempty(roles_node, "role")
+        unknown = [r for r in names if r not in ROLES]
+        if unknown:
+            raise roles_node.error(f"unknown role; use {', '.join(ROLES)}")
+        roles[column] = frozenset(names)
+    if not roles:
+        raise node.error("list at least one column (an empty list would fail closed)")
+    return list(roles), roles
 
 
 def load_policy(path: Path) -> Policy:

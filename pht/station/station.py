@@ -1,23 +1,28 @@
 """A station: answers a signed request with a sealed aggregate and a signed receipt.
 
-In order, refusing with a reason at the first failure (every step is audit-logged):
+The station is a pipeline; every step is audit-logged and a failure at any step is a
+refusal with a fixed, data-free code (:mod:`pht.station.codes`), never an exception:
 
-1. the request is signed by a requester key in the station's keyring, valid now, fresh
-   (not expired, not replayed) and addressed to this station;
-2. the policy has an entry for the dataset, allows the purpose and the requester's
-   organisation and role;
-3. the train statement is signed by a trusted methodologist key that was valid when it
-   signed and is valid now, the policy allows the train, version and signer, and the
-   code digest of the station's own copy equals the signed digest;
-4. the parameters fit the manifest, the named columns exist with the right kind and are
-   allowed by the policy, the disclosure class is allowed, the requester's query
-   budget for the dataset is not spent;
+1. **admission** (pure checks, nothing runs): the envelope and every signed field
+   (:func:`pht.signing.verify_signed_request`: signature by a requester key in the
+   keyring, fresh, addressed here, user and role from the key's keyring entry), replay
+   (request ids and nonces seen before, kept in the audit log), the policy (dataset,
+   purpose, organisation and role, train name, version, signer and digests, columns
+   and the roles the request gives them, disclosure class, the process-sandbox rule),
+   the query budget per key and per organisation;
+2. **extraction** (:mod:`pht.station.population`): the dataset's one fixed population
+   (rows complete on every allowed column), only the columns the request needs written
+   to the run folder, and for per-time outputs the station's own time grid;
+3. **executor**: the train runs in the sandbox on the extracted file only;
+4. **release**: the output guard (schema, integers bounded by the population, labels
+   the station observed with at least k rows, times on the station's grid, every cell
+   at least k), then manual review or sealing to the requester, the release record and
+   a signed receipt naming the audit checkpoint. One release path serves single-round
+   runs, every round of an iterative session (:mod:`pht.station.sessions`) and
+   reviewed outputs.
 
-then the train runs through the executor. Its output passes the output guard (schema
-and disclosure rules) or is refused; in ``manual`` review it waits for a person; else
-it is sealed to the requester (HPKE, bound to request, station and train digest), the
-release is logged, and the station signs a receipt naming the audit checkpoint. A
-train's stdout, stderr and tracebacks stay in the station's working folder.
+The run folder is named by the station (a fresh UUID), created new for each run and
+removed after it; the station never deletes what it did not create.
 """
 
 from __future__ import annotations
@@ -26,16 +31,15 @@ import datetime as dt
 import json
 import logging
 import shutil
-import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
+import numpy as np
 
+from pht.algorithms.disclosure import coarser, refine_for_groups
 from pht.crypto import (
     Identity,
     PublicIdentity,
@@ -44,13 +48,7 @@ from pht.crypto import (
     seal,
     sealed_digest,
 )
-from pht.errors import (
-    ConfigError,
-    DataError,
-    DisclosureError,
-    ExecutorError,
-    TrustError,
-)
+from pht.errors import ConfigError, DataError, DisclosureError, ExecutorError, PhtError
 from pht.keyring import Keyring
 from pht.manifest import Catalogue, TrainPackage
 from pht.signing import (
@@ -59,14 +57,21 @@ from pht.signing import (
     TrainStatement,
     sign_receipt,
     utc_now,
-    verify_request,
+    verify_signed_request,
     verify_train,
 )
 from pht.station.audit import AuditLog
-from pht.station.executors import Channel, Executor, Job, Limits
+from pht.station.codes import Code
+from pht.station.executors import Executor, Job, Limits
 from pht.station.guard import Guard, GuardLimits, parse_strict
 from pht.station.policy import DatasetPolicy, Policy
-from pht.wire import STATUSES, Reply, TrainInput
+from pht.station.population import (
+    GridStore,
+    Population,
+    dataset_schema,
+    load_population,
+)
+from pht.wire import STATUSES, Reply, TrainInput, TrainRef
 
 log = logging.getLogger(__name__)
 MAX_REASON = 300
@@ -84,43 +89,29 @@ class StationConfig:
     identity: Identity
     keyring: Keyring
     executor: str = "process"
+    witness: Path | None = None
 
 
-def dataset_schema(path: Path) -> pa.Schema:
-    """The column types of a Parquet or CSV dataset."""
-    if not path.is_file():
-        raise DataError(f"{path}: dataset file not found; check the path")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            return pq.read_schema(path)
-        if suffix == ".csv":
-            return pacsv.read_csv(path).schema
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: cannot be read as {suffix[1:]} ({exc})") from None
-    raise DataError(f"{path}: format '{suffix}' is not supported; use .parquet or .csv")
+def kind_problem(kind: str, dtype: Any) -> bool:
+    """Whether a column of arrow ``dtype`` cannot serve as ``kind``."""
+    import pyarrow as pa
 
-
-def kind_problem(kind: str, dtype: pa.DataType) -> str | None:
-    """Why a column of ``dtype`` cannot serve as ``kind``, or None."""
     numeric = pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
-    if kind == "numeric" and not numeric:
-        return f"must be numeric, but has type {dtype}"
-    if kind == "binary" and not (numeric or pa.types.is_boolean(dtype)):
-        return f"must be 0/1 or boolean, but has type {dtype}"
-    if kind == "categorical" and not (
+    if kind == "numeric":
+        return not numeric
+    if kind == "binary":
+        return not (numeric or pa.types.is_boolean(dtype))
+    return not (
         numeric
         or pa.types.is_string(dtype)
         or pa.types.is_large_string(dtype)
         or pa.types.is_boolean(dtype)
         or pa.types.is_dictionary(dtype)
-    ):
-        return f"must be categorical (text, integer or boolean), but has type {dtype}"
-    return None
+    )
 
 
 def clean_reason(text: str | None) -> str | None:
-    """A train-authored reason, cut to printable text of bounded length."""
+    """Station-authored text cut to printable characters of bounded length."""
     if text is None:
         return None
     printable = "".join(ch for ch in str(text) if ch.isprintable())
@@ -133,6 +124,7 @@ class Admission:
 
     body: SignedRequestBody
     requester: PublicIdentity
+    key_id: str
     package: TrainPackage
     statement: TrainStatement
     signer: PublicIdentity
@@ -140,15 +132,24 @@ class Admission:
     policy: DatasetPolicy
     disclosure_class: str
     fields: dict[str, Any] = field(default_factory=dict)
+    limits: GuardLimits | None = None
+    population: Population | None = None
+    grid: tuple[float, ...] | None = None
 
 
 class Refusal(Exception):
-    """Internal: stop admission with a status and reason."""
+    """Internal: stop the pipeline with a status and a fixed code."""
 
-    def __init__(self, status: str, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, status: str, code: Code, detail: str = "") -> None:
+        super().__init__(code.reason)
         self.status = status
-        self.reason = reason
+        self.code = code
+        self.detail = detail
+
+    @property
+    def reason(self) -> str:
+        """The fixed reason, with a station-authored detail where one is safe."""
+        return self.code.reason + (f" ({self.detail})" if self.detail else "")
 
 
 class Station:
@@ -162,15 +163,23 @@ class Station:
         self.catalogue = catalogue
         config.workdir.mkdir(parents=True, exist_ok=True)
         self.audit = AuditLog.open(
-            config.workdir / "audit", config.id, config.identity.signing
+            config.workdir / "audit",
+            config.id,
+            config.identity.signing,
+            anchor=config.workdir / "audit.anchor",
+            witness=config.witness,
         )
         self.last_released: dict[str, Any] = {}
         self.limits = Limits()
+        self.grids = GridStore(config.workdir / "grids")
         self._record_changes()
-        self._nonces_path = config.workdir / "nonces.log"
-        self._nonces = set(
-            self._nonces_path.read_text().split() if self._nonces_path.exists() else ()
-        )
+        self._seen: set[str] = set()
+        for record in self.audit.records():
+            if record.event == "request_received" and record.request_id:
+                self._seen.add(record.request_id)
+            nonce = record.details.get("nonce") if record.details else None
+            if isinstance(nonce, str):
+                self._seen.add(nonce)
 
     @property
     def id(self) -> str:
@@ -178,22 +187,13 @@ class Station:
         return self.config.id
 
     def _record_changes(self) -> None:
-        """Log a policy_change / key_change record when the files changed.
-
-        Compared with the last ones this station logged (first start included).
-        """
+        """Log a policy_change / key_change record when the files changed."""
         current = {
             "policy_change": digest(self.config.policy.source.read_bytes()),
             "key_change": digest(
                 canonical_json(
                     sorted(
-                        e.key_id
-                        + ":"
-                        + ",".join(e.roles)
-                        + ":"
-                        + str(e.revoked_at)
-                        + ":"
-                        + str(e.valid_until)
+                        f"{e.key_id}:{','.join(e.roles)}:{e.revoked_at}:{e.valid_until}"
                         for e in self.config.keyring.entries
                     )
                 )
@@ -212,11 +212,6 @@ class Station:
                     reason="policy file changed"
                     if event == "policy_change"
                     else "keyring changed",
-                    details={
-                        "source": str(self.config.policy.source)
-                        if event == "policy_change"
-                        else "keyring"
-                    },
                 )
 
     # -- replies ------------------------------------------------------------------
@@ -235,59 +230,61 @@ class Station:
         )
 
     def _refuse(
-        self, rid: str, status: str, reason: str, event: str, /, **fields: Any
+        self, rid: str, refusal: Refusal, event: str, /, **fields: Any
     ) -> Reply:
         fields = {**fields, "request_id": rid}
+        status = refusal.status
         self.audit.append(
             event if status == "refused" else "error",
             "refused" if status == "refused" else "error",
-            reason=reason,
+            reason=refusal.reason,
             **fields,
         )
-        log.info("station %s %s request %s: %s", self.id, status, rid, reason)
-        return self._reply(rid, status, reason)
+        log.info("station %s %s request %s: %s", self.id, status, rid, refusal.reason)
+        return self._reply(rid, status, refusal.reason)
+
+    def refuse(self, admitted: Admission, refusal: Refusal) -> Reply:
+        """Log and return a refusal of an admitted request."""
+        return self._refuse(
+            admitted.body.request_id, refusal, "refusal", **admitted.fields
+        )
 
     # -- admission ----------------------------------------------------------------
-    def _verify(
-        self, envelope: Mapping[str, Any]
-    ) -> tuple[SignedRequestBody, PublicIdentity]:
+    def _admit(self, envelope: Any) -> Admission | Reply:
         try:
-            body, requester = verify_request(envelope, self.config.keyring, self.id)
-        except TrustError as exc:
-            raise Refusal("refused", f"request rejected: {exc}") from None
-        token = f"{body.request_id}:{body.nonce}"
-        if body.nonce in self._nonces or body.request_id in self._nonces:
-            raise Refusal("refused", "request rejected: replayed (nonce seen before)")
-        with open(self._nonces_path, "a", encoding="utf-8") as handle:
-            handle.write(f"{body.nonce}\n{body.request_id}\n")
-        self._nonces.update(token.split(":"))
-        return body, requester
-
-    def _admit(self, envelope: Mapping[str, Any]) -> Admission | Reply:
-        request_id = (
-            clean_reason(str(_peek(envelope, "request_id") or "unknown")) or "unknown"
-        )[:64]
-        try:
-            body, requester = self._verify(envelope)
-        except Refusal as r:
-            return self._refuse(request_id, r.status, r.reason, "request_received")
+            verified = verify_signed_request(envelope, self.config.keyring, self.id)
+        except PhtError as exc:
+            return self._refuse(
+                "unknown",
+                Refusal("refused", Code.REJECTED, clean_reason(str(exc)) or ""),
+                "request_received",
+            )
+        body = verified.body
+        if body.request_id in self._seen or body.nonce in self._seen:
+            return self._refuse(
+                body.request_id, Refusal("refused", Code.REPLAYED), "request_received"
+            )
+        self._seen.update((body.request_id, body.nonce))
         fields = {
             "request_id": body.request_id,
-            "user": body.user,
-            "organisation": body.organisation,
-            "role": body.role,
+            "user": verified.user,
+            "organisation": verified.organisation,
+            "role": verified.role,
             "purpose": body.purpose,
             "dataset": body.dataset,
             "train": body.train,
             "train_digest": body.train_digest,
         }
-        self.audit.append("request_received", "success", **fields)
+        self.audit.append(
+            "request_received",
+            "success",
+            details={"nonce": body.nonce, "key": verified.requester.key_id},
+            **fields,
+        )
         try:
-            admission = self._decide(body, requester, fields)
+            admission = self._decide(body, verified.requester, fields)
         except Refusal as r:
-            return self._refuse(
-                body.request_id, r.status, r.reason, "policy_decision", **fields
-            )
+            return self._refuse(body.request_id, r, "policy_decision", **fields)
         self.audit.append(
             "policy_decision",
             "success",
@@ -295,6 +292,7 @@ class Station:
             details={
                 "signer": admission.signer.key_id,
                 "class": admission.disclosure_class,
+                "key": admission.key_id,
             },
             **fields,
         )
@@ -304,74 +302,54 @@ class Station:
         self, body: SignedRequestBody, requester: PublicIdentity, fields: dict[str, Any]
     ) -> Admission:
         if body.dataset not in self.config.datasets:
-            raise Refusal("refused", f"this station holds no dataset '{body.dataset}'")
+            raise Refusal("refused", Code.DATASET)
         policy = self.config.policy.for_dataset(body.dataset)
         if policy is None:
-            raise Refusal(
-                "refused", f"the policy has no entry for dataset '{body.dataset}'"
-            )
-        for refusal in (
-            policy.purpose_refusal(body.purpose),
-            policy.requester_refusal(body.organisation, body.role),
-        ):
-            if refusal:
-                raise Refusal("refused", refusal)
+            raise Refusal("refused", Code.DATASET)
+        if policy.purpose_refusal(body.purpose):
+            raise Refusal("refused", Code.PURPOSE)
+        if policy.requester_refusal(fields["organisation"], fields["role"]):
+            raise Refusal("refused", Code.REQUESTER)
         try:
             statement, signer = verify_train(body.train_statement, self.config.keyring)
-        except TrustError as exc:
-            raise Refusal("refused", f"train rejected: {exc}") from None
-        try:
-            package = self.catalogue.get(_ref(body.train))
-        except ConfigError as exc:
-            raise Refusal("refused", str(exc)) from None
+            package = self.catalogue.get(TrainRef.parse(body.train))
+        except PhtError as exc:
+            raise Refusal("refused", Code.TRAIN, clean_reason(str(exc)) or "") from None
         m = package.manifest
-        if (statement.name, statement.version) != (m.name, m.version):
-            raise Refusal(
-                "refused",
-                f"train statement is for {statement.name}@{statement.version}, "
-                f"not {m.ref}",
-            )
         if (
-            statement.code_digest != package.digest
+            (statement.name, statement.version) != (m.name, m.version)
+            or statement.code_digest != package.digest
             or body.train_digest != package.digest
+            or statement.manifest_sha256 != digest(package.manifest_bytes)
         ):
-            raise Refusal(
-                "refused",
-                f"train {m.ref} digest mismatch: this station runs {package.digest}, "
-                f"signed {statement.code_digest}, requested {body.train_digest}",
-            )
-        if statement.manifest_sha256 != digest(package.manifest_bytes):
-            raise Refusal(
-                "refused", f"train {m.ref} manifest differs from the signed one"
-            )
-        refusal = policy.train_refusal(m.name, m.version, signer.key_id, signer.name)
-        if refusal:
-            raise Refusal("refused", refusal)
+            raise Refusal("refused", Code.TRAIN, "digest mismatch")
+        if policy.train_refusal(m.name, m.version, signer.key_id, signer.name):
+            raise Refusal("refused", Code.TRAIN)
         parameters, problems = m.resolve(body.parameters)
         if problems:
-            raise Refusal("error", "; ".join(problems))
+            raise Refusal("error", Code.PARAMETERS)
         self._check_columns(package, body.dataset, parameters, policy)
         disclosure_class = m.output_class_for(parameters)
-        refusal = policy.class_refusal(disclosure_class)
-        if refusal:
-            raise Refusal("refused", refusal)
+        if policy.class_refusal(disclosure_class):
+            raise Refusal("refused", Code.CLASS)
         if policy.review == "manual" and m.rounds == "iterative":
-            raise Refusal(
-                "refused",
-                "this dataset's policy holds outputs for manual review, which an "
-                "iterative train cannot wait for",
-            )
-        self._check_budget(body, policy)
+            raise Refusal("refused", Code.REVIEW_ITERATIVE)
+        missing = getattr(self.executor, "missing_controls", lambda: ())()
+        if missing and not policy.unsafe_process_sandbox:
+            log.warning("station %s lacks sandbox controls: %s", self.id, missing)
+            raise Refusal("refused", Code.SANDBOX)
+        self._check_budget(requester.key_id, fields["organisation"], body, policy)
         return Admission(
-            body,
-            requester,
-            package,
-            statement,
-            signer,
-            parameters,
-            policy,
-            disclosure_class,
-            fields,
+            body=body,
+            requester=requester,
+            key_id=requester.key_id,
+            package=package,
+            statement=statement,
+            signer=signer,
+            parameters=parameters,
+            policy=policy,
+            disclosure_class=disclosure_class,
+            fields=fields,
         )
 
     def _check_columns(
@@ -381,197 +359,289 @@ class Station:
         parameters: Mapping[str, Any],
         policy: DatasetPolicy,
     ) -> None:
-        columns = package.manifest.columns_of(parameters)
+        manifest = package.manifest
+        columns = manifest.columns_of(parameters)
+        if policy.column_refusal(list(columns)):
+            raise Refusal("refused", Code.COLUMN)
+        if policy.role_refusal(manifest.roles_of(parameters)):
+            raise Refusal("refused", Code.COLUMN)
         try:
             schema = dataset_schema(self.config.datasets[dataset])
-        except DataError as exc:
-            raise Refusal("error", str(exc)) from None
+        except DataError:
+            raise Refusal("error", Code.DATA) from None
         for column, kind in columns.items():
             index = schema.get_field_index(column)
-            if index < 0:
-                raise Refusal(
-                    "error",
-                    f"dataset '{dataset}' has no column '{column}'; "
-                    f"available: {', '.join(schema.names)}",
-                )
-            problem = kind_problem(kind, schema.field(index).type)
-            if problem:
-                raise Refusal(
-                    "error", f"column '{column}' of dataset '{dataset}' {problem}"
-                )
-        refusal = policy.column_refusal(list(columns))
-        if refusal:
-            raise Refusal("refused", refusal)
+            if index < 0 or kind_problem(kind, schema.field(index).type):
+                raise Refusal("error", Code.COLUMN)
 
-    def _check_budget(self, body: SignedRequestBody, policy: DatasetPolicy) -> None:
+    def budget_used(
+        self, key_id: str, organisation: str, dataset: str, policy: DatasetPolicy
+    ) -> tuple[int, int]:
+        """Query units used in the budget period: by this key, by its organisation."""
+        assert policy.budget is not None
+        since = utc_now() - dt.timedelta(days=policy.budget.period_days)
+        by_key = by_org = 0
+        rounds_key: dict[str, int] = {}
+        rounds_org: dict[str, int] = {}
+        for r in self.audit.records():
+            if r.dataset != dataset or r.organisation != organisation:
+                continue
+            if _parse(r.time) < since:
+                continue
+            mine = (r.details or {}).get("key") == key_id
+            if r.event == "policy_decision" and r.outcome == "success":
+                by_org += 1
+                by_key += 1 if mine else 0
+            elif r.event == "release" and r.request_id:
+                if int((r.details or {}).get("round", 0)) > 0:
+                    rounds_org[r.request_id] = rounds_org.get(r.request_id, 0) + 1
+                    if mine:
+                        rounds_key[r.request_id] = rounds_key.get(r.request_id, 0) + 1
+        per = policy.budget.rounds_per_query
+        by_key += sum(n // per for n in rounds_key.values())
+        by_org += sum(n // per for n in rounds_org.values())
+        return by_key, by_org
+
+    def _check_budget(
+        self,
+        key_id: str,
+        organisation: str,
+        body: SignedRequestBody,
+        policy: DatasetPolicy,
+    ) -> None:
         if policy.budget is None:
             return
-        since = utc_now() - dt.timedelta(days=policy.budget.period_days)
-        used = [
-            r
-            for r in self.audit.records()
-            if r.event == "policy_decision"
-            and r.outcome == "success"
-            and r.dataset == body.dataset
-            and r.organisation == body.organisation
-            and r.user == body.user
-            and _parse(r.time) >= since
-        ]
-        if len(used) >= policy.budget.queries:
-            raise Refusal(
-                "refused",
-                f"query budget spent: {policy.budget.queries} requests per "
-                f"{policy.budget.period_days} days on dataset '{body.dataset}'",
-            )
+        by_key, by_org = self.budget_used(key_id, organisation, body.dataset, policy)
+        if (
+            by_key >= policy.budget.queries
+            or by_org >= policy.budget.organisation_queries
+        ):
+            raise Refusal("refused", Code.BUDGET)
 
-    # -- running and releasing ----------------------------------------------------
-    def handle(self, envelope: Mapping[str, Any]) -> Reply:
-        """Decide on, run and answer one single-round request. Never raises."""
-        admitted = self._admit(envelope)
-        if isinstance(admitted, Reply):
-            return admitted
-        if admitted.package.manifest.rounds != "single":
-            return self._refuse(
-                admitted.body.request_id,
-                "error",
-                f"train {admitted.body.train} is iterative; open a session",
-                "error",
-            )
-        job = self._prepare(admitted)
-        self.audit.append(
-            "run",
-            "success",
-            **admitted.fields,
-            details={"executor": self.executor.name},
-        )
-        try:
-            result = self.executor.run(job)
-        except ExecutorError as exc:
-            return self._refuse(
-                admitted.body.request_id, "error", str(exc), "error", **admitted.fields
-            )
-        if result.timed_out:
-            return self._refuse(
-                admitted.body.request_id,
-                "error",
-                "the train timed out",
-                "error",
-                **admitted.fields,
-            )
-        if result.output is None:
-            log.warning(
-                "station %s: no valid output; stderr: %s", self.id, result.stderr_tail
-            )
-            return self._refuse(
-                admitted.body.request_id,
-                "error",
-                "the train wrote no valid output (missing, a symlink or over the size cap)",
-                "error",
-                **admitted.fields,
-            )
-        return self._release(admitted, result.output, None, result.elapsed_seconds)
-
-    def _prepare(self, admitted: Admission) -> Job:
+    # -- extraction -----------------------------------------------------------------
+    def _extract(self, admitted: Admission, run_dir: Path) -> Path:
+        """The population, the guard's limits and the grid; the train's input file."""
         body, manifest = admitted.body, admitted.package.manifest
-        run_dir = self.config.workdir / "runs" / body.request_id
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        (run_dir / "output").mkdir(parents=True)
+        policy, params = admitted.policy, admitted.parameters
+        k = policy.min_cell_size
+        path = self.config.datasets[body.dataset]
+        schema_names = set(dataset_schema(path).names)
+        allowed = sorted(c for c in policy.columns if c in schema_names)
+        population = load_population(path, allowed, k)
+        if population.n < k:
+            raise Refusal("refused", Code.SMALL_POPULATION)
+        roles = manifest.roles_of(params)
+        columns = list(manifest.columns_of(params))
+        for column, role in roles.items():
+            if role == "group":
+                held = population.labels.get(column)
+                values = {str(v) for v in population.column(column).tolist()}
+                if held is None or not values <= held:
+                    raise Refusal("refused", Code.SMALL_CELL)
+        grid = None
+        per_time = admitted.disclosure_class in ("event_table", "risk_set_sums")
+        if per_time:
+            grid = self._grid(admitted, population, roles)
+        admitted.population = population
+        admitted.grid = None if grid is None else tuple(float(b) for b in grid)
+        admitted.limits = GuardLimits(
+            k,
+            max_count=population.n,
+            labels=population.all_labels(columns),
+            columns=frozenset(columns),
+            grid=frozenset(admitted.grid or ()),
+        )
+        return population.extract(columns, run_dir / "data" / "columns.parquet")
+
+    def _grid(
+        self, admitted: Admission, population: Population, roles: Mapping[str, str]
+    ) -> np.ndarray:
+        policy, params = admitted.policy, admitted.parameters
+        k = policy.min_cell_size
+        time_col = next((c for c, r in roles.items() if r == "time"), None)
+        event_col = next((c for c, r in roles.items() if r == "event"), None)
+        if time_col is None or event_col is None:
+            raise Refusal("refused", Code.GRID)
+        time = np.asarray(population.column(time_col), dtype=np.float64)
+        if time.size == 0 or np.any(time < 0):
+            raise Refusal("error", Code.DATA)
+        events = population.binary_columns(policy.columns_with_role("event"))
+        if event_col not in events:
+            raise Refusal("error", Code.COLUMN)
+        grid = self.grids.grid(
+            admitted.body.dataset,
+            population,
+            time_col,
+            events,
+            k=k,
+            step=policy.grid_step(time_col),
+        )
+        if grid is None:
+            raise Refusal("refused", Code.GRID)
+        group_col = next((c for c, r in roles.items() if r == "group"), None)
+        if group_col is not None and admitted.package.manifest.rounds == "single":
+            grid = refine_for_groups(
+                grid,
+                time,
+                population.column(event_col),
+                population.column(group_col),
+                k=k,
+            )
+            if grid is None:
+                raise Refusal("refused", Code.GRID)
+        step = params.get("time_grid")
+        if isinstance(step, int | float) and step > 0:
+            grid = coarser(grid, float(step))
+        return grid
+
+    def prepare(self, admitted: Admission) -> tuple[Job, Path]:
+        """A fresh run folder named by the station, the extracted data, the job."""
+        manifest = admitted.package.manifest
+        run_dir = self.config.workdir / "runs" / str(uuid.uuid4())
+        (run_dir / "output").mkdir(parents=True, exist_ok=False)
+        try:
+            data = self._extract(admitted, run_dir)
+        except Refusal:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        except (DataError, OSError, ValueError) as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            log.warning("station %s extraction failed: %s", self.id, exc)
+            raise Refusal("error", Code.DATA) from None
         train_input = TrainInput(
-            request_id=body.request_id,
+            request_id=admitted.body.request_id,
             train=str(manifest.ref),
             parameters=dict(admitted.parameters),
             columns=tuple(manifest.columns_of(admitted.parameters)),
             min_count=admitted.policy.min_cell_size,
+            grid=admitted.grid,
         )
         input_file = run_dir / "input.json"
         input_file.write_text(train_input.to_json(), encoding="utf-8")
-        return Job(
+        job = Job(
             entrypoint=admitted.package.entrypoint,
             input_file=input_file,
-            dataset=self.config.datasets[body.dataset],
+            dataset=data,
             output_dir=run_dir / "output",
             workdir=run_dir,
             limits=self.limits,
             image=admitted.statement.image_digest,
         )
+        return job, run_dir
 
-    def _guarded(
+    # -- running and releasing ----------------------------------------------------
+    def handle(self, envelope: Any) -> Reply:
+        """Decide on, run and answer one single-round request. Never raises."""
+        try:
+            return self._handle(envelope)
+        except Exception:  # noqa: BLE001 - any failure is a logged refusal
+            log.exception("station %s: internal error", self.id)
+            rid = _request_id(envelope)
+            try:
+                return self._refuse(rid, Refusal("error", Code.INTERNAL), "error")
+            except Exception:  # noqa: BLE001 - the audit log itself failed
+                return self._reply(rid, "error", Code.INTERNAL.reason)
+
+    def _handle(self, envelope: Any) -> Reply:
+        admitted = self._admit(envelope)
+        if isinstance(admitted, Reply):
+            return admitted
+        if admitted.package.manifest.rounds != "single":
+            return self.refuse(admitted, Refusal("error", Code.PARAMETERS))
+        try:
+            job, run_dir = self.prepare(admitted)
+        except Refusal as r:
+            return self.refuse(admitted, r)
+        try:
+            self.audit.append(
+                "run",
+                "success",
+                **admitted.fields,
+                details={"executor": self.executor.name},
+            )
+            try:
+                result = self.executor.run(job)
+            except ExecutorError as exc:
+                log.warning("station %s executor: %s", self.id, exc)
+                return self.refuse(admitted, Refusal("error", Code.EXECUTOR))
+            if result.stderr_tail:
+                log.debug("station %s train stderr: %s", self.id, result.stderr_tail)
+            if result.timed_out:
+                return self.refuse(admitted, Refusal("error", Code.TIMEOUT))
+            if result.output is None:
+                return self.refuse(admitted, Refusal("error", Code.TRAIN_FAILED))
+            return self.release(admitted, result.output, None)
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def guarded(
         self, admitted: Admission, raw: bytes, op: str | None
-    ) -> tuple[str, str | None, dict[str, Any] | None]:
-        """Parse the train's output message and pass its aggregate through the guard."""
-        limits = GuardLimits(admitted.policy.min_cell_size)
+    ) -> dict[str, Any]:
+        """The train's aggregate after the output guard, or a :class:`Refusal`."""
+        limits = admitted.limits or GuardLimits(admitted.policy.min_cell_size)
         try:
             message = parse_strict(raw, limits)
             if not isinstance(message, dict) or message.get("status") not in STATUSES:
                 raise DisclosureError("the train's output message is malformed")
-            extra = set(message) - {"wire", "status", "reason", "output"}
-            if extra:
+            if set(message) - {"wire", "status", "reason", "output"}:
                 raise DisclosureError("the train's output message has undeclared keys")
+            if message["status"] == "refused":
+                raise Refusal("refused", Code.TRAIN_REFUSED)
             if message["status"] != "ok":
-                return message["status"], clean_reason(message.get("reason")), None
+                raise Refusal("error", Code.TRAIN_FAILED)
             schema = admitted.package.manifest.schema_for(op)
             Guard(limits).check(message.get("output"), schema)
         except DisclosureError as exc:
-            return "refused", f"output guard: {exc}", None
-        return "ok", None, message["output"]
+            log.info("station %s output guard: %s", self.id, exc)
+            raise Refusal("refused", Code.GUARD) from None
+        except ConfigError:
+            raise Refusal("refused", Code.GUARD) from None
+        return message["output"]  # type: ignore[no-any-return]
 
-    def _release(
+    def release(
         self,
         admitted: Admission,
         raw: bytes,
         op: str | None,
-        elapsed: float,
         round_no: int = 0,
+        extra: Mapping[str, Any] | None = None,
     ) -> Reply:
+        """Guard, then review or seal, log and sign: the one release path."""
         body = admitted.body
-        status, reason, output = self._guarded(admitted, raw, op)
-        common = {
-            "disclosure_class": admitted.disclosure_class,
-            "train_digest": admitted.statement.code_digest,
-            "elapsed_seconds": round(elapsed, 3),
-        }
-        if status != "ok" or output is None:
-            status = status if status in ("refused", "error") else "error"
-            self.audit.append(
-                "refusal" if status == "refused" else "error",
-                status,
-                reason=reason,
-                **admitted.fields,
-            )
-            return self._reply(body.request_id, status, reason, **common)
+        try:
+            output = self.guarded(admitted, raw, op)
+        except Refusal as r:
+            return self.refuse(admitted, r)
+        if extra:
+            output = {**output, **extra}
         self.last_released = output
         plain = canonical_json(output)
         output_digest = digest(plain)
+        common = {
+            "disclosure_class": admitted.disclosure_class,
+            "train_digest": admitted.statement.code_digest,
+        }
         if admitted.policy.review == "manual":
-            pending = self.config.workdir / "review" / f"{body.request_id}.json"
-            pending.parent.mkdir(parents=True, exist_ok=True)
+            pending = self._review_dir() / f"{body.request_id}.json"
             pending.write_bytes(plain)
             self.audit.append(
                 "review", "pending", output_digest=output_digest, **admitted.fields
             )
             self._save_admission(admitted)
             return self._reply(
-                body.request_id,
-                "pending",
-                "the output waits for manual review at the station",
-                **common,
+                body.request_id, "pending", Code.REVIEW_PENDING.reason, **common
             )
-        sealed, receipt = self._seal(admitted, plain, output_digest, round_no)
-        return self._reply(
-            body.request_id, "ok", None, sealed=sealed, receipt=receipt, **common
-        )
-
-    def _seal(
-        self, admitted: Admission, plain: bytes, output_digest: str, round_no: int
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        return self._seal_for(
-            admitted.body.request_id,
+        sealed, receipt = self._seal_for(
+            body.request_id,
             admitted.requester,
             admitted.statement.code_digest,
-            admitted.fields,
+            {**admitted.fields},
             plain,
             round_no,
+            admitted.key_id,
+        )
+        return self._reply(
+            body.request_id, "ok", None, sealed=sealed, receipt=receipt, **common
         )
 
     def _seal_for(
@@ -582,6 +652,7 @@ class Station:
         fields: Mapping[str, Any],
         plain: bytes,
         round_no: int,
+        key_id: str,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Seal ``plain`` to the requester, log the release, sign the receipt."""
         output_digest = digest(plain)
@@ -596,7 +667,7 @@ class Station:
             "release",
             "success",
             output_digest=output_digest,
-            details={"round": round_no},
+            details={"round": round_no, "key": key_id},
             **fields,
         )
         checkpoint = self.audit.checkpoint()
@@ -613,15 +684,28 @@ class Station:
         return sealed, sign_receipt(receipt, self.config.identity)
 
     # -- manual review --------------------------------------------------------------
+    def _review_dir(self) -> Path:
+        folder = self.config.workdir / "review"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _review_path(self, request_id: str, suffix: str) -> Path:
+        try:
+            canonical = str(uuid.UUID(request_id))
+        except (ValueError, TypeError, AttributeError):
+            raise ConfigError("not a request id; see `list`") from None
+        if canonical != request_id:
+            raise ConfigError("not a request id; see `list`")
+        return self._review_dir() / f"{request_id}{suffix}"
+
     def _save_admission(self, admitted: Admission) -> None:
-        path = (
-            self.config.workdir / "review" / f"{admitted.body.request_id}.request.json"
-        )
+        path = self._review_path(admitted.body.request_id, ".request.json")
         path.write_text(
             json.dumps(
                 {
                     "requester": admitted.requester.to_dict(),
                     "fields": admitted.fields,
+                    "key": admitted.key_id,
                     "train_digest": admitted.statement.code_digest,
                     "disclosure_class": admitted.disclosure_class,
                 }
@@ -642,43 +726,37 @@ class Station:
 
     def show_pending(self, request_id: str) -> dict[str, Any]:
         """The pending output and who asked for it (for the reviewer)."""
-        folder = self.config.workdir / "review"
-        output = folder / f"{request_id}.json"
+        output = self._review_path(request_id, ".json")
         if not output.is_file():
             raise ConfigError(f"no pending output for request {request_id}; see `list`")
-        meta = json.loads((folder / f"{request_id}.request.json").read_text())
+        meta = json.loads(self._review_path(request_id, ".request.json").read_text())
         return {"request": meta["fields"], "output": json.loads(output.read_bytes())}
 
     def review(
         self, request_id: str, approve: bool, reviewer: str, reason: str = ""
     ) -> Reply:
         """Approve (seal and release) or reject a pending output."""
-        folder = self.config.workdir / "review"
-        output_path = folder / f"{request_id}.json"
+        output_path = self._review_path(request_id, ".json")
         if not output_path.is_file():
             raise ConfigError(f"no pending output for request {request_id}; see `list`")
-        meta = json.loads((folder / f"{request_id}.request.json").read_text())
+        meta = json.loads(self._review_path(request_id, ".request.json").read_text())
         fields = meta["fields"]
         plain = output_path.read_bytes()
         if not approve:
             self.audit.append(
                 "review",
                 "rejected",
-                reason=reason or "rejected",
-                details={"reviewer": reviewer},
+                reason=clean_reason(reason) or "rejected",
+                details={"reviewer": clean_reason(reviewer) or "unknown"},
                 **fields,
             )
-            reply = self._reply(
-                request_id,
-                "refused",
-                f"rejected at manual review: {reason or 'no reason given'}",
-            )
+            reply = self._reply(request_id, "refused", Code.REVIEW_REJECTED.reason)
         else:
             self.audit.append(
                 "review",
                 "approved",
                 output_digest=digest(plain),
-                details={"reviewer": reviewer},
+                details={"reviewer": clean_reason(reviewer) or "unknown"},
                 **fields,
             )
             sealed, receipt = self._seal_for(
@@ -688,6 +766,7 @@ class Station:
                 fields,
                 plain,
                 0,
+                meta.get("key", ""),
             )
             reply = self._reply(
                 request_id,
@@ -698,7 +777,7 @@ class Station:
                 disclosure_class=meta["disclosure_class"],
                 train_digest=meta["train_digest"],
             )
-        (folder / f"{request_id}.reply.json").write_text(
+        self._review_path(request_id, ".reply.json").write_text(
             reply.to_json(), encoding="utf-8"
         )
         output_path.unlink()
@@ -706,134 +785,32 @@ class Station:
 
     def collect(self, request_id: str) -> Reply | None:
         """A reviewed reply waiting to be collected by the requester, if any."""
-        path = self.config.workdir / "review" / f"{request_id}.reply.json"
+        try:
+            path = self._review_path(request_id, ".reply.json")
+        except ConfigError:
+            return None
         return Reply.from_json(path.read_bytes()) if path.is_file() else None
 
     # -- sessions -------------------------------------------------------------------
-    def open_session(
-        self, envelope: Mapping[str, Any]
-    ) -> tuple[Reply, StationSession | None]:
+    def open_session(self, envelope: Any) -> tuple[Reply, Any]:
         """Admit an iterative request and start its train; the reply to round 0."""
-        admitted = self._admit(envelope)
-        if isinstance(admitted, Reply):
-            return admitted, None
-        if admitted.package.manifest.rounds != "iterative":
-            return self._refuse(
-                admitted.body.request_id,
-                "error",
-                f"train {admitted.body.train} is single-round",
-                "error",
-            ), None
-        self.audit.append(
-            "run",
-            "success",
-            **admitted.fields,
-            details={"executor": self.executor.name, "session": "open"},
-        )
+        from pht.station.sessions import open_session
+
         try:
-            channel = self.executor.start(self._prepare(admitted))
-        except ExecutorError as exc:
-            return self._refuse(
-                admitted.body.request_id, "error", str(exc), "error", **admitted.fields
-            ), None
-        session = StationSession(self, admitted, channel)
-        reply = session.receive("open")
-        if not reply.ok:
-            session.close()
-            return reply, None
-        session.n = int(session.last_output.get("n") or 0)
-        return reply, session
+            return open_session(self, envelope)
+        except Exception:  # noqa: BLE001 - any failure is a logged refusal
+            log.exception("station %s: internal error", self.id)
+            rid = _request_id(envelope)
+            return self._refuse(rid, Refusal("error", Code.INTERNAL), "error"), None
+
+    def admit(self, envelope: Any) -> Admission | Reply:
+        """Admission only (for sessions)."""
+        return self._admit(envelope)
 
 
-class StationSession:
-    """A running iterative train at a station: rounds are messages to one process."""
-
-    def __init__(self, station: Station, admitted: Admission, channel: Channel) -> None:
-        self.station = station
-        self.admitted = admitted
-        self.channel = channel
-        self.rounds = 0
-        self.closed = False
-        self.n = 0  # patients the train described when the session opened
-        self.last_output: dict[str, Any] = {}
-
-    def receive(self, op: str, timeout: float = 600.0) -> Reply:
-        """Read, guard, seal and release the train's answer to the latest message."""
-        started = time.monotonic()
-        raw = self.channel.receive(timeout)
-        if raw is None:
-            tail = self.close()
-            log.warning("station %s: session ended; stderr: %s", self.station.id, tail)
-            return self.station._refuse(
-                self.admitted.body.request_id,
-                "error",
-                "the train stopped answering",
-                "error",
-                **self.admitted.fields,
-            )
-        reply = self.station._release(
-            self.admitted, raw, op, time.monotonic() - started, self.rounds
-        )
-        self.last_output = self.station.last_released
-        return reply
-
-    def round(self, message: Mapping[str, Any]) -> Reply:
-        """Send one round message and return the train's released answer."""
-        if self.closed:
-            return self.station._reply(
-                self.admitted.body.request_id, "error", "the session is closed"
-            )
-        op = message.get("op")
-        if op not in self.admitted.package.manifest.round_schemas:
-            return self.station._reply(
-                self.admitted.body.request_id,
-                "error",
-                f"round operation {op!r} is not declared",
-            )
-        beta = message.get("beta")
-        if (
-            self.admitted.disclosure_class == "model"
-            and isinstance(beta, list)
-            and self.n < 10 * len(beta)
-        ):  # degrees-of-freedom rule for model statistics
-            self.close()
-            return self.station._refuse(
-                self.admitted.body.request_id,
-                "refused",
-                f"fewer than 10 patients per parameter ({len(beta)} parameters) at this "
-                "station",
-                "refusal",
-                **self.admitted.fields,
-            )
-        self.rounds += 1
-        self.channel.send(json.dumps(dict(message), allow_nan=False).encode("utf-8"))
-        reply = self.receive(str(op))
-        if not reply.ok:
-            self.close()
-        return reply
-
-    def close(self) -> str:
-        """End the session; return the train's stderr tail (station log only)."""
-        if self.closed:
-            return ""
-        self.closed = True
-        return self.channel.close()
-
-
-def _peek(envelope: Mapping[str, Any], key: str) -> Any:
-    """Read a field of an unverified request for logging only."""
-    try:
-        import base64
-
-        return json.loads(base64.b64decode(envelope["payload"])).get(key)
-    except Exception:  # noqa: BLE001 - unverified input, used only to label the log
-        return None
-
-
-def _ref(text: str) -> Any:
-    from pht.wire import TrainRef
-
-    return TrainRef.parse(text)
+def _request_id(envelope: Any) -> str:
+    """A label for a refusal before verification: never taken from the input."""
+    return "unknown"
 
 
 def _parse(text: str) -> dt.datetime:

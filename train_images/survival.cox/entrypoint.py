@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from pht.algorithms.cox import Covariate, Design, SortedRows, design_matrix
+from pht.algorithms.disclosure import coarsen
 from pht.columns import Columns, missing, numbers
 from pht.errors import DataError, DisclosureError
 from pht.runtime import Session, run_session
@@ -46,9 +47,9 @@ class CoxSession(Session):
             raise DataError(f"column '{time_col}' has negative durations")
         if not np.all(np.isin(event, (0.0, 1.0))):
             raise DataError(f"column '{event_col}' must hold only 0 and 1")
-        grid = params.get("time_grid")
-        if grid:
-            time = np.ceil(time / grid) * grid
+        if train_input.grid:
+            # pooled mode: times only on the station's grid (interval boundaries)
+            time = coarsen(time, train_input.grid)
         if len(time) < self.k:
             raise DisclosureError(f"fewer than {self.k} complete cases at this station")
         if event.sum() < self.k:
@@ -99,8 +100,8 @@ class CoxSession(Session):
             small = [lab for lab, c in zip(labels, counts, strict=True) if c < self.k]
             if small:
                 raise DisclosureError(
-                    f"level(s) {', '.join(repr(str(s)) for s in small)} of '{column}' have "
-                    f"fewer than {self.k} patients at this station; merge levels"
+                    f"a level of '{column}' has fewer than {self.k} patients at this "
+                    "station; merge levels"
                 )
             columns[column] = {
                 "kind": "categorical",

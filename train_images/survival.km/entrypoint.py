@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pht.algorithms.disclosure import coarsen
 from pht.algorithms.km import local_event_tables
 from pht.columns import Columns, numbers
 from pht.runtime import run_train
@@ -15,8 +16,12 @@ def local(columns: Columns, train_input: TrainInput) -> Mapping[str, Any]:
     """Reduce the station's rows to event tables per group."""
     params = train_input.parameters
     group = params.get("group")
+    time = numbers(columns[params["time"]])
+    if train_input.grid:
+        # released only on the station's grid: each time as its interval's boundary
+        time = coarsen(time, train_input.grid)
     result = local_event_tables(
-        numbers(columns[params["time"]]),
+        time,
         numbers(columns[params["event"]]),
         None if group is None else columns[group].astype(object),
         min_count=train_input.min_count,

@@ -1,0 +1,194 @@
+"""Station-side disclosure rules for per-time outputs: the released time grid.
+
+A per-time table (Kaplan-Meier event table, Cox risk-set sums) is released only on a
+grid of intervals that the *station* chooses from its own data, never from the
+request. Intervals are ``(b[i-1], b[i]]`` with ``b[-1] = -inf``; a time ``t`` is
+released as the smallest boundary ``b[i] >= t`` (:func:`coarsen`). Boundaries lie on a
+lattice ``step * j`` (``j >= 1``), so a label is a lattice point, never a patient's
+time.
+
+:func:`station_grid` merges adjacent lattice cells, from the left, until every interval
+holds at least ``k`` events *and* at least ``k`` censorings for every event column the
+policy allows with this time column; a remainder that fails the rule is merged into the
+interval before it (so the first and the last interval obey the rule too). Because the
+rule is checked for every allowed event column at once, the grid does not depend on the
+event column a request names.
+
+:func:`refine_for_groups` merges adjacent intervals of that grid further (the same
+merges for every group) until every (group, interval) cell holds at least ``k`` events
+and ``k`` censorings; :func:`coarser` keeps only the station boundaries a coarser
+analyst step asks for. Both return subsets of the station's boundaries, so every
+released interval is a union of the station's own intervals.
+
+Example
+-------
+>>> import numpy as np
+>>> t = np.arange(1.0, 41.0)
+>>> e = np.tile([1.0, 0.0], 20)
+>>> station_grid(t, [e], k=5, step=1.0).tolist()
+[10.0, 20.0, 30.0, 40.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def coarsen(time: npt.ArrayLike, boundaries: npt.ArrayLike) -> FloatArray:
+    """Each time replaced by the smallest boundary at or above it.
+
+    Times above the last boundary map to the last boundary (the grid always covers
+    the data it was computed on; this only guards against rounding).
+    """
+    t = np.asarray(time, dtype=np.float64)
+    b = np.asarray(boundaries, dtype=np.float64)
+    index = np.searchsorted(b, t, side="left")
+    return b[np.minimum(index, b.size - 1)]
+
+
+def _lattice_index(time: FloatArray, step: float) -> npt.NDArray[np.int64]:
+    cells = np.ceil(time / step).astype(np.int64)
+    return np.maximum(cells, 1)
+
+
+def _greedy(counts: npt.NDArray[np.int64], k: int) -> list[int] | None:
+    """Close an interval at candidate ``j`` once every column's running count >= k.
+
+    ``counts`` is (candidates, cells): per candidate boundary the counts that must
+    each reach ``k``. Returns the closing candidate indices, the last candidate always
+    closing; a failing remainder is merged into the interval before it. None when
+    the whole range fails the rule.
+    """
+    if counts.shape[0] == 0:
+        return None
+    if np.any(counts.sum(axis=0) < k):
+        return None
+    closes: list[int] = []
+    running = np.zeros(counts.shape[1], dtype=np.int64)
+    for j in range(counts.shape[0]):
+        running += counts[j]
+        if np.all(running >= k):
+            closes.append(j)
+            running[:] = 0
+    last = counts.shape[0] - 1
+    if not closes:
+        return None
+    if closes[-1] != last:
+        # the remainder fails the rule: extend the last closed interval to the end
+        closes[-1] = last
+    return closes
+
+
+def station_grid(
+    time: npt.ArrayLike,
+    events: Sequence[npt.ArrayLike],
+    *,
+    k: int,
+    step: float,
+) -> FloatArray | None:
+    """The station's own boundaries for one time column, or None if none is safe.
+
+    Parameters
+    ----------
+    time : durations of the station's analysis population (finite, >= 0)
+    events : one 0/1 array per event column the policy allows with this time column
+    k : the station's minimum cell size
+    step : the lattice step (policy), in the time column's units
+
+    Every interval holds at least ``k`` events and ``k`` censorings of every event
+    column.
+    """
+    t = np.asarray(time, dtype=np.float64)
+    if t.size == 0 or not events:
+        return None
+    cells = _lattice_index(t, step)
+    unique, inverse = np.unique(cells, return_inverse=True)
+    columns = []
+    for e in events:
+        ev = np.asarray(e, dtype=np.float64) == 1.0
+        columns.append(np.bincount(inverse, weights=ev, minlength=unique.size))
+        columns.append(np.bincount(inverse, weights=~ev, minlength=unique.size))
+    counts = np.stack(columns, axis=1).astype(np.int64)
+    closes = _greedy(counts, k)
+    if closes is None:
+        return None
+    return unique[closes].astype(np.float64) * step
+
+
+def merge_until_safe(
+    boundaries: npt.ArrayLike,
+    time: npt.ArrayLike,
+    events: Sequence[npt.ArrayLike],
+    *,
+    k: int,
+) -> FloatArray | None:
+    """Merge the intervals of ``boundaries`` until each obeys the rule for ``events``.
+
+    Returns a subset of ``boundaries`` (a coarsening), or None.
+    """
+    b = np.asarray(boundaries, dtype=np.float64)
+    t = np.asarray(time, dtype=np.float64)
+    if b.size == 0 or not events:
+        return None
+    interval = np.minimum(np.searchsorted(b, t, side="left"), b.size - 1)
+    columns = []
+    for e in events:
+        ev = np.asarray(e, dtype=np.float64) == 1.0
+        columns.append(np.bincount(interval[ev], minlength=b.size))
+        columns.append(np.bincount(interval[~ev], minlength=b.size))
+    closes = _greedy(np.stack(columns, axis=1).astype(np.int64), k)
+    return None if closes is None else b[closes]
+
+
+def refine_for_groups(
+    boundaries: npt.ArrayLike,
+    time: npt.ArrayLike,
+    event: npt.ArrayLike,
+    group: npt.ArrayLike,
+    *,
+    k: int,
+) -> FloatArray | None:
+    """Merge station intervals until every (group, interval) cell obeys the rule.
+
+    The same merges apply to every group; returns a subset of ``boundaries`` or None
+    when some group cannot reach ``k`` events and ``k`` censorings at all.
+    """
+    b = np.asarray(boundaries, dtype=np.float64)
+    t = np.asarray(time, dtype=np.float64)
+    ev = np.asarray(event, dtype=np.float64) == 1.0
+    g = np.asarray(group, dtype=object)
+    interval = np.minimum(np.searchsorted(b, t, side="left"), b.size - 1)
+    levels, level_of = np.unique(g.astype(str), return_inverse=True)
+    columns = []
+    for j in range(levels.size):
+        mine = level_of == j
+        columns.append(np.bincount(interval[mine & ev], minlength=b.size))
+        columns.append(np.bincount(interval[mine & ~ev], minlength=b.size))
+    counts = np.stack(columns, axis=1).astype(np.int64)
+    closes = _greedy(counts, k)
+    if closes is None:
+        return None
+    return b[closes]
+
+
+def coarser(boundaries: npt.ArrayLike, step: float) -> FloatArray:
+    """The station boundaries an analyst's coarser lattice ``step`` keeps.
+
+    For every multiple of ``step`` the first station boundary at or above it, plus the
+    last boundary: a subset, so each released interval is a union of station
+    intervals, never a finer cut.
+    """
+    b = np.asarray(boundaries, dtype=np.float64)
+    if b.size == 0:
+        return b
+    wanted = np.arange(1, int(np.ceil(b[-1] / step)) + 1, dtype=np.float64) * step
+    index = np.unique(np.minimum(np.searchsorted(b, wanted, side="left"), b.size - 1))
+    kept = b[index]
+    if kept[-1] != b[-1]:
+        kept = np.append(kept, b[-1])
+    return kept

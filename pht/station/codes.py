@@ -1,0 +1,55 @@
+"""Fixed, data-free refusal codes: the only reasons a station gives.
+
+A reason never carries a value from the data, a group label, an identifier, a row, a
+number chosen by a train or a path: only one of these fixed texts (what happened and
+what the requester can do). Details that help the station's operator go to the
+station's own log, never to the reply; a train's own reason is replaced by a code.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Code(Enum):
+    """A refusal code and its fixed text."""
+
+    MALFORMED = "the request is malformed or a field has the wrong type"
+    REJECTED = "the request's signature, signer, validity or addressee is not accepted"
+    REPLAYED = "request rejected: replayed (this request id or nonce was seen before)"
+    DATASET = "this station holds no such dataset, or its policy has no entry for it"
+    PURPOSE = "the purpose is not allowed by this station's policy"
+    REQUESTER = "the requester's organisation or role is not allowed by this station"
+    TRAIN = "the train, its version, signer or digest is not allowed at this station"
+    PARAMETERS = "the parameters do not fit the train's manifest"
+    COLUMN = "a column is missing, of the wrong kind, or not allowed in that role"
+    CLASS = "the output's disclosure class is not allowed by this station's policy"
+    REVIEW_ITERATIVE = "manual review cannot hold the rounds of an iterative train"
+    BUDGET = "the query budget for this dataset is spent; try again next period"
+    SANDBOX = (
+        "this machine cannot provide the process sandbox and the policy does not "
+        "accept that risk (unsafe_process_sandbox)"
+    )
+    SMALL_POPULATION = "the dataset has too few complete patients for this analysis"
+    SMALL_CELL = "a group or level holds fewer patients than the minimum cell size"
+    GRID = "no time grid gives every released cell the minimum cell size"
+    DOF = "fewer than 10 patients per estimated parameter at this station"
+    ROUND = "the round message does not fit the train's declared input"
+    DESIGN = "the design does not fit this station's own description of its data"
+    PATH = "the coefficients are not on the agreed Newton-Raphson path"
+    ROUNDS = "the session reached the station's cap on rounds"
+    SESSION = "the session is closed or not in a state for this message"
+    GUARD = "the train's output broke the output schema or a disclosure rule"
+    TRAIN_REFUSED = "the train refused: the data cannot be released as asked"
+    TRAIN_FAILED = "the train failed; the details stay in the station's log"
+    TIMEOUT = "the train timed out"
+    EXECUTOR = "the train could not be run by this station's executor"
+    DATA = "the dataset cannot be read as the train needs; ask the station's operator"
+    INTERNAL = "the station could not process the request; ask its operator"
+    REVIEW_PENDING = "the output waits for manual review at the station"
+    REVIEW_REJECTED = "rejected at manual review"
+
+    @property
+    def reason(self) -> str:
+        """``code: text`` as it appears in replies and the audit log."""
+        return f"{self.name.lower().replace('_', '-')}: {self.value}"

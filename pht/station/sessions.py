@@ -1,0 +1,355 @@
+"""Iterative sessions at a station: every round message is checked before the train.
+
+A session keeps one sandboxed train process for all rounds. Before the train sees a
+round message the station checks it against the train manifest's ``session`` section
+and against its own earlier replies, and refuses (closing the session) otherwise:
+
+* the message fits the declared input schema of its ``op`` (types, lengths, numbers
+  in range; column names only the request's, labels only ones this station observed
+  with at least k rows);
+* the ``design`` op: the covariates are exactly the request's, in order; a column this
+  station described as numeric stays numeric (no dummies on it); a level is one the
+  station described (>= k patients) or one it does not hold at all (an all-zero
+  dummy); never a level it holds fewer than k times;
+* evaluation ops: the number of coefficients equals the design's and leaves at least
+  10 patients per parameter (the degrees-of-freedom input is the manifest's ``dof``
+  field); with ``path: newton`` the coefficients must be the next point of the
+  deterministic Newton-Raphson path from zero (:class:`pht.algorithms.optimize.
+  NewtonPath`) given the pooled terms of the previous evaluation, which the message
+  proves with every station's released output and signed receipt (``evidence``):
+  receipts verified with the station keys of this station's keyring, bound to this
+  request and round, digests equal, this station's own output included, the same
+  stations every round, and each output stamped with the point it was evaluated at;
+* at most the policy's ``max_rounds`` rounds, and every ``rounds_per_query`` rounds
+  cost one more unit of the requester's query budget.
+
+Residual: the pooled Cox mode (class ``risk_set_sums``) is checked for schema, bounds,
+dof, budget and round cap, but its path is not replayed here (its pooled terms need
+the Cox reduction of per-time sums); allow that class only where the requesters are
+trusted with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from pht.algorithms.optimize import NewtonPath
+from pht.crypto import canonical_json, digest
+from pht.errors import ExecutorError, PhtError
+from pht.signing import utc_now, verify_receipt
+from pht.station.codes import Code
+from pht.station.executors import Channel
+from pht.station.guard import Guard, GuardLimits
+from pht.station.station import Admission, Refusal, Station
+from pht.wire import Reply
+
+log = logging.getLogger(__name__)
+
+
+def point_digest(beta: Any) -> str:
+    """The stamp of an evaluation point (added by the station to what it releases)."""
+    return digest(canonical_json([float(b) for b in beta]))
+
+
+def open_session(
+    station: Station, envelope: Any
+) -> tuple[Reply, StationSession | None]:
+    """Admit an iterative request, extract its data, start the train; round 0."""
+    admitted = station.admit(envelope)
+    if isinstance(admitted, Reply):
+        return admitted, None
+    manifest = admitted.package.manifest
+    if manifest.rounds != "iterative" or manifest.session is None:
+        return station.refuse(admitted, Refusal("error", Code.PARAMETERS)), None
+    try:
+        job, run_dir = station.prepare(admitted)
+    except Refusal as r:
+        return station.refuse(admitted, r), None
+    station.audit.append(
+        "run",
+        "success",
+        **admitted.fields,
+        details={"executor": station.executor.name, "session": "open"},
+    )
+    try:
+        channel = station.executor.start(job)
+    except ExecutorError as exc:
+        log.warning("station %s executor: %s", station.id, exc)
+        _remove(run_dir)
+        return station.refuse(admitted, Refusal("error", Code.EXECUTOR)), None
+    session = StationSession(station, admitted, channel, run_dir)
+    reply = session.receive("open")
+    if not reply.ok:
+        session.close()
+        return reply, None
+    session.described = dict(station.last_released)
+    session.n = int(session.described.get("n") or 0)
+    return reply, session
+
+
+def _remove(path: Any) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class StationSession:
+    """A running iterative train at a station: rounds are messages to one process."""
+
+    def __init__(
+        self, station: Station, admitted: Admission, channel: Channel, run_dir: Any
+    ) -> None:
+        self.station = station
+        self.admitted = admitted
+        self.channel = channel
+        self.run_dir = run_dir
+        self.rounds = 0
+        self.closed = False
+        self.n = 0
+        self.described: dict[str, Any] = {}
+        self.last_output: dict[str, Any] = {}
+        self.p: int | None = None
+        self.path: NewtonPath | None = None
+        self.last_eval: tuple[int, str, str] | None = None  # round, op, own digest
+        self.peers: tuple[str, ...] | None = None
+
+    # -- the train ------------------------------------------------------------------
+    def receive(self, op: str, extra: Mapping[str, Any] | None = None) -> Reply:
+        """Read, guard, seal and release the train's answer to the latest message."""
+        raw = self.channel.receive(600.0)
+        if raw is None:
+            self.close()
+            return self.station.refuse(
+                self.admitted, Refusal("error", Code.TRAIN_FAILED)
+            )
+        reply = self.station.release(self.admitted, raw, op, self.rounds, extra)
+        self.last_output = self.station.last_released
+        return reply
+
+    def _refuse(self, code: Code, status: str = "refused") -> Reply:
+        self.close()
+        return self.station.refuse(self.admitted, Refusal(status, code))
+
+    # -- rounds ---------------------------------------------------------------------
+    def round(self, message: Any) -> Reply:
+        """Check one round message, send it to the train, release its answer."""
+        try:
+            return self._round(message)
+        except Refusal as r:
+            self.close()
+            return self.station.refuse(self.admitted, r)
+        except Exception:  # noqa: BLE001 - any failure is a logged refusal
+            log.exception("station %s: session error", self.station.id)
+            return self._refuse(Code.INTERNAL, "error")
+
+    def _round(self, message: Any) -> Reply:
+        if self.closed:
+            return self.station._reply(
+                self.admitted.body.request_id, "error", Code.SESSION.reason
+            )
+        spec = self.admitted.package.manifest.session
+        assert spec is not None
+        if not isinstance(message, dict) or message.get("op") not in spec.inputs:
+            return self._refuse(Code.ROUND, "error")
+        op = str(message["op"])
+        policy = self.admitted.policy
+        if self.rounds >= policy.max_rounds:
+            return self._refuse(Code.ROUNDS)
+        self._check_input(op, message)
+        extra: dict[str, Any] | None = None
+        if op == spec.design:
+            self._check_design(message)
+        elif op in spec.evaluate:
+            beta = message.get(spec.dof)
+            if self.p is None or not isinstance(beta, list) or len(beta) != self.p:
+                return self._refuse(Code.SESSION, "error")
+            if self.n < 10 * self.p:
+                return self._refuse(Code.DOF)
+            if spec.path == "newton" and self.admitted.disclosure_class == "model":
+                self._check_path(op, beta, message.get("evidence"))
+            extra = {"point": point_digest(beta)}
+        self._check_budget()
+        self.rounds += 1
+        forward = {k: v for k, v in message.items() if k != "evidence"}
+        self.channel.send(canonical_json(forward))
+        reply = self.receive(op, extra)
+        if not reply.ok:
+            self.close()
+        elif op in spec.evaluate:
+            self.last_eval = (self.rounds, op, digest(canonical_json(self.last_output)))
+        return reply
+
+    def _check_input(self, op: str, message: Mapping[str, Any]) -> None:
+        spec = self.admitted.package.manifest.session
+        assert spec is not None and self.admitted.limits is not None
+        limits = self.admitted.limits
+        labels = set(limits.labels)
+        for info in (self.described.get("columns") or {}).values():
+            if isinstance(info, dict):
+                labels |= set((info.get("levels") or {}).keys())
+        gate = GuardLimits(
+            limits.min_cell_size,
+            max_count=limits.max_count,
+            labels=frozenset(labels),
+            columns=limits.columns,
+            grid=limits.grid,
+        )
+        try:
+            Guard(gate).check(message, spec.inputs[op], "message")
+        except PhtError:
+            raise Refusal("refused", Code.ROUND) from None
+
+    def _check_design(self, message: Mapping[str, Any]) -> None:
+        if self.path is not None:  # a re-design only before the first evaluation
+            raise Refusal("error", Code.SESSION)
+        design = message["design"]
+        params = self.admitted.parameters
+        covariates = design["covariates"]
+        if [c["column"] for c in covariates] != list(params.get("covariates") or []):
+            raise Refusal("refused", Code.DESIGN)
+        described = self.described.get("columns") or {}
+        population = self.admitted.population
+        assert population is not None
+        p = 0
+        for cov in covariates:
+            info = described.get(cov["column"])
+            if not isinstance(info, dict):
+                raise Refusal("refused", Code.DESIGN)
+            levels = list(cov.get("levels") or [])
+            if info.get("kind") == "numeric":
+                if levels or cov.get("reference") is not None:
+                    raise Refusal("refused", Code.DESIGN)
+                p += 1
+                continue
+            here = set((info.get("levels") or {}).keys())
+            held = {str(v) for v in population.column(cov["column"]).tolist()}
+            if len(set(levels)) != len(levels) or cov.get("reference") not in levels:
+                raise Refusal("refused", Code.DESIGN)
+            if not here <= set(levels):
+                raise Refusal("refused", Code.DESIGN)
+            if any(level not in here and level in held for level in levels):
+                raise Refusal("refused", Code.DESIGN)
+            p += len(levels) - 1
+        if len(design["centre"]) != p or p < 1:
+            raise Refusal("refused", Code.DESIGN)
+        if self.n < 10 * p:
+            raise Refusal("refused", Code.DOF)
+        self.p = p
+
+    def _check_path(self, op: str, beta: list[float], evidence: Any) -> None:
+        assert self.p is not None
+        if self.path is None:
+            self.path = NewtonPath(self.p)
+            expected = self.path.start()
+            if evidence is not None or not NewtonPath.matches(beta, expected):
+                raise Refusal("refused", Code.PATH)
+            return
+        terms = self._pooled(evidence)
+        assert self.path is not None
+        expected_next = self.path.next_point(*terms)
+        if expected_next is None or not NewtonPath.matches(beta, expected_next):
+            raise Refusal("refused", Code.PATH)
+
+    def _pooled(self, evidence: Any) -> tuple[float, np.ndarray, np.ndarray]:
+        """Sum the signed contributions of the last evaluation (see module docs)."""
+        if self.last_eval is None or self.path is None:
+            raise Refusal("refused", Code.PATH)
+        round_no, _, own = self.last_eval
+        if not isinstance(evidence, list) or not 1 <= len(evidence) <= 1000:
+            raise Refusal("refused", Code.PATH)
+        assert self.path.expected is not None
+        stamp = point_digest(self.path.expected)
+        keyring = self.station.config.keyring
+        now = utc_now()
+        stations: list[str] = []
+        loglik = 0.0
+        gradient = np.zeros(self.p or 0)
+        hessian = np.zeros((self.p or 0, self.p or 0))
+        for item in sorted(
+            evidence,
+            key=lambda x: str(x.get("station")) if isinstance(x, dict) else "",
+        ):
+            if not isinstance(item, dict) or not isinstance(item.get("station"), str):
+                raise Refusal("refused", Code.PATH)
+            name, output = item["station"], item.get("output")
+            if not isinstance(output, dict) or output.get("point") != stamp:
+                raise Refusal("refused", Code.PATH)
+            plain_digest = digest(canonical_json(output))
+            if name == self.station.id:
+                if plain_digest != own:
+                    raise Refusal("refused", Code.PATH)
+            else:
+                identity = _peer(keyring, name, now)
+                try:
+                    receipt = verify_receipt(item.get("receipt") or {}, identity)
+                except PhtError:
+                    raise Refusal("refused", Code.PATH) from None
+                if (
+                    receipt.request_id != self.admitted.body.request_id
+                    or receipt.station != name
+                    or receipt.round != round_no
+                    or receipt.output_digest != plain_digest
+                ):
+                    raise Refusal("refused", Code.PATH)
+            stations.append(name)
+            try:
+                loglik += float(output["loglik"])
+                gradient = gradient + np.asarray(output["gradient"], dtype=float)
+                hessian = hessian + np.asarray(output["hessian"], dtype=float)
+            except (KeyError, TypeError, ValueError):
+                raise Refusal("refused", Code.PATH) from None
+        if len(set(stations)) != len(stations) or self.station.id not in stations:
+            raise Refusal("refused", Code.PATH)
+        if self.peers is None:
+            self.peers = tuple(stations)
+        elif self.peers != tuple(stations):
+            raise Refusal("refused", Code.PATH)
+        if gradient.shape != (self.p,) or hessian.shape != (self.p, self.p):
+            raise Refusal("refused", Code.PATH)
+        return loglik, gradient, hessian
+
+    def _check_budget(self) -> None:
+        policy = self.admitted.policy
+        if policy.budget is None or self.rounds == 0:
+            return
+        if (self.rounds + 1) % policy.budget.rounds_per_query:
+            return
+        by_key, by_org = self.station.budget_used(
+            self.admitted.key_id,
+            self.admitted.fields["organisation"],
+            self.admitted.body.dataset,
+            policy,
+        )
+        if (
+            by_key >= policy.budget.queries
+            or by_org >= policy.budget.organisation_queries
+        ):
+            raise Refusal("refused", Code.BUDGET)
+
+    def close(self) -> str:
+        """End the session; the train's stderr tail stays in the station's log."""
+        if self.closed:
+            return ""
+        self.closed = True
+        try:
+            tail = self.channel.close()
+        finally:
+            _remove(self.run_dir)
+        if tail:
+            log.debug("station %s train stderr: %s", self.station.id, tail)
+        return ""
+
+
+def _peer(keyring: Any, name: str, now: Any) -> Any:
+    """The public identity of the station ``name`` from this station's keyring."""
+    for entry in keyring.entries:
+        if "station" in entry.roles and entry.identity.name == name:
+            try:
+                return keyring.check(entry.key_id, "station", now)
+            except PhtError:
+                break
+    raise Refusal("refused", Code.PATH)
