@@ -18,10 +18,11 @@ from hypothesis import strategies as st
 from pht.errors import AuditError
 from pht.station import merkle
 from pht.station.audit import (
-    CHECKPOINT_FILE,
+    FORMAT,
     LOG_FILE,
     AuditLog,
     AuditRecord,
+    AuditRollbackError,
     Checkpoint,
     export_csv,
     export_json,
@@ -48,8 +49,11 @@ class Clock:
         return self.now
 
 
-def open_log(directory: Path, key: Ed25519PrivateKey = KEY) -> AuditLog:
-    return AuditLog.open(directory, STATION, key, clock=Clock())
+def open_log(root: Path, key: Ed25519PrivateKey = KEY) -> AuditLog:
+    """The log of a station whose working folder is ``root``."""
+    return AuditLog.open(
+        root / "audit", STATION, key, anchor=root / "audit.anchor", clock=Clock()
+    )
 
 
 def fill(audit: AuditLog, n: int, start: int = 0) -> list[AuditRecord]:
@@ -74,8 +78,20 @@ def fill(audit: AuditLog, n: int, start: int = 0) -> list[AuditRecord]:
     return out
 
 
+def dump(data: object) -> bytes:
+    """A canonical JSON line with its newline, as the log writes it."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return (text + "\n").encode()
+
+
 def lines(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines(keepends=True)
+
+
+def entry(line: bytes) -> tuple[dict[str, object], Checkpoint]:
+    """The record (a dict) and checkpoint of one record line."""
+    data = json.loads(line)
+    return data["record"], Checkpoint(**data["checkpoint"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,24 +99,19 @@ class Snapshot:
     """Bytes of a log of N records, plus the checkpoint after each record."""
 
     log: bytes
-    checkpoints: bytes
     saved: list[Checkpoint]  # saved[k] covers k records
 
 
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
-    directory = tmp_path_factory.mktemp("shared")
+    root = tmp_path_factory.mktemp("shared")
     saved = []
-    with open_log(directory) as audit:
+    with open_log(root) as audit:
         saved.append(audit.checkpoint())
         for i in range(N):
             fill(audit, 1, start=i)
             saved.append(audit.checkpoint())
-    return Snapshot(
-        (directory / LOG_FILE).read_bytes(),
-        (directory / CHECKPOINT_FILE).read_bytes(),
-        saved,
-    )
+    return Snapshot((root / "audit" / LOG_FILE).read_bytes(), saved)
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +119,9 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("scratch")
 
 
-def write(directory: Path, log: bytes, checkpoints: bytes) -> Path:
+def write(directory: Path, log: bytes) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / LOG_FILE).write_bytes(log)
-    (directory / CHECKPOINT_FILE).write_bytes(checkpoints)
     return directory
 
 
@@ -123,9 +133,13 @@ def test_append_verify_round_trip(tmp_path: Path) -> None:
         cp = audit.checkpoint()
         assert [r.seq for r in records] == [0, 1, 2, 3, 4]
         assert audit.records() == records
-    raw = lines(tmp_path / LOG_FILE)
-    assert len(raw) == 5 and all(line.endswith(b"\n") for line in raw)
-    for line, record in zip(raw, records, strict=True):
+    raw = lines(tmp_path / "audit" / LOG_FILE)
+    assert len(raw) == 6 and all(line.endswith(b"\n") for line in raw)
+    header = json.loads(raw[0])
+    assert header["format"] == FORMAT == "pht-audit/2"
+    assert Checkpoint(**header["checkpoint"]).root == merkle.EMPTY_ROOT.hex()
+    leaves = []
+    for size, (line, record) in enumerate(zip(raw[1:], records, strict=True), 1):
         obj = json.loads(line)
         assert (
             line[:-1]
@@ -133,20 +147,27 @@ def test_append_verify_round_trip(tmp_path: Path) -> None:
                 obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False
             ).encode()
         )
-        assert AuditRecord(**obj) == record
-    leaves = [merkle.leaf_hash(line[:-1]) for line in raw]
+        data, checkpoint = entry(line)
+        assert AuditRecord(**data) == record  # type: ignore[arg-type]
+        leaves.append(merkle.leaf_hash(record.to_line()))  # the leaf of format 1 too
+        # The checkpoint on a record's line covers the tree including that record.
+        assert checkpoint.size == size
+        assert checkpoint.root == merkle.root(leaves).hex()
+        checkpoint.verify(PUB)
     assert cp.size == 5 and cp.root == merkle.root(leaves).hex()
     assert cp.key_id == key_id(PUB) == re.sub("[^0-9a-f]", "", cp.key_id)
-    assert len(lines(tmp_path / CHECKPOINT_FILE)) == 6  # genesis + one per record
+    # The anchor outside the folder holds the latest checkpoint.
+    anchor = (tmp_path / "audit.anchor").read_text()
+    assert anchor == cp.to_json() + "\n"
 
-    report = verify_log(tmp_path, PUB)
+    report = verify_log(tmp_path / "audit", PUB)
     assert (report.size, report.root, report.checkpoint) == (5, cp.root, cp)
-    assert (report.torn_tail_bytes, report.problems) == (0, ())
+    assert (report.torn_tail_bytes, report.problems, report.format) == (0, (), 2)
 
     with open_log(tmp_path) as audit:  # reopening continues the sequence
         assert audit.records() == records
         assert audit.append("key_change", "success").seq == 5
-    assert verify_log(tmp_path, PUB).size == 6
+    assert verify_log(tmp_path / "audit", PUB).size == 6
 
 
 def test_record_fields_and_validation(tmp_path: Path) -> None:
@@ -172,7 +193,7 @@ def test_record_fields_and_validation(tmp_path: Path) -> None:
         with pytest.raises(AuditError, match="user must be a string"):
             audit.append("run", "success", user=3)
         assert audit.size == 1  # nothing was written by the failed appends
-    assert verify_log(tmp_path, PUB).size == 1
+    assert verify_log(tmp_path / "audit", PUB).size == 1
 
 
 def test_one_writer_per_folder(tmp_path: Path) -> None:
@@ -191,22 +212,24 @@ def test_one_writer_per_folder(tmp_path: Path) -> None:
 def test_log_belongs_to_one_station_and_key(tmp_path: Path) -> None:
     with open_log(tmp_path) as audit:
         fill(audit, 2)
+    with pytest.raises(AuditError, match="anchor .* is for station 'umcg', not 'nki'"):
+        AuditLog.open(tmp_path / "audit", "nki", KEY, anchor=tmp_path / "audit.anchor")
     with pytest.raises(AuditError, match="belongs to station 'umcg', not 'nki'"):
-        AuditLog.open(tmp_path, "nki", KEY)
-    with pytest.raises(AuditError, match="checkpoint 0 is not signed by station key"):
-        AuditLog.open(tmp_path, STATION, OTHER)
+        AuditLog.open(tmp_path / "audit", "nki", KEY, anchor=tmp_path / "nki.anchor")
+    with pytest.raises(AuditError, match="line 1 is not signed by station key"):
+        AuditLog.open(tmp_path / "audit", STATION, OTHER, anchor=tmp_path / "o.anchor")
 
 
 def test_missing_files_and_empty_log(tmp_path: Path) -> None:
-    with pytest.raises(AuditError, match="audit.log is missing"):
+    with pytest.raises(AuditError, match="audit.jsonl is missing"):
         verify_log(tmp_path, PUB)
     with open_log(tmp_path):
         pass
-    report = verify_log(tmp_path, PUB)
+    report = verify_log(tmp_path / "audit", PUB)
     assert report.size == 0 and report.root == merkle.EMPTY_ROOT.hex()
-    (tmp_path / CHECKPOINT_FILE).write_bytes(b"")
-    with pytest.raises(AuditError, match="holds no signed checkpoint"):
-        verify_log(tmp_path, PUB)
+    (tmp_path / "audit" / LOG_FILE).write_bytes(b"")
+    with pytest.raises(AuditError, match="has no header line"):
+        verify_log(tmp_path / "audit", PUB)
 
 
 # -- proofs --------------------------------------------------------------------------
@@ -236,12 +259,12 @@ def test_consistency_from_an_old_saved_checkpoint(tmp_path: Path) -> None:
         proof = audit.consistency_proof(3)
         now = audit.checkpoint()
     saved = Checkpoint.from_json(saved_text)
-    assert Checkpoint(**json.loads(saved_text)) == saved  # as the CLI reads it
+    assert Checkpoint(**json.loads(saved_text)) == saved
     merkle.verify_consistency(
         3, 9, bytes.fromhex(saved.root), bytes.fromhex(now.root), proof
     )
-    assert verify_log(tmp_path, PUB, saved).size == 9
-    assert verify_log(tmp_path, PUB, now).size == 9
+    assert verify_log(tmp_path / "audit", PUB, saved).size == 9
+    assert verify_log(tmp_path / "audit", PUB, [saved, now]).size == 9
 
 
 def test_saved_checkpoint_detects_a_rewritten_log(tmp_path: Path) -> None:
@@ -253,38 +276,41 @@ def test_saved_checkpoint_detects_a_rewritten_log(tmp_path: Path) -> None:
         fill(audit, 1)
         audit.append("run", "success", user="mallory")
         fill(audit, 4)
-    assert verify_log(tmp_path / "b", PUB).size == 6  # self-consistent on its own
-    with pytest.raises(AuditError, match="does not extend the saved checkpoint"):
-        verify_log(tmp_path / "b", PUB, saved)
+    assert verify_log(tmp_path / "b" / "audit", PUB).size == 6  # consistent alone
+    with pytest.raises(
+        AuditRollbackError, match="does not extend the saved checkpoint"
+    ):
+        verify_log(tmp_path / "b" / "audit", PUB, saved)
 
 
 def test_saved_checkpoint_of_another_key_or_station_is_refused(
     tmp_path: Path, snapshot: Snapshot
 ) -> None:
-    directory = write(tmp_path, snapshot.log, snapshot.checkpoints)
+    directory = write(tmp_path, snapshot.log)
     forged = dataclasses.replace(snapshot.saved[3], size=2)
     with pytest.raises(AuditError, match="saved checkpoint is not signed by station"):
         verify_log(directory, PUB, forged)
 
 
 # -- tampering -----------------------------------------------------------------------
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(bit=st.integers())
-@example(bit=-8)  # the final newline: the last line then looks torn
+@example(bit=-8)  # the final newline: the last line then lacks its newline
+@example(bit=-1)
 @example(bit=0)
-def test_any_flipped_bit_in_committed_records_is_detected(
+def test_any_flipped_bit_is_detected(
     snapshot: Snapshot, scratch: Path, bit: int
 ) -> None:
-    """Every byte of audit.log is committed, so every single-bit flip is an error.
+    """Every byte of the log is committed, so every single-bit flip is an error.
 
-    Even a flip of the final newline (which makes the last line look torn) is
-    caught: the latest checkpoint covers that record, and a torn tail may only
-    follow the last checkpoint.
+    Records and checkpoints share lines, so no flip can make a committed record
+    look uncommitted: a flipped final newline leaves a whole signed record followed
+    by a byte that a crash cannot have written.
     """
     bit %= len(snapshot.log) * 8
     data = bytearray(snapshot.log)
     data[bit // 8] ^= 1 << (bit % 8)
-    directory = write(scratch / "flip", bytes(data), snapshot.checkpoints)
+    directory = write(scratch / "flip", bytes(data))
     with pytest.raises(AuditError):
         verify_log(directory, PUB)
 
@@ -295,129 +321,108 @@ def test_the_station_refuses_to_open_a_tampered_log(
 ) -> None:
     data = bytearray(snapshot.log)
     data[where] ^= 0x04
-    directory = write(tmp_path, bytes(data), snapshot.checkpoints)
+    directory = write(tmp_path / "audit", bytes(data))
     with pytest.raises(AuditError):
-        open_log(directory)
+        open_log(tmp_path)
     assert (directory / LOG_FILE).read_bytes() == bytes(data)  # nothing truncated
-
-
-@settings(max_examples=100, deadline=None)
-@given(bit=st.integers())
-@example(bit=-8)  # the final newline of the last checkpoint
-def test_any_flipped_bit_in_checkpoints_is_detected_or_reported(
-    snapshot: Snapshot, scratch: Path, bit: int
-) -> None:
-    """A flip raises, except one that makes the *last* checkpoint line unreadable:
-    that looks exactly like a crash before the last checkpoint was written, so the
-    report is one record shorter and names both torn tails (never silently intact).
-    """
-    bit %= len(snapshot.checkpoints) * 8
-    data = bytearray(snapshot.checkpoints)
-    data[bit // 8] ^= 1 << (bit % 8)
-    directory = write(scratch / "cpflip", snapshot.log, bytes(data))
-    try:
-        report = verify_log(directory, PUB)
-    except AuditError:
-        return
-    last_line_start = snapshot.checkpoints.rstrip(b"\n").rfind(b"\n") + 1
-    assert bit // 8 >= last_line_start
-    assert report.size == N - 1 and len(report.problems) == 2
-    assert report.torn_tail_bytes == len(lines(directory / LOG_FILE)[-1])
 
 
 def test_a_deleted_record_is_named(tmp_path: Path, snapshot: Snapshot) -> None:
     raw = snapshot.log.splitlines(keepends=True)
-    directory = write(tmp_path, b"".join(raw[:2] + raw[3:]), snapshot.checkpoints)
-    with pytest.raises(AuditError, match="line 3 holds seq 3, expected seq 2"):
+    directory = write(tmp_path, b"".join(raw[:3] + raw[4:]))
+    with pytest.raises(AuditError, match="line 4 holds seq 3, expected seq 2"):
         verify_log(directory, PUB)
 
 
 def test_two_swapped_records_are_named(tmp_path: Path, snapshot: Snapshot) -> None:
     raw = snapshot.log.splitlines(keepends=True)
-    raw[4], raw[5] = raw[5], raw[4]
-    directory = write(tmp_path, b"".join(raw), snapshot.checkpoints)
-    with pytest.raises(AuditError, match="line 5 holds seq 5, expected seq 4"):
+    raw[5], raw[6] = raw[6], raw[5]
+    directory = write(tmp_path, b"".join(raw))
+    with pytest.raises(AuditError, match="line 6 holds seq 5, expected seq 4"):
         verify_log(directory, PUB)
 
 
-def test_deleted_record_with_renumbered_seqs_breaks_the_root(tmp_path: Path) -> None:
-    with open_log(tmp_path) as audit:
-        fill(audit, 6)
-    records = [json.loads(line) for line in lines(tmp_path / LOG_FILE)]
-    del records[2]
-    for seq, record in enumerate(records):
-        record["seq"] = seq
-    (tmp_path / LOG_FILE).write_bytes(
-        b"".join(AuditRecord(**r).to_line() + b"\n" for r in records)
-    )
-    with pytest.raises(
-        AuditError,
-        match=r"checkpoint 3 \(size 3\) has root .* seq 2\.\.2 \(lines 3\.\.3",
-    ):
-        verify_log(tmp_path, PUB)
+def test_deleted_record_with_renumbered_seqs_breaks_the_root(
+    tmp_path: Path, snapshot: Snapshot
+) -> None:
+    raw = snapshot.log.splitlines(keepends=True)
+    del raw[3]  # seq 2
+    out = raw[:3]
+    for seq, line in enumerate(raw[3:], start=2):
+        data = json.loads(line)
+        data["record"]["seq"] = seq
+        out.append(dump(data))
+    directory = write(tmp_path, b"".join(out))
+    with pytest.raises(AuditError, match="line 4 has size 4, expected 3"):
+        verify_log(directory, PUB)
+    # Re-numbering the checkpoint sizes too breaks their signatures.
+    for i in range(3, len(out)):
+        data = json.loads(out[i])
+        data["checkpoint"]["size"] -= 1
+        out[i] = dump(data)
+    directory = write(tmp_path, b"".join(out))
+    with pytest.raises(AuditError, match="line 4 is not signed by station key"):
+        verify_log(directory, PUB)
 
 
 def test_an_edited_field_is_named(tmp_path: Path, snapshot: Snapshot) -> None:
     edited = snapshot.log.replace(b'"user":"bob"', b'"user":"eve"', 1)
-    directory = write(tmp_path, edited, snapshot.checkpoints)
-    with pytest.raises(AuditError, match=r"seq 1\.\.1 \(lines 2\.\.2 of audit.log\)"):
+    directory = write(tmp_path, edited)
+    with pytest.raises(AuditError, match=r"line 3 \(size 2\) has root .* record seq 1"):
         verify_log(directory, PUB)
 
 
 def test_checkpoints_signed_by_another_key(tmp_path: Path, snapshot: Snapshot) -> None:
-    re_signed = []
-    for line in snapshot.checkpoints.splitlines():
-        cp = Checkpoint.from_json(line)
-        text = b"pht-audit-checkpoint/1\n" + (
-            f"{cp.station}\n{cp.size}\n{cp.root}\n{cp.time}\n".encode()
-        )
-        genuine = KEY.sign(text)
-        assert genuine == base64.b64decode(cp.signature)
-        forged = OTHER.sign(text)
-        re_signed.append(
-            dataclasses.replace(
-                cp,
-                key_id=key_id(OTHER.public_key()),
-                signature=base64.b64encode(forged).decode(),
+    def resign(key_of: str, signer: Ed25519PrivateKey) -> bytes:
+        out = []
+        for line in snapshot.log.splitlines():
+            data = json.loads(line)
+            cp = Checkpoint(**data["checkpoint"])
+            text = b"pht-audit-checkpoint/1\n" + (
+                f"{cp.station}\n{cp.size}\n{cp.root}\n{cp.time}\n".encode()
             )
-        )
-    body = "".join(cp.to_json() + "\n" for cp in re_signed).encode()
-    directory = write(tmp_path / "other", snapshot.log, body)
+            assert KEY.sign(text) == base64.b64decode(cp.signature)  # the format
+            data["checkpoint"] = dataclasses.asdict(
+                dataclasses.replace(
+                    cp,
+                    key_id=key_of,
+                    signature=base64.b64encode(signer.sign(text)).decode(),
+                )
+            )
+            out.append(dump(data))
+        return b"".join(out)
+
     kid = key_id(PUB)
-    with pytest.raises(
-        AuditError, match=f"checkpoint 0 is not signed by station key {kid}"
-    ):
-        verify_log(directory, PUB)
-    # Same key id claimed, but the signature is by the other key.
-    sneaky = [dataclasses.replace(cp, key_id=kid) for cp in re_signed]
-    body = "".join(cp.to_json() + "\n" for cp in sneaky).encode()
-    directory = write(tmp_path / "sneaky", snapshot.log, body)
-    with pytest.raises(AuditError, match="checkpoint 0 .* does not verify"):
-        verify_log(directory, PUB)
-    # And a genuine log does not verify with another station's key.
-    directory = write(tmp_path / "genuine", snapshot.log, snapshot.checkpoints)
+    other = write(tmp_path / "other", resign(key_id(OTHER.public_key()), OTHER))
+    with pytest.raises(AuditError, match=f"line 1 is not signed by station key {kid}"):
+        verify_log(other, PUB)
+    sneaky = write(tmp_path / "sneaky", resign(kid, OTHER))  # claims our key id
+    with pytest.raises(AuditError, match="line 1 .* does not verify"):
+        verify_log(sneaky, PUB)
+    genuine = write(tmp_path / "genuine", snapshot.log)
     with pytest.raises(AuditError, match="not signed by station key"):
-        verify_log(directory, OTHER.public_key())
+        verify_log(genuine, OTHER.public_key())
 
 
-def test_checkpoint_lines_must_be_canonical(tmp_path: Path, snapshot: Snapshot) -> None:
+def test_lines_must_be_canonical(tmp_path: Path, snapshot: Snapshot) -> None:
     # Base64 is malleable in its padding bits: "...hAA==" and "...hAC==" decode to
-    # the same signature. The checkpoint text must not be malleable.
-    raw = snapshot.checkpoints.splitlines(keepends=True)
-    cp = Checkpoint.from_json(raw[3])
-    sig = base64.b64decode(cp.signature)
-    pad = cp.signature.rstrip("=")
+    # the same signature. The log must not be malleable.
+    raw = snapshot.log.splitlines(keepends=True)
+    data = json.loads(raw[3])
+    sig = data["checkpoint"]["signature"]
+    pad = sig.rstrip("=")
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
     twin = pad[:-1] + alphabet[alphabet.index(pad[-1]) ^ 1] + "=="
-    assert base64.b64decode(twin) == sig and twin != cp.signature
-    raw[3] = (dataclasses.replace(cp, signature=twin).to_json() + "\n").encode()
-    directory = write(tmp_path / "b64", snapshot.log, b"".join(raw))
-    with pytest.raises(AuditError, match="checkpoint 3 .* not canonical base64"):
+    assert base64.b64decode(twin) == base64.b64decode(sig) and twin != sig
+    data["checkpoint"]["signature"] = twin
+    raw[3] = dump(data)
+    directory = write(tmp_path / "b64", b"".join(raw))
+    with pytest.raises(AuditError, match="line 4 .* not canonical base64"):
         verify_log(directory, PUB)
-    raw = snapshot.checkpoints.splitlines(keepends=True)
+    raw = snapshot.log.splitlines(keepends=True)
     raw[3] = raw[3].replace(b",", b", ")
-    directory = write(tmp_path / "spaces", snapshot.log, b"".join(raw))
-    with pytest.raises(AuditError, match="checkpoints.jsonl line 4: not in canonical"):
+    directory = write(tmp_path / "spaces", b"".join(raw))
+    with pytest.raises(AuditError, match="audit.jsonl line 4: not in canonical"):
         verify_log(directory, PUB)
 
 
@@ -425,70 +430,49 @@ def test_records_added_without_the_key_are_detected(
     tmp_path: Path, snapshot: Snapshot
 ) -> None:
     raw = snapshot.log.splitlines(keepends=True)
-    extra = [raw[i].replace(b'"seq":%d' % i, b'"seq":%d' % (N + i)) for i in (0, 1)]
-    directory = write(tmp_path, snapshot.log + b"".join(extra), snapshot.checkpoints)
-    with pytest.raises(AuditError, match="2 lines after the last signed checkpoint"):
+    extra = raw[1].replace(b'"seq":0', b'"seq":%d' % N)  # a copy, renumbered
+    directory = write(tmp_path, snapshot.log + extra)
+    with pytest.raises(AuditError, match=f"line {N + 2} has size 1, expected {N + 1}"):
         verify_log(directory, PUB)
 
 
 # -- truncation ----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def interrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes, int]:
-    """N committed records plus one whose checkpoint was never written (a crash
-    between the two fsyncs). Returns the files and where the uncommitted line starts.
-    """
-    directory = tmp_path_factory.mktemp("interrupted")
-    with open_log(directory) as audit:
-        fill(audit, N + 1)
-    log = (directory / LOG_FILE).read_bytes()
-    checkpoints = b"".join(lines(directory / CHECKPOINT_FILE)[:-1])
-    return log, checkpoints, log.rstrip(b"\n").rfind(b"\n") + 1
-
-
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(cut=st.integers(min_value=0))
 @example(cut=-1)  # nothing cut
-def test_truncation_at_any_offset(
-    interrupted: tuple[bytes, bytes, int], scratch: Path, cut: int
-) -> None:
-    """Cutting audit.log anywhere in the uncommitted last line leaves a torn tail
-    that is reported while the N committed records verify; cutting into committed
-    records (whole or in part) is an error: the checkpoints cover them.
+@example(cut=-2)  # only the final newline cut
+def test_truncation_at_any_offset(snapshot: Snapshot, scratch: Path, cut: int) -> None:
+    """Cutting the log anywhere never hides a record that is still there.
+
+    Inside the header: an error. Inside a record line: a torn tail, reported, and
+    the records before it verify. Just before a newline: the record is whole and
+    signed, so it counts (its missing newline is reported). At a line boundary: a
+    shorter log that verifies on its own; a saved checkpoint shows the loss.
     """
-    log, checkpoints, committed_end = interrupted
+    log = snapshot.log
     cut %= len(log) + 1
-    directory = write(scratch / "cut", log[:cut], checkpoints)
-    if cut < committed_end:
-        with pytest.raises(AuditError, match=f"covers {N} records but"):
+    directory = write(scratch / "cut", log[:cut])
+    header_end = log.index(b"\n") + 1
+    if cut < header_end:
+        with pytest.raises(AuditError, match="no header line"):
             verify_log(directory, PUB)
         return
+    kept = log[:cut]
+    whole = kept.count(b"\n") - 1  # newline-terminated record lines
+    tail = kept[kept.rfind(b"\n") + 1 :]
+    unterminated = bool(tail) and log[cut : cut + 1] == b"\n"
     report = verify_log(directory, PUB)
-    assert report.size == N and report.torn_tail_bytes == cut - committed_end
-    assert bool(report.problems) == (cut > committed_end)
-    if report.problems:
-        assert (
-            f"torn tail of {cut - committed_end} bytes at offset {committed_end}"
-            in (report.problems[0])
-        )
-
-
-@settings(max_examples=30, deadline=None)
-@given(keep=st.integers(min_value=0, max_value=N - 1))
-def test_rolled_back_log_fails_against_a_saved_checkpoint(
-    snapshot: Snapshot, scratch: Path, keep: int
-) -> None:
-    """Cutting whole records *and* their checkpoints leaves a log that is consistent
-    on its own; only a checkpoint saved earlier (a receipt) shows the truncation.
-    """
-    records = snapshot.log.splitlines(keepends=True)[:keep]
-    checkpoints = snapshot.checkpoints.splitlines(keepends=True)[: keep + 1]
-    directory = write(scratch / "rollback", b"".join(records), b"".join(checkpoints))
-    assert verify_log(directory, PUB).size == keep
-    assert verify_log(directory, PUB, snapshot.saved[keep]).size == keep
-    with pytest.raises(
-        AuditError, match=f"covers {N} records but the log holds {keep}"
-    ):
-        verify_log(directory, PUB, snapshot.saved[N])
+    assert report.size == whole + unterminated
+    assert report.torn_tail_bytes == (0 if unterminated else len(tail))
+    assert len(report.problems) == bool(tail)
+    if tail and not unterminated:
+        assert f"torn tail of {len(tail)} bytes" in report.problems[0]
+    if report.size < N:
+        with pytest.raises(
+            AuditRollbackError, match=f"covers {N} records but the log holds"
+        ):
+            verify_log(directory, PUB, snapshot.saved[N])
+    assert verify_log(directory, PUB, snapshot.saved[report.size]).size == report.size
 
 
 # -- crashes -------------------------------------------------------------------------
@@ -496,107 +480,111 @@ def test_crash_mid_record_is_recovered(tmp_path: Path) -> None:
     with open_log(tmp_path) as audit:
         fill(audit, 3)
         cp = audit.checkpoint()
-    offset = (tmp_path / LOG_FILE).stat().st_size
-    half = b'{"dataset":"melanoma","details":{"i":3'
-    with open(tmp_path / LOG_FILE, "ab") as handle:  # the crash: half a line
+    path = tmp_path / "audit" / LOG_FILE
+    offset = path.stat().st_size
+    half = b'{"checkpoint":{"key_id":"5647'
+    with open(path, "ab") as handle:  # the crash: half a line
         handle.write(half)
 
-    report = verify_log(tmp_path, PUB)
+    report = verify_log(tmp_path / "audit", PUB)
     assert (report.size, report.root, report.torn_tail_bytes) == (3, cp.root, len(half))
     assert report.problems == (
-        f"audit.log: torn tail of {len(half)} bytes at offset {offset} after the last "
-        "signed checkpoint (size 3), left by an interrupted append; AuditLog.open "
-        "drops it",
+        f"audit.jsonl: torn tail of {len(half)} bytes at offset {offset} after 3 "
+        "committed records, left by an interrupted append; AuditLog.open drops it "
+        "and logs it in a log_recovered record",
     )
-    assert len(query(tmp_path)) == 3  # query skips the torn line
+    assert len(query(tmp_path / "audit")) == 3  # query skips the torn line
 
     with open_log(tmp_path) as audit:
         recovered = audit.records()[-1]
     assert recovered.seq == 3 and recovered.event == "log_recovered"
     assert recovered.reason == (
-        f"dropped a torn tail of {len(half)} bytes at offset {offset} of audit.log"
+        f"dropped a torn tail of {len(half)} bytes at offset {offset} of audit.jsonl"
     )
     assert recovered.details["log_dropped_bytes"] == len(half)
     assert recovered.details["log_offset"] == offset
     assert base64.b64decode(str(recovered.details["log_dropped_base64"])) == half
-    assert half not in (tmp_path / LOG_FILE).read_bytes()
-    report = verify_log(tmp_path, PUB, cp)
+    assert lines(path)[-1].startswith(b'{"checkpoint"')  # the tail is gone
+    assert len(lines(path)) == 5 and path.read_bytes().endswith(b"}\n")
+    report = verify_log(tmp_path / "audit", PUB, cp)
     assert (report.size, report.torn_tail_bytes, report.problems) == (4, 0, ())
 
 
-def test_crash_between_record_and_checkpoint_is_recovered(tmp_path: Path) -> None:
+def test_a_missing_final_newline_never_drops_the_record(tmp_path: Path) -> None:
+    """Cutting only the last newline (a crash before the last byte, or an edit)
+    leaves a whole, signed record line: it stays committed and open restores it."""
     with open_log(tmp_path) as audit:
-        fill(audit, 4)
+        records = fill(audit, 4)
         cp = audit.checkpoint()
-    # The crash: a whole record, then half of its checkpoint line.
-    whole = lines(tmp_path / LOG_FILE)[-1].replace(b'"seq":3', b'"seq":4')
-    with open(tmp_path / LOG_FILE, "ab") as handle:
-        handle.write(whole)
-    with open(tmp_path / CHECKPOINT_FILE, "ab") as handle:
-        handle.write(b'{"key_id":"')
-    report = verify_log(tmp_path, PUB)
-    assert (report.size, report.torn_tail_bytes) == (4, len(whole))
-    assert [p.split(":")[0] for p in report.problems] == [LOG_FILE, CHECKPOINT_FILE]
+    path = tmp_path / "audit" / LOG_FILE
+    path.write_bytes(path.read_bytes()[:-1])
+    report = verify_log(tmp_path / "audit", PUB, cp)
+    assert (report.size, report.torn_tail_bytes) == (4, 0)
+    assert "lacks its newline" in report.problems[0]
+    assert query(tmp_path / "audit") == records
     with open_log(tmp_path) as audit:
-        assert audit.size == 5
+        assert audit.records()[:4] == records
         recovered = audit.records()[-1]
-    assert recovered.event == "log_recovered"
-    assert recovered.details["checkpoints_dropped_bytes"] == len(b'{"key_id":"')
-    assert recovered.details["log_dropped_bytes"] == len(whole)
-    assert verify_log(tmp_path, PUB, cp).problems == ()
+    assert recovered.event == "log_recovered" and "newline" in str(recovered.reason)
+    assert verify_log(tmp_path / "audit", PUB, cp).problems == ()
 
 
-def test_crash_while_creating_the_log_is_recovered(tmp_path: Path) -> None:
-    (tmp_path / LOG_FILE).write_bytes(b"")
-    (tmp_path / CHECKPOINT_FILE).write_bytes(b'{"key_id":"5647')  # half a genesis
-    with pytest.raises(AuditError, match="holds no signed checkpoint"):
-        verify_log(tmp_path, PUB)
+def test_a_changed_unterminated_last_line_is_tampering(tmp_path: Path) -> None:
     with open_log(tmp_path) as audit:
-        assert [r.event for r in audit.records()] == ["log_recovered"]
-    report = verify_log(tmp_path, PUB)
-    assert (report.size, report.problems) == (1, ())
+        fill(audit, 3)
+    path = tmp_path / "audit" / LOG_FILE
+    changed = path.read_bytes()[:-1].replace(b'"user":"carol"', b'"user":"carl"')
+    path.write_bytes(changed)
+    with pytest.raises(AuditError, match="complete JSON but not a valid record line"):
+        verify_log(tmp_path / "audit", PUB)
+    with pytest.raises(AuditError):
+        open_log(tmp_path)
+    assert path.read_bytes() == changed  # evidence kept
 
 
 def test_a_damaged_committed_last_record_is_not_treated_as_torn(tmp_path: Path) -> None:
     with open_log(tmp_path) as audit:
         fill(audit, 3)
-    damaged = (tmp_path / LOG_FILE).read_bytes()[:-3] + b"@\n"
-    (tmp_path / LOG_FILE).write_bytes(damaged)
-    with pytest.raises(AuditError, match="covers 3 records but audit.log holds only 2"):
-        verify_log(tmp_path, PUB)
+    path = tmp_path / "audit" / LOG_FILE
+    damaged = path.read_bytes()[:-3] + b"@\n"
+    path.write_bytes(damaged)
+    with pytest.raises(AuditError, match="line 4: not JSON"):
+        verify_log(tmp_path / "audit", PUB)
     with pytest.raises(AuditError):
         open_log(tmp_path)
-    assert (tmp_path / LOG_FILE).read_bytes() == damaged  # evidence kept
+    assert path.read_bytes() == damaged  # evidence kept
 
 
 # -- query and export ----------------------------------------------------------------
 def test_query_filters(tmp_path: Path) -> None:
     with open_log(tmp_path) as audit:
         records = fill(audit, 10)
-    assert query(tmp_path) == records
-    assert query(tmp_path, requester="bob") == [r for r in records if r.user == "bob"]
-    assert query(tmp_path, requester="UMCG") == [
+    folder = tmp_path / "audit"
+    assert query(folder) == records
+    assert query(folder, requester="bob") == [r for r in records if r.user == "bob"]
+    assert query(folder, requester="UMCG") == [
         r for r in records if r.organisation == "UMCG"
     ]
-    assert query(tmp_path, purpose="research") == records[1::2]
-    assert query(tmp_path, train="km@1", dataset="melanoma") == records[0::2]
-    assert query(tmp_path, outcome="refused") == [records[4], records[9]]
-    assert query(tmp_path, event="run") == [records[2], records[6]]
-    assert query(tmp_path, dataset="other") == []
-    # Clock: record i at 00:00:(2i + 1), its checkpoint one second later.
-    assert query(tmp_path, since="2026-01-01T00:00:05Z") == records[2:]
-    assert query(tmp_path, until="2026-01-01T00:00:05Z") == records[:2]
+    assert query(folder, purpose="research") == records[1::2]
+    assert query(folder, train="km@1", dataset="melanoma") == records[0::2]
+    assert query(folder, outcome="refused") == [records[4], records[9]]
+    assert query(folder, event="run") == [records[2], records[6]]
+    assert query(folder, dataset="other") == []
+    # Clock: the genesis at 00:00:01, record i at 00:00:(2i + 2), its checkpoint
+    # one second later.
+    assert query(folder, since="2026-01-01T00:00:06Z") == records[2:]
+    assert query(folder, until="2026-01-01T00:00:06Z") == records[:2]
     assert (
         query(
-            tmp_path,
-            since=datetime(2026, 1, 1, 0, 0, 3, tzinfo=UTC),
-            until=datetime(2026, 1, 1, 0, 0, 7),  # naive: taken as UTC
+            folder,
+            since=datetime(2026, 1, 1, 0, 0, 4, tzinfo=UTC),
+            until=datetime(2026, 1, 1, 0, 0, 8),  # naive: taken as UTC
         )
         == records[1:3]
     )
-    assert query(tmp_path, requester="alice", outcome="refused") == [records[9]]
+    assert query(folder, requester="alice", outcome="refused") == [records[9]]
     with pytest.raises(AuditError, match="since is not an ISO 8601 time"):
-        query(tmp_path, since="yesterday")
+        query(folder, since="yesterday")
 
 
 def test_export_csv_and_json(tmp_path: Path) -> None:

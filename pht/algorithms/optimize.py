@@ -42,28 +42,56 @@ class NewtonPath:
         self.expected = np.zeros(self.p)
         return self.expected
 
-    def next_point(
+    def would_halve(self, loglik: float) -> bool:
+        """Whether the path halves the step after an evaluation with ``loglik``."""
+        if self._base is None or self._step is None:
+            return False
+        slack = 1e-11 * (1.0 + abs(self._base_loglik))
+        worse = not np.isfinite(loglik) or loglik < self._base_loglik - slack
+        return bool(worse and self._tries < self.max_halvings)
+
+    def after(self, loglik: float) -> FloatArray | None:
+        """The halved point when the last evaluation lowered the likelihood, else None.
+
+        None means the path accepts the point just evaluated (or it is the start)
+        and needs its gradient and Hessian: see :meth:`accept`.
+        """
+        if self.would_halve(loglik):
+            assert self._base is not None and self._step is not None
+            self._tries += 1
+            self.expected = np.asarray(
+                self._base + self._step / 2.0**self._tries, dtype=np.float64
+            )
+            return self.expected
+        return None
+
+    def accept(
         self, loglik: float, gradient: FloatArray, hessian: FloatArray
     ) -> FloatArray | None:
-        """The next point after the terms at ``self.expected``; None if none exists."""
+        """Accept the point just evaluated; the next point (None if singular)."""
         at = self.expected
         if at is None:
             raise ValueError("start the path first")
-        if self._base is not None and self._step is not None:
-            slack = 1e-11 * (1.0 + abs(self._base_loglik))
-            worse = not np.isfinite(loglik) or loglik < self._base_loglik - slack
-            if worse and self._tries < self.max_halvings:
-                self._tries += 1
-                self.expected = self._base + self._step / 2.0**self._tries
-                return self.expected
         try:
-            step = np.linalg.solve(-np.asarray(hessian), np.asarray(gradient))
+            step = np.asarray(
+                np.linalg.solve(-np.asarray(hessian), np.asarray(gradient)),
+                dtype=np.float64,
+            )
         except np.linalg.LinAlgError:
             return None
         self._base, self._base_loglik = at.copy(), float(loglik)
         self._step, self._tries = step, 0
         self.expected = at + step
         return self.expected
+
+    def next_point(
+        self, loglik: float, gradient: FloatArray, hessian: FloatArray
+    ) -> FloatArray | None:
+        """The next point after the terms at ``self.expected``; None if none exists."""
+        halved = self.after(loglik)
+        if halved is not None:
+            return halved
+        return self.accept(loglik, gradient, hessian)
 
     @staticmethod
     def matches(given: npt.ArrayLike, expected: FloatArray) -> bool:

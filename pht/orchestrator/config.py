@@ -48,6 +48,7 @@ class StationEntry:
     identity: Path
     keyring: Path
     public_key: Path
+    witness: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ def _station(node: yamlcfg.Node, base: Path) -> StationEntry:
             "policy",
             "executor",
             "workdir",
+            "witness",
             "identity",
             "keyring",
             "public_key",
@@ -136,6 +138,8 @@ def _station(node: yamlcfg.Node, base: Path) -> StationEntry:
         if workdir_node
         else (base / ".pht" / "stations" / station_id).resolve()
     )
+    witness_node = m.get("witness")
+    witness = (base / witness_node.as_str()).resolve() if witness_node else None
     files = {}
     for key, fix in (
         ("identity", "create one with `pht keys new --role station`"),
@@ -160,6 +164,7 @@ def _station(node: yamlcfg.Node, base: Path) -> StationEntry:
         identity=files["identity"],
         keyring=files["keyring"],
         public_key=files["public_key"],
+        witness=witness,
     )
 
 

@@ -260,6 +260,18 @@ def drive_survival_cox(
             del described[station]
 
     counts = {s: replies[s].output or {} for s in described}
+    designed = dict(replies) if mode == "pooled" else {}
+    # the stations answer only the Newton path: each evaluation message proves the
+    # pooled terms of the last one with every station's output and signed receipt
+    # (pooled mode: with the design replies too)
+    previous: dict[str, Reply] = {}
+
+    def evidence() -> list[dict[str, Any]]:
+        return [
+            {"station": s, "output": r.output, "receipt": r.receipt}
+            for part in (designed, previous)
+            for s, r in sorted(part.items())
+        ]
 
     def curvature(beta: np.ndarray, first: FirstOrder) -> np.ndarray:
         message = {
@@ -267,26 +279,22 @@ def drive_survival_cox(
             "beta": beta.tolist(),
             "w1": encode_array(first.w1),
             "w2": encode_array(first.w2),
+            "evidence": evidence(),
         }
         answers = group.round({s: message for s in described})
         _fail(answers, "Newton-Raphson (curvature)")
+        previous.clear()
+        previous.update(answers)
         return sum(
             (_curvature(answers[s].output or {}, p) for s in sorted(answers)),
             np.zeros((p, p)),
         )
 
-    previous: dict[str, Reply] = {}
-
     def evaluate(beta: np.ndarray) -> Any:
         op = "terms" if mode == "stratified" else "sums"
         message: dict[str, Any] = {"op": op, "beta": beta.tolist()}
         if previous:
-            # the stations accept only the Newton path: prove the pooled terms of the
-            # last evaluation with every station's released output and signed receipt
-            message["evidence"] = [
-                {"station": s, "output": previous[s].output, "receipt": previous[s].receipt}
-                for s in sorted(previous)
-            ]
+            message["evidence"] = evidence()
         answers = group.round({s: message for s in described})
         _fail(answers, "Newton-Raphson")
         previous.clear()

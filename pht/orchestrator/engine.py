@@ -95,7 +95,7 @@ class EmbeddedEngine:
                 identity=load_identity(entry.identity),
                 keyring=Keyring.load(entry.keyring),
                 executor=entry.executor,
-                witness=getattr(entry, "witness", None),
+                witness=entry.witness,
             )
             self._stations[entry.id] = Station(
                 config, _executor(entry.executor), self._catalogue

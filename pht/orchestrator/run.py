@@ -56,15 +56,18 @@ def _station_rows(
     rows = []
     for station_id, reply in replies.items():
         output = reply.output or {}
+        # a station whose policy says show_station_name: false releases nothing
+        # attributable to it by name: no name, no per-station counts in the result
+        shown = reply.ok and bool(reply.details.get("show_station_name", False))
         rows.append(
             {
                 "id": station_id,
-                "name": network.stations[station_id].name,
+                "name": network.stations[station_id].name if shown else None,
                 "participated": reply.ok,
                 "status": reply.status,
-                "n": output.get("n") if reply.ok else None,
-                "events": output.get("events") if reply.ok else None,
-                "excluded": output.get("excluded") if reply.ok else None,
+                "n": output.get("n") if shown else None,
+                "events": output.get("events") if shown else None,
+                "excluded": output.get("excluded") if shown else None,
                 "reason": reply.reason,
                 "elapsed_seconds": reply.elapsed_seconds,
                 "executor": reply.executor,
@@ -193,6 +196,16 @@ def run_study(
     companion = _run_companion(study, network, engine, requester, progress)
     if companion is not None:
         sections = {**companion.pop("sections"), **sections}
+    hidden = {
+        s
+        for s, r in replies.items()
+        if r.ok and not r.details.get("show_station_name", False)
+    }
+    cox = sections.get("cox")
+    if isinstance(cox, dict) and isinstance(cox.get("per_station"), dict):
+        cox["per_station"] = {
+            s: v for s, v in cox["per_station"].items() if s not in hidden
+        }
     return {
         "train": str(manifest.ref),
         "train_digest": study.train.digest,

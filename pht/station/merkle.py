@@ -349,6 +349,13 @@ class CompactRange:
         """Number of leaves appended so far."""
         return self._size
 
+    def copy(self) -> CompactRange:
+        """Return an independent copy (to compute a root before committing to it)."""
+        other = CompactRange()
+        other._hashes = list(self._hashes)
+        other._size = self._size
+        return other
+
     def append(self, leaf: bytes) -> None:
         """Add one leaf hash at index ``size``."""
         if len(leaf) != HASH_SIZE:

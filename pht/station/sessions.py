@@ -45,7 +45,7 @@ from pht.station.codes import Code
 from pht.station.executors import Channel
 from pht.station.guard import Guard, GuardLimits
 from pht.station.station import Admission, Refusal, Station
-from pht.wire import Reply
+from pht.wire import Reply, decode_array
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,10 @@ class StationSession:
         self.last_output: dict[str, Any] = {}
         self.p: int | None = None
         self.path: NewtonPath | None = None
-        self.last_eval: tuple[int, str, str] | None = None  # round, op, own digest
+        self.last_eval: tuple[int, str] | None = None  # round and op of the last
+        self.design_round: int | None = None
+        self.times: np.ndarray | None = None
+        self.first: Any = None  # pooled first-order terms at the accepted point
         self.peers: tuple[str, ...] | None = None
 
     # -- the train ------------------------------------------------------------------
@@ -169,8 +172,8 @@ class StationSession:
                 return self._refuse(Code.SESSION, "error")
             if self.n < 10 * self.p:
                 return self._refuse(Code.DOF)
-            if spec.path == "newton" and self.admitted.disclosure_class == "model":
-                self._check_path(op, beta, message.get("evidence"))
+            if spec.path == "newton":
+                self._check_path(op, message)
             extra = {"point": point_digest(beta)}
         self._check_budget()
         self.rounds += 1
@@ -180,7 +183,9 @@ class StationSession:
         if not reply.ok:
             self.close()
         elif op in spec.evaluate:
-            self.last_eval = (self.rounds, op, digest(canonical_json(self.last_output)))
+            self.last_eval = (self.rounds, op)
+        elif op == spec.design:
+            self.design_round = self.rounds
         return reply
 
     def _check_input(self, op: str, message: Mapping[str, Any]) -> None:
@@ -236,81 +241,159 @@ class StationSession:
             p += len(levels) - 1
         if len(design["centre"]) != p or p < 1:
             raise Refusal("refused", Code.DESIGN)
+        times = message.get("times")
+        self.times = None if times is None else np.asarray(times, dtype=np.float64)
         if self.n < 10 * p:
             raise Refusal("refused", Code.DOF)
         self.p = p
 
-    def _check_path(self, op: str, beta: list[float], evidence: Any) -> None:
-        assert self.p is not None
-        if self.path is None:
-            self.path = NewtonPath(self.p)
-            expected = self.path.start()
-            if evidence is not None or not NewtonPath.matches(beta, expected):
-                raise Refusal("refused", Code.PATH)
-            return
-        terms = self._pooled(evidence)
-        assert self.path is not None
-        expected_next = self.path.next_point(*terms)
-        if expected_next is None or not NewtonPath.matches(beta, expected_next):
-            raise Refusal("refused", Code.PATH)
+    # -- the Newton path --------------------------------------------------------------
+    def _verified(self, evidence: Any) -> dict[tuple[str, int], dict[str, Any]]:
+        """Every evidence item's output, by (station, round), its receipt verified.
 
-    def _pooled(self, evidence: Any) -> tuple[float, np.ndarray, np.ndarray]:
-        """Sum the signed contributions of the last evaluation (see module docs)."""
-        if self.last_eval is None or self.path is None:
+        Receipts are checked with the station keys of this station's keyring (its own
+        with its own key): signed, for this request, naming that station and round,
+        over exactly that output.
+        """
+        if not isinstance(evidence, list) or not 1 <= len(evidence) <= 2000:
             raise Refusal("refused", Code.PATH)
-        round_no, _, own = self.last_eval
-        if not isinstance(evidence, list) or not 1 <= len(evidence) <= 1000:
-            raise Refusal("refused", Code.PATH)
-        assert self.path.expected is not None
-        stamp = point_digest(self.path.expected)
         keyring = self.station.config.keyring
         now = utc_now()
-        stations: list[str] = []
-        loglik = 0.0
-        gradient = np.zeros(self.p or 0)
-        hessian = np.zeros((self.p or 0, self.p or 0))
-        for item in sorted(
-            evidence,
-            key=lambda x: str(x.get("station")) if isinstance(x, dict) else "",
-        ):
+        out: dict[tuple[str, int], dict[str, Any]] = {}
+        for item in evidence:
             if not isinstance(item, dict) or not isinstance(item.get("station"), str):
                 raise Refusal("refused", Code.PATH)
             name, output = item["station"], item.get("output")
-            if not isinstance(output, dict) or output.get("point") != stamp:
+            if not isinstance(output, dict):
                 raise Refusal("refused", Code.PATH)
-            plain_digest = digest(canonical_json(output))
-            if name == self.station.id:
-                if plain_digest != own:
-                    raise Refusal("refused", Code.PATH)
-            else:
-                identity = _peer(keyring, name, now)
-                try:
-                    receipt = verify_receipt(item.get("receipt") or {}, identity)
-                except PhtError:
-                    raise Refusal("refused", Code.PATH) from None
-                if (
-                    receipt.request_id != self.admitted.body.request_id
-                    or receipt.station != name
-                    or receipt.round != round_no
-                    or receipt.output_digest != plain_digest
-                ):
-                    raise Refusal("refused", Code.PATH)
-            stations.append(name)
+            identity = (
+                self.station.config.identity.public
+                if name == self.station.id
+                else _peer(keyring, name, now)
+            )
             try:
-                loglik += float(output["loglik"])
-                gradient = gradient + np.asarray(output["gradient"], dtype=float)
-                hessian = hessian + np.asarray(output["hessian"], dtype=float)
-            except (KeyError, TypeError, ValueError):
+                receipt = verify_receipt(item.get("receipt") or {}, identity)
+            except PhtError:
                 raise Refusal("refused", Code.PATH) from None
-        if len(set(stations)) != len(stations) or self.station.id not in stations:
+            if (
+                receipt.request_id != self.admitted.body.request_id
+                or receipt.station != name
+                or receipt.output_digest != digest(canonical_json(output))
+                or (name, receipt.round) in out
+            ):
+                raise Refusal("refused", Code.PATH)
+            out[(name, receipt.round)] = output
+        return out
+
+    def _at(
+        self,
+        verified: Mapping[tuple[str, int], dict[str, Any]],
+        round_no: int,
+        stamp: str | None,
+    ) -> dict[str, dict[str, Any]]:
+        """The outputs of one round: every session station's, stamped with the point."""
+        outputs = {s: o for (s, r), o in verified.items() if r == round_no}
+        stations = tuple(sorted(outputs))
+        if self.station.id not in stations:
             raise Refusal("refused", Code.PATH)
         if self.peers is None:
-            self.peers = tuple(stations)
-        elif self.peers != tuple(stations):
+            self.peers = stations
+        elif self.peers != stations:
             raise Refusal("refused", Code.PATH)
-        if gradient.shape != (self.p,) or hessian.shape != (self.p, self.p):
+        if stamp is not None and any(o.get("point") != stamp for o in outputs.values()):
             raise Refusal("refused", Code.PATH)
-        return loglik, gradient, hessian
+        return outputs
+
+    def _check_path(self, op: str, message: Mapping[str, Any]) -> None:
+        """Accept only the next point of the deterministic Newton-Raphson path."""
+        assert self.p is not None
+        beta = message["beta"]
+        evidence = message.get("evidence")
+        if self.path is None:
+            self.path = NewtonPath(self.p)
+            first_op = "terms" if self.admitted.disclosure_class == "model" else "sums"
+            if (
+                op != first_op
+                or evidence is not None
+                or not NewtonPath.matches(beta, self.path.start())
+            ):
+                raise Refusal("refused", Code.PATH)
+            return
+        if self.last_eval is None or self.path.expected is None:
+            raise Refusal("refused", Code.PATH)
+        last_round, last_op = self.last_eval
+        verified = self._verified(evidence)
+        stamp = point_digest(self.path.expected)
+        outputs = self._at(verified, last_round, stamp)
+        if last_op == "terms":
+            loglik, gradient, hessian = _summed_terms(outputs, self.p)
+            expected = self.path.next_point(loglik, gradient, hessian)
+        elif last_op == "sums":
+            first = self._first_order(verified, outputs)
+            if op == "curvature":
+                if self.path.would_halve(first.loglik):
+                    raise Refusal("refused", Code.PATH)
+                self._check_weights(message, first)
+                self.first = first
+                expected = self.path.expected
+            else:
+                expected = self.path.after(first.loglik)
+        elif last_op == "curvature" and op == "sums" and self.first is not None:
+            curvature = sum(
+                (_matrix(o, "curvature", self.p) for o in outputs.values()),
+                np.zeros((self.p, self.p)),
+            )
+            terms = self.first.terms(curvature)
+            expected = self.path.accept(terms.loglik, terms.gradient, terms.hessian)
+        else:
+            raise Refusal("refused", Code.PATH)
+        if expected is None or not NewtonPath.matches(beta, expected):
+            raise Refusal("refused", Code.PATH)
+
+    def _first_order(
+        self,
+        verified: Mapping[tuple[str, int], dict[str, Any]],
+        sums: Mapping[str, dict[str, Any]],
+    ) -> Any:
+        """Pooled first-order Cox terms from every station's design reply and sums."""
+        from pht.algorithms.cox import RiskSetSums, first_order
+
+        if self.design_round is None or self.times is None or self.path is None:
+            raise Refusal("refused", Code.PATH)
+        designs = self._at(verified, self.design_round, None)
+        m, p = self.times.size, self.p or 0
+        pooled = None
+        try:
+            for station in sorted(sums):
+                counts, output = designs[station], sums[station]
+                x_death = np.zeros((m, p))
+                x_death[0] = np.asarray(counts["x_death"], dtype=np.float64).reshape(p)
+                part = RiskSetSums(
+                    time=self.times,
+                    deaths=decode_array(counts["deaths"], (m,)),
+                    x_death=x_death,
+                    s0=decode_array(output["s0"], (m,)),
+                    s1=decode_array(output["s1"], (m, p)),
+                    d0=decode_array(output["d0"], (m,)),
+                    d1=decode_array(output["d1"], (m, p)),
+                )
+                pooled = part if pooled is None else pooled + part
+        except (KeyError, TypeError, ValueError, PhtError):
+            raise Refusal("refused", Code.PATH) from None
+        assert pooled is not None and self.path.expected is not None
+        ties = str(self.admitted.parameters.get("ties", "efron"))
+        return first_order(pooled, self.path.expected, ties)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _check_weights(message: Mapping[str, Any], first: Any) -> None:
+        try:
+            w1 = decode_array(message["w1"], first.w1.shape)
+            w2 = decode_array(message["w2"], first.w2.shape)
+        except (KeyError, PhtError):
+            raise Refusal("refused", Code.PATH) from None
+        for given, expected in ((w1, first.w1), (w2, first.w2)):
+            if not np.all(np.abs(given - expected) <= 1e-9 * (1 + np.abs(expected))):
+                raise Refusal("refused", Code.PATH)
 
     def _check_budget(self) -> None:
         policy = self.admitted.policy
@@ -342,6 +425,29 @@ class StationSession:
         if tail:
             log.debug("station %s train stderr: %s", self.station.id, tail)
         return ""
+
+
+def _matrix(output: Mapping[str, Any], key: str, p: int) -> np.ndarray:
+    try:
+        return np.asarray(output[key], dtype=np.float64).reshape(p, p)
+    except (KeyError, TypeError, ValueError):
+        raise Refusal("refused", Code.PATH) from None
+
+
+def _summed_terms(
+    outputs: Mapping[str, Mapping[str, Any]], p: int
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Log-likelihood, gradient and Hessian summed over stations (sorted order)."""
+    loglik, gradient, hessian = 0.0, np.zeros(p), np.zeros((p, p))
+    try:
+        for station in sorted(outputs):
+            output = outputs[station]
+            loglik += float(output["loglik"])
+            gradient = gradient + np.asarray(output["gradient"], dtype=float).reshape(p)
+            hessian = hessian + _matrix(output, "hessian", p)
+    except (KeyError, TypeError, ValueError):
+        raise Refusal("refused", Code.PATH) from None
+    return loglik, gradient, hessian
 
 
 def _peer(keyring: Any, name: str, now: Any) -> Any:

@@ -383,7 +383,10 @@ class Station:
         by_key = by_org = 0
         rounds_key: dict[str, int] = {}
         rounds_org: dict[str, int] = {}
-        for r in self.audit.records():
+        for r in (
+            *self.audit.by_event("policy_decision"),
+            *self.audit.by_event("release"),
+        ):
             if r.dataset != dataset or r.organisation != organisation:
                 continue
             if _parse(r.time) < since:
@@ -620,6 +623,8 @@ class Station:
         common = {
             "disclosure_class": admitted.disclosure_class,
             "train_digest": admitted.statement.code_digest,
+            # the orchestrator shows results by station name only where allowed
+            "details": {"show_station_name": admitted.policy.show_station_name},
         }
         if admitted.policy.review == "manual":
             pending = self._review_dir() / f"{body.request_id}.json"

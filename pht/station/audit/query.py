@@ -1,0 +1,107 @@
+"""Auditors' tools: filter the records of a log folder, export them as CSV or JSON.
+
+These read records without checking checkpoints; run
+:func:`~pht.station.audit.verify.verify_log` to trust them.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pht.station.audit.encoding import canonical, parse_time
+from pht.station.audit.reader import read_records_unchecked
+from pht.station.audit.records import AuditRecord
+
+__all__ = ["export_csv", "export_json", "query"]
+
+
+def _bound(value: datetime | str | None, what: str) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+    return parse_time(value, what)
+
+
+def query(
+    directory: Path,
+    *,
+    requester: str | None = None,
+    purpose: str | None = None,
+    train: str | None = None,
+    dataset: str | None = None,
+    outcome: str | None = None,
+    event: str | None = None,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+) -> list[AuditRecord]:
+    """Return the records of the log in ``directory`` that match every given filter.
+
+    Reads the records only; run :func:`verify_log` to trust them. A torn last line
+    is skipped.
+
+    Parameters
+    ----------
+    directory
+        The log folder.
+    requester
+        Matches ``user`` or ``organisation``.
+    purpose, train, dataset, outcome, event
+        Exact matches.
+    since, until
+        Keep ``since <= time < until``; ISO 8601 strings or datetimes, naive ones
+        taken as UTC.
+
+    Returns
+    -------
+    list of AuditRecord
+        Oldest first.
+    """
+    records = read_records_unchecked(Path(directory))
+    start, end = _bound(since, "since"), _bound(until, "until")
+    exact = {
+        "purpose": purpose,
+        "train": train,
+        "dataset": dataset,
+        "outcome": outcome,
+        "event": event,
+    }
+
+    def keep(r: AuditRecord) -> bool:
+        if requester is not None and requester not in (r.user, r.organisation):
+            return False
+        if any(v is not None and getattr(r, k) != v for k, v in exact.items()):
+            return False
+        when = parse_time(r.time, "time")
+        return (start is None or when >= start) and (end is None or when < end)
+
+    return [r for r in records if keep(r)]
+
+
+_COLUMNS = tuple(f.name for f in dataclasses.fields(AuditRecord))
+
+
+def export_csv(records: Iterable[AuditRecord], path: Path) -> None:
+    """Write records as CSV: one column per field, ``details`` as compact JSON.
+
+    ``None`` becomes an empty cell.
+    """
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(_COLUMNS)
+        for r in records:
+            row = dataclasses.asdict(r)
+            row["details"] = canonical(row["details"]).decode("utf-8")
+            writer.writerow(["" if row[c] is None else row[c] for c in _COLUMNS])
+
+
+def export_json(records: Iterable[AuditRecord], path: Path) -> None:
+    """Write records as a JSON array of objects (sorted keys, indented)."""
+    rows = [dataclasses.asdict(r) for r in records]
+    text = json.dumps(rows, sort_keys=True, indent=2, ensure_ascii=False)
+    Path(path).write_text(text + "\n", encoding="utf-8")
