@@ -2,10 +2,12 @@
 
 A per-time table (Kaplan-Meier event table, Cox risk-set sums) is released only on a
 grid of intervals that the *station* chooses from its own data, never from the
-request. Intervals are ``(b[i-1], b[i]]`` with ``b[-1] = -inf``; a time ``t`` is
-released as the smallest boundary ``b[i] >= t`` (:func:`coarsen`). Boundaries lie on a
-lattice ``step * j`` (``j >= 1``), so a label is a lattice point, never a patient's
-time.
+request. Intervals are ``(b[i-1], b[i]]`` with ``b[-1] = -inf``, the last one open
+above; a time ``t`` is released as the smallest boundary ``b[i] >= t``, or the last
+boundary when there is none (:func:`coarsen`). Boundaries lie on a lattice
+``step * j`` (``j >= 1``), so a label is a lattice point, never a patient's time; the
+open last interval is labelled one step after the boundary before it (not by the
+largest time, which would be one patient's follow-up).
 
 :func:`station_grid` merges adjacent lattice cells, from the left, until every interval
 holds at least ``k`` events *and* at least ``k`` censorings for every event column the
@@ -26,7 +28,7 @@ Example
 >>> t = np.arange(1.0, 41.0)
 >>> e = np.tile([1.0, 0.0], 20)
 >>> station_grid(t, [e], k=5, step=1.0).tolist()
-[10.0, 20.0, 30.0, 40.0]
+[10.0, 20.0, 30.0, 31.0]
 """
 
 from __future__ import annotations
@@ -117,7 +119,9 @@ def station_grid(
     closes = _greedy(counts, k)
     if closes is None:
         return None
-    return unique[closes].astype(np.float64) * step
+    boundaries = unique[closes].astype(np.float64) * step
+    boundaries[-1] = boundaries[-2] + step if boundaries.size > 1 else step
+    return boundaries
 
 
 def merge_until_safe(

@@ -212,7 +212,7 @@ class GridStore:
                     kept = np.asarray(data["boundaries"], dtype=np.float64)
                 except (OSError, ValueError, KeyError, TypeError):
                     kept = None
-            if kept is not None and kept.size and time.size and time.max() <= kept[-1]:
+            if kept is not None and kept.size and time.size:
                 grid = merge_until_safe(kept, time, events, k=k)
             else:
                 grid = station_grid(time, events, k=k, step=step)

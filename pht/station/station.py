@@ -314,7 +314,8 @@ class Station:
             statement, signer = verify_train(body.train_statement, self.config.keyring)
             package = self.catalogue.get(TrainRef.parse(body.train))
         except PhtError as exc:
-            raise Refusal("refused", Code.TRAIN, clean_reason(str(exc)) or "") from None
+            log.info("station %s train rejected: %s", self.id, exc)
+            raise Refusal("refused", Code.TRAIN) from None
         m = package.manifest
         if (
             (statement.name, statement.version) != (m.name, m.version)
@@ -447,10 +448,11 @@ class Station:
             grid = self._grid(admitted, population, roles)
         admitted.population = population
         admitted.grid = None if grid is None else tuple(float(b) for b in grid)
+        labelled = [c for c, r in roles.items() if r in ("group", "covariate")]
         admitted.limits = GuardLimits(
             k,
             max_count=population.n,
-            labels=population.all_labels(columns),
+            labels=population.all_labels(labelled),
             columns=frozenset(columns),
             grid=frozenset(admitted.grid or ()),
         )
