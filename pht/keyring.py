@@ -9,10 +9,21 @@ errors naming the file, line and key)::
         valid_from: 2026-01-01T00:00:00Z
         valid_until: 2027-01-01T00:00:00Z   # optional, exclusive
         revoked_at: 2026-06-01T00:00:00Z    # optional; revoked from this instant on
+      - public: keys/bob.pub.json
+        roles: [requester]
+        user: bob                        # optional; the user this key speaks for
+                                         # (default: the name in its identity file)
+        requester_roles: [analyst]       # the roles its requests may claim
+        valid_from: 2026-01-01T00:00:00Z
 
 A key may be listed only for the role its identity file declares (a station key can
 never pass as a methodologist). Times need a time zone. A key is good at time ``t``
 when ``valid_from <= t < valid_until`` and not ``revoked_at <= t``.
+
+``user`` and ``requester_roles`` are for requester keys only. A request's user and
+organisation are the keyring's, not the requester's word: a signed request must name
+its key's ``user`` and may claim only a role listed in ``requester_roles``. A requester
+key without ``requester_roles`` may claim no role at all (fail closed).
 
 Typical use at a station::
 
@@ -25,6 +36,7 @@ Typical use at a station::
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -38,9 +50,21 @@ from pht import yamlcfg
 from pht.crypto import ROLES, PublicIdentity, load_public
 from pht.errors import ConfigError, TrustError
 
-__all__ = ["Keyring", "KeyringEntry"]
+__all__ = ["USER_PATTERN", "REQUESTER_ROLE_PATTERN", "Keyring", "KeyringEntry"]
 
-_ENTRY_KEYS = {"public", "roles", "valid_from", "valid_until", "revoked_at"}
+_ENTRY_KEYS = {
+    "public",
+    "roles",
+    "valid_from",
+    "valid_until",
+    "revoked_at",
+    "user",
+    "requester_roles",
+}
+USER_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A user name: 1-64 letters, digits, '.', '_' or '-' (use with ``fullmatch``)."""
+REQUESTER_ROLE_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+"""A role a requester may claim, such as ``analyst`` (use with ``fullmatch``)."""
 
 
 def _iso(when: datetime) -> str:
@@ -72,6 +96,11 @@ class KeyringEntry:
         First instant the key is no longer good (exclusive), or None.
     revoked_at
         Instant from which the key is revoked, or None.
+    user
+        The user a requester key speaks for; empty means the identity's name (the
+        value is filled in, so it is never empty on an entry).
+    requester_roles
+        The roles requests signed by this key may claim; empty: none.
     """
 
     identity: PublicIdentity
@@ -80,6 +109,12 @@ class KeyringEntry:
     valid_from: datetime
     valid_until: datetime | None = None
     revoked_at: datetime | None = None
+    user: str = ""
+    requester_roles: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.user:
+            object.__setattr__(self, "user", self.identity.name)
 
     @property
     def key_id(self) -> str:
@@ -128,6 +163,36 @@ def _check_roles(roles: Iterable[str], identity: PublicIdentity) -> tuple[str, .
             f"{wrong[0]!r}; list only the role its identity file declares"
         )
     return result
+
+
+def _check_requester(
+    roles: tuple[str, ...], user: str | None, requester_roles: Iterable[str] | None
+) -> tuple[str, tuple[str, ...]]:
+    """Validate ``user`` and ``requester_roles``; the message has no location."""
+    if "requester" not in roles and (user is not None or requester_roles is not None):
+        raise ConfigError(
+            "user and requester_roles are only for requester keys; remove them"
+        )
+    if user is not None and not USER_PATTERN.fullmatch(user):
+        raise ConfigError(
+            "user must be 1-64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+    result = () if requester_roles is None else tuple(requester_roles)
+    if requester_roles is not None and not result:
+        raise ConfigError(
+            "requester_roles must list at least one role, such as [analyst]; leave "
+            "it out to let this key claim no role"
+        )
+    for role in result:
+        if not REQUESTER_ROLE_PATTERN.fullmatch(role):
+            raise ConfigError(
+                "requester_roles must be lower-case names such as analyst (letters, "
+                "digits, '_' or '-', at most 32)"
+            )
+    if len(set(result)) != len(result):
+        raise ConfigError("requester_roles lists a role twice; keep one")
+    return user or "", result
 
 
 def _check_window(
@@ -218,6 +283,10 @@ class Keyring:
     def __contains__(self, key_id: object) -> bool:
         return key_id in self._entries
 
+    def get(self, key_id: str) -> KeyringEntry | None:
+        """The entry of ``key_id``, or None if the keyring does not list it."""
+        return self._entries.get(key_id)
+
     def trusted(
         self, role: str, at: datetime | None = None
     ) -> dict[str, Ed25519PublicKey]:
@@ -266,14 +335,19 @@ class Keyring:
         roles: Iterable[str],
         valid_from: datetime,
         valid_until: datetime | None = None,
+        user: str | None = None,
+        requester_roles: Iterable[str] | None = None,
     ) -> KeyringEntry:
         """Trust the public key in ``public_path`` for ``roles`` from ``valid_from``.
+
+        ``user`` (default: the identity's name) and ``requester_roles`` (default:
+        none, so its requests are refused) apply to requester keys only.
 
         Raises
         ------
         ConfigError
-            The file cannot be read, the roles or window are invalid, or the key is
-            already in the keyring.
+            The file cannot be read, the roles, user, requester roles or window are
+            invalid, or the key is already in the keyring.
         TrustError
             The public key file holds malformed key material.
         """
@@ -286,13 +360,16 @@ class Keyring:
             )
         try:
             checked = _check_roles(roles, identity)
+            who, claims = _check_requester(checked, user, requester_roles)
             start, end = _check_window(
                 _aware(valid_from, "valid_from"),
                 None if valid_until is None else _aware(valid_until, "valid_until"),
             )
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
-        entry = KeyringEntry(identity, path, checked, start, end)
+        entry = KeyringEntry(
+            identity, path, checked, start, end, user=who, requester_roles=claims
+        )
         self._entries[entry.key_id] = entry
         return entry
 
@@ -327,6 +404,10 @@ class Keyring:
                 item["valid_until"] = _iso(entry.valid_until)
             if entry.revoked_at is not None:
                 item["revoked_at"] = _iso(entry.revoked_at)
+            if entry.user != entry.identity.name:
+                item["user"] = entry.user
+            if entry.requester_roles:
+                item["requester_roles"] = list(entry.requester_roles)
             items.append(item)
         text = yaml.safe_dump({"keys": items}, sort_keys=False)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -369,6 +450,23 @@ def _entry(node: yamlcfg.Node, base: Path) -> KeyringEntry:
         _check_window(valid_from, valid_until)
     except ConfigError as exc:
         raise (until_node or node).error(str(exc)) from None
+    user_node = fields.get("user")
+    claims_node = fields.get("requester_roles")
+    try:
+        user, claims = _check_requester(
+            roles,
+            None if user_node is None else user_node.as_str(),
+            None if claims_node is None else claims_node.as_str_list(),
+        )
+    except ConfigError as exc:
+        raise (user_node or claims_node or node).error(str(exc)) from None
     return KeyringEntry(
-        identity, public_path, roles, valid_from, valid_until, revoked_at
+        identity,
+        public_path,
+        roles,
+        valid_from,
+        valid_until,
+        revoked_at,
+        user=user,
+        requester_roles=claims,
     )

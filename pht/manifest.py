@@ -33,7 +33,8 @@ from pht import yamlcfg
 from pht.errors import ConfigError
 from pht.wire import TrainRef
 
-DISCLOSURE_CLASSES = ("aggregate", "model", "event_table")
+DISCLOSURE_CLASSES = ("aggregate", "model", "event_table", "risk_set_sums")
+COLUMN_ROLES = ("time", "event", "group", "covariate")
 COLUMN_KINDS = ("numeric", "binary", "categorical")
 PARAM_TYPES = ("column", "columns", "number", "integer", "string", "boolean", "mapping")
 
@@ -58,6 +59,7 @@ class ParamSpec:
     minimum: float | None = None
     maximum: float | None = None
     doc: str = ""
+    role: str | None = None
 
     def check(self, value: Any) -> str | None:
         """Return why ``value`` is not acceptable, or None when it is."""
@@ -99,6 +101,27 @@ class ParamSpec:
 
 
 @dataclass(frozen=True)
+class SessionSpec:
+    """How the station checks the round messages of an iterative train.
+
+    ``inputs`` holds the schema of every message the orchestrator may send (by
+    ``op``); ``design`` is the op that agrees the model design (checked against the
+    station's own round-0 description); ``evaluate`` are the ops that evaluate the
+    model at coefficients ``dof`` (a list of numbers: its length is the number of
+    estimated parameters, for the degrees-of-freedom rule); ``path: newton`` makes
+    the station accept only the deterministic Newton-Raphson path from zero, proven by
+    the pooled contributions every station signed (``evidence`` in each message).
+    """
+
+    inputs: Mapping[str, Mapping[str, Any]]
+    design: str | None
+    evaluate: tuple[str, ...]
+    dof: str
+    path: str | None
+    terms: tuple[str, ...] = ("loglik", "gradient", "hessian")
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A parsed train manifest."""
 
@@ -111,6 +134,7 @@ class Manifest:
     output_class_by: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     output_schema: Mapping[str, Any] | None = None
     round_schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    session: SessionSpec | None = None
 
     def schema_for(self, op: str | None) -> Mapping[str, Any]:
         """The declared schema of an output (``op`` names the round, None = single)."""
@@ -164,6 +188,24 @@ class Manifest:
                     resolved[spec.name] = spec.default
         return resolved, problems
 
+    def roles_of(self, parameters: Mapping[str, Any]) -> dict[str, str]:
+        """Columns named by ``parameters`` with the role each serves as.
+
+        A column named twice keeps its most sensitive role (time, then event, then
+        group, then covariate) so that the policy is asked the strictest question.
+        """
+        roles: dict[str, str] = {}
+        for spec in self.column_params():
+            value = parameters.get(spec.name)
+            if value is None:
+                continue
+            for column in [value] if isinstance(value, str) else value:
+                role = spec.role or "covariate"
+                old = roles.get(column)
+                if old is None or COLUMN_ROLES.index(role) < COLUMN_ROLES.index(old):
+                    roles[column] = role
+        return roles
+
     def columns_of(self, parameters: Mapping[str, Any]) -> dict[str, str]:
         """Columns named by ``parameters`` with the kind each must have."""
         columns: dict[str, str] = {}
@@ -197,7 +239,17 @@ class TrainPackage:
 
 def _param(name: str, node: yamlcfg.Node) -> ParamSpec:
     m = node.mapping(
-        {"type", "kind", "required", "default", "choices", "minimum", "maximum", "doc"}
+        {
+            "type",
+            "kind",
+            "role",
+            "required",
+            "default",
+            "choices",
+            "minimum",
+            "maximum",
+            "doc",
+        }
     )
     kind_type = m.require("type").as_str()
     if kind_type not in PARAM_TYPES:
@@ -208,6 +260,12 @@ def _param(name: str, node: yamlcfg.Node) -> ParamSpec:
     kind_value = kind.as_str() if kind else None
     if kind_value is not None and kind_value not in COLUMN_KINDS:
         raise kind.error(f"column kind must be one of {', '.join(COLUMN_KINDS)}")  # type: ignore[union-attr]
+    role_node = m.get("role")
+    role = role_node.as_str() if role_node else None
+    if role is not None and role not in COLUMN_ROLES:
+        raise role_node.error(f"column role must be one of {', '.join(COLUMN_ROLES)}")  # type: ignore[union-attr]
+    if kind_type in ("column", "columns") and role is None:
+        raise m.node.error("a column parameter must declare its role")
     choices = m.get("choices")
     return ParamSpec(
         name=name,
@@ -219,20 +277,31 @@ def _param(name: str, node: yamlcfg.Node) -> ParamSpec:
         minimum=m.get("minimum").as_type(float) if m.get("minimum") else None,  # type: ignore[union-attr]
         maximum=m.get("maximum").as_type(float) if m.get("maximum") else None,  # type: ignore[union-attr]
         doc=m.get("doc").as_str() if m.get("doc") else "",  # type: ignore[union-attr]
+        role=role,
     )
 
 
 _SCHEMA_KEYS: dict[str, tuple[set[str], set[str]]] = {
     # type: (required keys, optional keys) besides "type", "optional", "nullable"
+    # count: 0 or >= k, at most the station's population; cell: >= k (no zeros)
     "count": (set(), set()),
-    "integer": (set(), set()),
-    "number": (set(), {"decimals"}),
+    "cell": (set(), set()),
+    "integer": (set(), {"minimum", "maximum"}),
+    # grid: the value must be one of the station's released time boundaries
+    "number": (set(), {"decimals", "grid", "minimum", "maximum"}),
     "boolean": (set(), set()),
     "string": ({"choices"}, set()),
+    # input messages only: a string naming one of the request's columns / a level
+    # the station described
+    "column": (set(), set()),
+    "label": (set(), set()),
+    "evidence": (set(), set()),
     "array": ({"items", "max_length"}, set()),
-    "float64_array": ({"max_elements"}, set()),
+    "float64_array": ({"max_elements"}, {"max_abs"}),
     "object": ({"fields"}, set()),
-    "map": ({"values", "max_keys"}, set()),
+    # keys: labels (values the station observed with >= k rows) | columns (the
+    # request's columns) | levels (like labels)
+    "map": ({"values", "max_keys", "keys"}, set()),
 }
 
 
@@ -255,8 +324,15 @@ def _schema(node: yamlcfg.Node) -> dict[str, Any]:
             out[key] = child.as_str_list()
         elif key in ("max_length", "max_keys", "max_elements", "decimals"):
             out[key] = child.as_type(int)
-        elif key in ("optional", "nullable"):
+        elif key in ("minimum", "maximum", "max_abs"):
+            out[key] = float(child.as_type((int, float)))
+        elif key in ("optional", "nullable", "grid"):
             out[key] = child.as_type(bool)
+        elif key == "keys":
+            value = child.as_str()
+            if value not in ("labels", "columns"):
+                raise child.error("map keys must be 'labels' or 'columns'")
+            out[key] = value
     return out
 
 
@@ -269,10 +345,37 @@ def _disclosure_class(node: yamlcfg.Node) -> str:
     return value
 
 
+def _session(node: yamlcfg.Node) -> SessionSpec:
+    m = node.mapping({"inputs", "design", "evaluate", "dof", "path"})
+    inputs = {
+        op: _schema(child) for op, child in m.require("inputs").raw_mapping_nodes()
+    }
+    design = m.get("design")
+    path = m.get("path")
+    if path is not None and path.as_str() != "newton":
+        raise path.error("session.path must be 'newton'")
+    evaluate = tuple(m.require("evaluate").as_str_list())
+    for op in evaluate + ((design.as_str(),) if design else ()):
+        if op not in inputs:
+            raise m.node.error(f"session op '{op}' has no input schema")
+    return SessionSpec(
+        inputs=inputs,
+        design=design.as_str() if design else None,
+        evaluate=evaluate,
+        dof=m.require("dof").as_str(),
+        path=path.as_str() if path else None,
+    )
+
+
 def load_manifest(path: Path) -> Manifest:
     """Parse and validate a ``manifest.yaml``."""
-    root = yamlcfg.load(path).mapping(
-        {"name", "version", "description", "rounds", "parameters", "output"}
+    return _manifest(yamlcfg.load(path))
+
+
+def _manifest(node: yamlcfg.Node) -> Manifest:
+    """Validate a parsed manifest."""
+    root = node.mapping(
+        {"name", "version", "description", "rounds", "parameters", "output", "session"}
     )
     ref = TrainRef(root.require("name").as_str(), root.require("version").as_str())
     rounds = root.require("rounds").as_str()
@@ -302,8 +405,14 @@ def load_manifest(path: Path) -> Manifest:
         raise output.node.error("an iterative train must declare output.rounds")
     round_schemas = {}
     if rounds_node is not None:
-        for op, node in rounds_node.raw_mapping_nodes():
-            round_schemas[op] = _schema(node)
+        for op, child in rounds_node.raw_mapping_nodes():
+            round_schemas[op] = _schema(child)
+    session_node = root.get("session")
+    if rounds == "iterative" and session_node is None:
+        raise root.node.error(
+            "an iterative train must declare session (input schemas per round op)"
+        )
+    session = _session(session_node) if session_node is not None else None
     return Manifest(
         name=ref.name,
         version=str(ref.version),
@@ -314,17 +423,20 @@ def load_manifest(path: Path) -> Manifest:
         output_class_by=class_by,
         output_schema=_schema(schema_node) if schema_node is not None else None,
         round_schemas=round_schemas,
+        session=session,
     )
 
 
 def load_package(folder: Path) -> TrainPackage:
     """Load one train folder."""
     manifest_path = folder / "manifest.yaml"
-    manifest = load_manifest(manifest_path)
+    # parse the very bytes the code digest covers (one read, size-capped)
+    manifest_bytes = yamlcfg.read(manifest_path)
+    manifest = _manifest(yamlcfg.parse(manifest_bytes, manifest_path))
     entrypoint = folder / "entrypoint.py"
     if not entrypoint.is_file():
         raise ConfigError(f"{entrypoint}: train entrypoint missing; add entrypoint.py")
-    return TrainPackage(folder, manifest, manifest_path.read_bytes(), entrypoint)
+    return TrainPackage(folder, manifest, manifest_bytes, entrypoint)
 
 
 class Catalogue:

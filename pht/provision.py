@@ -7,7 +7,8 @@ Layout written under ``root``::
 
     keys/            analyst (requester, ZIN), methodologist, one key per station
     trains/          <name>@<version>.dsse.json: every catalogue train, signed
-    stations/<id>/   keyring.yaml (trusts the analyst and the methodologist),
+    stations/<id>/   keyring.yaml (trusts the analyst, who may claim the role
+                     ``analyst``, and the methodologist),
                      policy.yaml, and the station's working folder
     network.yaml
 """
@@ -127,6 +128,14 @@ def provision(
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
     document = dict(policy or policy_document())
     entries = []
+    # every station's key first: each keyring trusts its peers' station keys, which
+    # sign the receipts that prove an iterative fit's path (pht.station.sessions)
+    station_keys = {
+        station_id: save_identity(
+            new_identity("station", station_id.upper(), station_id), keys
+        )
+        for station_id in datasets
+    }
     for station_id, held in datasets.items():
         for path in held.values():
             # the station's data: owner-only, plus the train group (gid 10001) that
@@ -136,12 +145,18 @@ def provision(
                 os.chown(path, -1, 10001)
         folder = root / "stations" / station_id
         folder.mkdir(parents=True, exist_ok=True)
-        station_key, station_pub = save_identity(
-            new_identity("station", station_id.upper(), station_id), keys
-        )
+        station_key, station_pub = station_keys[station_id]
         keyring = Keyring()
-        keyring.add(analyst_pub, roles=["requester"], valid_from=since)
+        keyring.add(
+            analyst_pub,
+            roles=["requester"],
+            valid_from=since,
+            requester_roles=["analyst"],
+        )
         keyring.add(method_pub, roles=["methodologist"], valid_from=since)
+        for peer, (_, peer_pub) in station_keys.items():
+            if peer != station_id:
+                keyring.add(peer_pub, roles=["station"], valid_from=since)
         keyring.save(folder / "keyring.yaml")
         (folder / "policy.yaml").write_text(
             yaml.safe_dump(document, sort_keys=False), encoding="utf-8"

@@ -12,12 +12,23 @@ All three are canonical JSON payloads in DSSE envelopes (:mod:`pht.crypto`):
   output, and the audit-log checkpoint after the release was logged.
 
 Verification never trusts the payload before the signature, and says what failed.
+Everything it is given is hostile JSON: the envelope's shape is checked before the
+signature, and after it every signed field's type, length and format (a request id is
+a canonical lower-case UUID4, a nonce a 16-128 character token, strings are printable,
+numbers finite, nesting shallow). Any other input raises :class:`TrustError` with a
+fixed message that names the field but never echoes its value.
+
+A request's key decides who is asking: :func:`verify_signed_request` returns the
+keyring entry, refuses a request whose ``user`` is not the entry's ``user`` or whose
+``role`` is not among its ``requester_roles``, and whose organisation is not the key's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import re
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
@@ -36,11 +47,46 @@ from pht.crypto import (
     verify_envelope,
 )
 from pht.errors import TrustError
-from pht.keyring import Keyring
+from pht.keyring import REQUESTER_ROLE_PATTERN, USER_PATTERN, Keyring, KeyringEntry
 from pht.manifest import TrainPackage
 
 MAX_LIFETIME = dt.timedelta(hours=24)
 CLOCK_SKEW = dt.timedelta(minutes=5)
+
+MAX_PAYLOAD_CHARS = 256 * 1024
+"""Longest base64 payload of an envelope."""
+MAX_SIGNATURES = 8
+"""Most signatures on one envelope."""
+MAX_DEPTH = 12
+"""Deepest nesting of a signed payload."""
+MAX_TEXT = 200
+"""Longest free-text field (organisation, purpose)."""
+MAX_PARAMETER_ITEMS = 1000
+"""Most values (counted recursively) in a request's parameters."""
+MAX_PARAMETER_TEXT = 1000
+"""Longest string among a request's parameters."""
+MAX_TARGETS = 256
+"""Most target stations of one request."""
+MAX_INT = 2**53
+"""Largest magnitude of an integer parameter (exact as a float)."""
+
+REQUEST_ID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+)
+"""``str(uuid.uuid4())``: the only request id a station accepts (``fullmatch``)."""
+NONCE = re.compile(r"[A-Za-z0-9_-]{16,128}")
+"""A hex or unpadded base64url token of 16-128 characters (``fullmatch``)."""
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
+_SIG = re.compile(r"[A-Za-z0-9+/=]{1,128}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # station and dataset ids
+_TRAIN_NAME = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")
+_VERSION = re.compile(r"[0-9]{1,9}\.[0-9]{1,9}\.[0-9]{1,9}")
+_TRAIN_REF = re.compile(
+    r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*(?:@[0-9]{1,9}\.[0-9]{1,9}\.[0-9]{1,9})?"
+)
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,199}")
+_TIME_CHARS = 40
 
 
 def utc_now() -> dt.datetime:
@@ -53,23 +99,189 @@ def _iso(when: dt.datetime) -> str:
 
 
 def _parse_time(text: Any, what: str) -> dt.datetime:
+    """An aware UTC datetime from an ISO string; a fixed TrustError otherwise."""
+    if not isinstance(text, str) or not 0 < len(text) <= _TIME_CHARS:
+        raise TrustError(f"{what} is not an ISO time")
     try:
-        when = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise TrustError(f"{what} is not an ISO time") from None
     if when.tzinfo is None:
         raise TrustError(f"{what} has no time zone")
-    return when
+    try:
+        return when.astimezone(dt.UTC)
+    except (OverflowError, ValueError):  # 0001-01-01T00:00+01:00 is before year 1
+        raise TrustError(f"{what} is out of range") from None
+
+
+# -- hostile JSON ---------------------------------------------------------------------
+def _check_envelope(envelope: Any, payload_type: str, what: str) -> None:
+    """The shape of a DSSE envelope, before any signature is looked at."""
+    if not isinstance(envelope, Mapping) or not envelope.get("signatures"):
+        raise TrustError(f"the {what} is unsigned")
+    bad = f"malformed {what} envelope"
+    if set(envelope) != {"payloadType", "payload", "signatures"}:
+        raise TrustError(
+            f"{bad}: expected exactly the keys payload, payloadType and signatures"
+        )
+    if envelope["payloadType"] != payload_type:
+        raise TrustError(f"{bad}: payloadType must be {payload_type!r}")
+    payload = envelope["payload"]
+    if (
+        not isinstance(payload, str)
+        or len(payload) > MAX_PAYLOAD_CHARS
+        or not payload.isascii()
+    ):
+        raise TrustError(
+            f"{bad}: payload must be a base64 string of at most {MAX_PAYLOAD_CHARS} "
+            "characters"
+        )
+    signatures = envelope["signatures"]
+    if not isinstance(signatures, list) or len(signatures) > MAX_SIGNATURES:
+        raise TrustError(
+            f"{bad}: signatures must be a list of at most {MAX_SIGNATURES}"
+        )
+    for index, entry in enumerate(signatures):
+        if not isinstance(entry, Mapping) or set(entry) != {"keyid", "sig"}:
+            raise TrustError(
+                f"{bad}: signatures[{index}] must have exactly the keys keyid and sig"
+            )
+        if not isinstance(entry["keyid"], str) or not _KEY_ID.fullmatch(entry["keyid"]):
+            raise TrustError(
+                f"{bad}: signatures[{index}].keyid must be a 16-digit hex key id"
+            )
+        if not isinstance(entry["sig"], str) or not _SIG.fullmatch(entry["sig"]):
+            raise TrustError(
+                f"{bad}: signatures[{index}].sig must be a base64 signature"
+            )
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError("NaN and Infinity are not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError("duplicate key")
+        result[key] = value
+    return result
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of decoded JSON (a scalar has depth 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def _payload(raw: bytes, what: str) -> dict[str, Any]:
+    """Decode a verified payload: UTF-8 JSON object, no NaN, no duplicate keys."""
     try:
-        data = json.loads(raw)
-    except ValueError:
+        data = json.loads(
+            raw.decode("utf-8"),
+            parse_constant=_reject_constant,
+            object_pairs_hook=_unique_keys,
+        )
+    except (ValueError, RecursionError):
         raise TrustError(f"{what} payload is not JSON") from None
     if not isinstance(data, dict):
         raise TrustError(f"{what} payload is not an object")
+    if _depth(data) > MAX_DEPTH:
+        raise TrustError(f"{what} payload is nested deeper than {MAX_DEPTH} levels")
     return data
+
+
+def _fields(data: dict[str, Any], names: tuple[str, ...], what: str) -> None:
+    """Exactly the fields ``names``: name a missing one, never echo an unknown one."""
+    for name in names:
+        if name not in data:
+            raise TrustError(f"{what} is missing field '{name}'")
+    if len(data) != len(names):
+        raise TrustError(f"{what} has an unexpected field")
+
+
+def _text(data: dict[str, Any], name: str, what: str, limit: int = MAX_TEXT) -> str:
+    value = data[name]
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > limit
+        or not value.isprintable()
+    ):
+        raise TrustError(
+            f"{what} field '{name}' must be a non-empty printable string of at most "
+            f"{limit} characters"
+        )
+    return value
+
+
+def _matching(
+    data: dict[str, Any], name: str, what: str, pattern: re.Pattern[str], hint: str
+) -> str:
+    value = data[name]
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_TEXT
+        or not pattern.fullmatch(value)
+    ):
+        raise TrustError(f"{what} field '{name}' must be {hint}")
+    return value
+
+
+def _check_parameters(value: Any) -> None:
+    """Parameters: a mapping of names to JSON values (finite, printable, bounded)."""
+    problem = "request field 'parameters' must be a mapping of names to values"
+    if not isinstance(value, dict):
+        raise TrustError(problem)
+    budget = MAX_PARAMETER_ITEMS
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise TrustError(
+                f"request field 'parameters' holds more than {MAX_PARAMETER_ITEMS} "
+                "values"
+            )
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if (
+                    not isinstance(key, str)
+                    or not key
+                    or len(key) > 64
+                    or not key.isprintable()
+                ):
+                    raise TrustError(
+                        f"{problem}: names are printable strings of 1-64 characters"
+                    )
+                stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if len(item) > MAX_PARAMETER_TEXT or not item.isprintable():
+                raise TrustError(
+                    f"{problem}: strings are printable and at most "
+                    f"{MAX_PARAMETER_TEXT} characters"
+                )
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if abs(item) > MAX_INT:
+                raise TrustError(f"{problem}: integers are at most 2**53 in size")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise TrustError(f"{problem}: numbers are finite")
+        else:
+            raise TrustError(f"{problem}: values are JSON values")
 
 
 def _role_keys(keyring: Keyring, role: str) -> dict[str, Any]:
@@ -128,20 +340,61 @@ def verify_train(
     envelope: Mapping[str, Any], keyring: Keyring, now: dt.datetime | None = None
 ) -> tuple[TrainStatement, PublicIdentity]:
     """Check a signed train statement: trusted signer, active at signing and now."""
-    if not isinstance(envelope, Mapping) or not envelope.get("signatures"):
-        raise TrustError("the train is unsigned")
+    _check_envelope(envelope, TRAIN_MANIFEST_TYPE, "train")
     raw, key_id = verify_envelope(
         envelope, TRAIN_MANIFEST_TYPE, _role_keys(keyring, "methodologist")
     )
-    data = _payload(raw, "train statement")
-    try:
-        statement = TrainStatement(**data)
-    except TypeError:
-        raise TrustError("train statement has unexpected fields") from None
+    statement = _train_statement(_payload(raw, "train statement"))
     signed_at = _parse_time(statement.signed_at, "train signing time")
     signer = keyring.check(key_id, "methodologist", signed_at)
     keyring.check(key_id, "methodologist", now or utc_now())
     return statement, signer
+
+
+def _train_statement(data: dict[str, Any]) -> TrainStatement:
+    """Every field of a decoded train statement, checked for type and format."""
+    what = "train statement"
+    _fields(data, _TRAIN_FIELDS, what)
+    if data["type"] != "pht.train/1":
+        raise TrustError(f"{what} field 'type' must be 'pht.train/1'")
+    image = data["image_digest"]
+    if image is not None and (
+        not isinstance(image, str) or not _IMAGE.fullmatch(image)
+    ):
+        raise TrustError(f"{what} field 'image_digest' must be null or an image id")
+    return TrainStatement(
+        name=_matching(data, "name", what, _TRAIN_NAME, "a dotted lower-case name"),
+        version=_matching(data, "version", what, _VERSION, "MAJOR.MINOR.PATCH"),
+        manifest_sha256=_matching(
+            data, "manifest_sha256", what, _DIGEST, "sha256:<64 hex digits>"
+        ),
+        code_digest=_matching(
+            data, "code_digest", what, _DIGEST, "sha256:<64 hex digits>"
+        ),
+        image_digest=image,
+        disclosure_class=_matching(
+            data, "disclosure_class", what, _ID, "a lower-case name"
+        ),
+        signed_at=_time_text(data, "signed_at", what),
+    )
+
+
+def _time_text(data: dict[str, Any], name: str, what: str) -> str:
+    """A field that must parse as an aware ISO time; returned as given."""
+    _parse_time(data[name], f"{what} field '{name}'")
+    return str(data[name])
+
+
+_TRAIN_FIELDS = (
+    "name",
+    "version",
+    "manifest_sha256",
+    "code_digest",
+    "image_digest",
+    "disclosure_class",
+    "signed_at",
+    "type",
+)
 
 
 # -- requests -------------------------------------------------------------------------
@@ -201,41 +454,188 @@ def new_request(
     return body, sign_envelope(canonical_json(asdict(body)), REQUEST_TYPE, identity)
 
 
-def verify_request(
+_REQUEST_FIELDS = (
+    "request_id",
+    "nonce",
+    "issued_at",
+    "expires_at",
+    "organisation",
+    "user",
+    "role",
+    "purpose",
+    "train",
+    "train_digest",
+    "train_statement",
+    "dataset",
+    "parameters",
+    "targets",
+    "type",
+)
+
+
+def _request_body(data: dict[str, Any]) -> SignedRequestBody:
+    """Every field of a decoded request, checked for type and format."""
+    what = "request"
+    _fields(data, _REQUEST_FIELDS, what)
+    if data["type"] != "pht.request/1":
+        raise TrustError("request field 'type' must be 'pht.request/1'")
+    if not isinstance(data["train_statement"], dict):
+        raise TrustError("request field 'train_statement' must be a signed envelope")
+    _check_parameters(data["parameters"])
+    targets = data["targets"]
+    if (
+        not isinstance(targets, list)
+        or not 0 < len(targets) <= MAX_TARGETS
+        or not all(isinstance(t, str) and _ID.fullmatch(t) for t in targets)
+    ):
+        raise TrustError(
+            f"request field 'targets' must be a list of 1-{MAX_TARGETS} station ids"
+        )
+    return SignedRequestBody(
+        request_id=_matching(
+            data, "request_id", what, REQUEST_ID, "a lower-case UUID4"
+        ),
+        nonce=_matching(
+            data, "nonce", what, NONCE, "a token of 16-128 letters, digits, - or _"
+        ),
+        issued_at=_time_text(data, "issued_at", what),
+        expires_at=_time_text(data, "expires_at", what),
+        organisation=_text(data, "organisation", what),
+        user=_matching(data, "user", what, USER_PATTERN, "a user name"),
+        role=_matching(data, "role", what, REQUESTER_ROLE_PATTERN, "a role name"),
+        purpose=_text(data, "purpose", what),
+        train=_matching(data, "train", what, _TRAIN_REF, "a train name[@version]"),
+        train_digest=_matching(
+            data, "train_digest", what, _DIGEST, "sha256:<64 hex digits>"
+        ),
+        train_statement=data["train_statement"],
+        dataset=_matching(data, "dataset", what, _ID, "a dataset id"),
+        parameters=data["parameters"],
+        targets=list(targets),
+    )
+
+
+@dataclass(frozen=True)
+class VerifiedRequest:
+    """A request whose signature, key, fields, freshness and target all checked out.
+
+    Attributes
+    ----------
+    body
+        The signed request.
+    requester
+        The public identity of the key that signed it.
+    entry
+        That key's keyring entry: the source of truth for who is asking.
+    """
+
+    body: SignedRequestBody
+    requester: PublicIdentity
+    entry: KeyringEntry
+
+    @property
+    def user(self) -> str:
+        """The user the keyring says the key speaks for (equals ``body.user``)."""
+        return self.entry.user
+
+    @property
+    def organisation(self) -> str:
+        """The key's organisation (equals ``body.organisation``)."""
+        return self.entry.identity.organisation
+
+    @property
+    def role(self) -> str:
+        """The claimed role, one of the key's ``requester_roles``."""
+        return self.body.role
+
+
+def verify_signed_request(
     envelope: Mapping[str, Any],
     keyring: Keyring,
     station_id: str,
     now: dt.datetime | None = None,
-) -> tuple[SignedRequestBody, PublicIdentity]:
-    """Check a signed request's signature, requester key, freshness and target."""
+) -> VerifiedRequest:
+    """Check a signed request: envelope, signature, key, every field, who, when, where.
+
+    Parameters
+    ----------
+    envelope
+        The DSSE envelope as received (any JSON value).
+    keyring
+        The station's keyring; the signer must be a requester key valid at ``now``.
+    station_id
+        This station; it must be among the request's targets.
+    now
+        The time to check against (default: now).
+
+    Returns
+    -------
+    VerifiedRequest
+        The body, the signer's identity and keyring entry.
+
+    Raises
+    ------
+    TrustError
+        For anything else, with a one-line reason that names the field or rule and
+        does not echo unchecked values. Nothing else is raised for JSON input.
+    """
     when = now or utc_now()
-    if not isinstance(envelope, Mapping) or not envelope.get("signatures"):
-        raise TrustError("the request is unsigned")
+    _check_envelope(envelope, REQUEST_TYPE, "request")
     raw, key_id = verify_envelope(
         envelope, REQUEST_TYPE, _role_keys(keyring, "requester")
     )
     requester = keyring.check(key_id, "requester", when)
-    data = _payload(raw, "request")
-    try:
-        body = SignedRequestBody(**data)
-    except TypeError:
-        raise TrustError("request has unexpected or missing fields") from None
+    entry = keyring.get(key_id)
+    if entry is None:  # check() passed, so this cannot happen; fail closed anyway
+        raise TrustError(f"key {key_id} is not in the keyring")
+    body = _request_body(_payload(raw, "request"))
+    who = requester.describe()
     if body.organisation != requester.organisation:
         raise TrustError(
-            f"request claims organisation '{body.organisation}' but is signed by "
-            f"{requester.describe()}"
+            f"request claims another organisation than {who}'s "
+            f"'{requester.organisation}'"
+        )
+    if body.user != entry.user:
+        raise TrustError(
+            f"request names user '{body.user}' but {who} speaks for user "
+            f"'{entry.user}' in the keyring"
+        )
+    if body.role not in entry.requester_roles:
+        allowed = ", ".join(entry.requester_roles)
+        raise TrustError(
+            f"role '{body.role}' is not allowed for {who}: its keyring entry lists "
+            + (
+                f"requester_roles: {allowed}"
+                if allowed
+                else "no requester_roles; add e.g. requester_roles: [analyst]"
+            )
         )
     issued = _parse_time(body.issued_at, "request issued_at")
     expires = _parse_time(body.expires_at, "request expires_at")
     if issued > when + CLOCK_SKEW:
         raise TrustError("request is issued in the future; check the requester's clock")
     if expires <= when:
-        raise TrustError(f"request expired at {body.expires_at}")
+        raise TrustError(f"request expired at {_iso(expires)}")
     if expires - issued > MAX_LIFETIME:
         raise TrustError("request lifetime exceeds 24 hours")
     if station_id not in body.targets:
         raise TrustError(f"request is not addressed to station {station_id}")
-    return body, requester
+    return VerifiedRequest(body, requester, entry)
+
+
+def verify_request(
+    envelope: Mapping[str, Any],
+    keyring: Keyring,
+    station_id: str,
+    now: dt.datetime | None = None,
+) -> tuple[SignedRequestBody, PublicIdentity]:
+    """:func:`verify_signed_request`, returning only ``(body, requester)``.
+
+    Kept for existing callers; new code should use :func:`verify_signed_request` and
+    take the user and organisation from its keyring entry.
+    """
+    verified = verify_signed_request(envelope, keyring, station_id, now)
+    return verified.body, verified.requester
 
 
 # -- receipts -------------------------------------------------------------------------
@@ -261,6 +661,7 @@ def sign_receipt(receipt: Receipt, identity: Identity) -> dict[str, Any]:
 
 def verify_receipt(envelope: Mapping[str, Any], station: PublicIdentity) -> Receipt:
     """Check a receipt against the station's public key."""
+    _check_envelope(envelope, RECEIPT_TYPE, "receipt")
     raw, _ = verify_envelope(
         envelope, RECEIPT_TYPE, {station.key_id: station.signing_key}
     )
