@@ -227,16 +227,15 @@ def train_verify(
     ] = None,
 ) -> None:
     """Verify a signed train against a keyring (and a train folder's digest)."""
-    import json
-
-    from pht.errors import TrustError
+    from pht import yamlcfg
+    from pht.errors import ConfigError, TrustError
     from pht.keyring import Keyring
     from pht.manifest import load_package
     from pht.signing import verify_train
 
-    statement, signer = verify_train(
-        json.loads(signed.read_text()), Keyring.load(keyring)
-    )
+    if not signed.is_file():
+        raise ConfigError(f"{signed}: no such file; give the signed .dsse.json")
+    statement, signer = verify_train(yamlcfg.load_json(signed), Keyring.load(keyring))
     if train is not None:
         package = load_package(train)
         if package.digest != statement.code_digest:
@@ -255,27 +254,27 @@ def audit_verify(
     log_dir: Annotated[Path, typer.Argument(help="the station's audit folder")],
     public_key: Annotated[Path, typer.Option(help="the station's .pub.json")],
     checkpoint: Annotated[
-        Path | None, typer.Option(help="a checkpoint saved earlier: prove consistency")
+        Path | None,
+        typer.Option(
+            help="a checkpoint saved earlier (e.g. a copy of the station's "
+            "audit.anchor) or a result.json of `pht run`: prove the log only grew since"
+        ),
     ] = None,
 ) -> None:
     """Verify a station's audit log (exit 0 only if intact)."""
-    import json
-
     from pht.crypto import load_public
-    from pht.station.audit import Checkpoint, verify_log
+    from pht.station.audit import load_saved, verify_log
 
-    saved = None
-    if checkpoint is not None:
-        saved = Checkpoint(**json.loads(checkpoint.read_text()))
-    report = verify_log(log_dir, load_public(public_key).signing_key, saved)
-    out.print(f"intact: {report.size} records, root {report.root}")
-    if report.torn_tail_bytes:
-        out.print(
-            f"note: a torn tail of {report.torn_tail_bytes} bytes (a crash "
-            "mid-append) is not part of the log"
-        )
-    if saved is not None:
-        out.print(f"consistent with the saved checkpoint of size {saved.size}")
+    station = load_public(public_key)
+    saved = None if checkpoint is None else load_saved(checkpoint, station)
+    report = verify_log(log_dir, station.signing_key, saved)
+    out.print(f"intact: {report.size} records, root {report.root}", soft_wrap=True)
+    if report.format == 1:
+        out.print("note: format 1 log; its station converts it when it next starts")
+    for problem in report.problems:  # torn tails: reported, not part of the log
+        out.print(f"note: {problem}", soft_wrap=True)
+    for head in report.extends:
+        out.print(f"consistent with {head.source} (size {head.size})", soft_wrap=True)
 
 
 @audit_app.command("query")

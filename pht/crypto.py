@@ -196,7 +196,7 @@ def _check_fields(
     name: object, organisation: object, role: object, created: object, source: str
 ) -> None:
     """Validate the descriptive fields of an identity; ConfigError naming the key."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(
             f"{source}: key 'name' must be 1-64 letters, digits, '.', '_' or '-' "
             f"starting with a letter or digit; got {name!r}"
@@ -469,10 +469,12 @@ def _pretty(doc: Mapping[str, Any]) -> bytes:
 
 
 def _read_json(path: Path, raw: bytes) -> Any:
+    if len(raw) > 1024 * 1024:
+        raise ConfigError(f"{path}: over 1 MiB, not a key file; check the path")
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc}); check the file") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ConfigError(f"{path}: not valid JSON; check the file") from None
 
 
 def load_public(path: Path) -> PublicIdentity:

@@ -36,10 +36,9 @@ def signed_train(folder: Path, package: TrainPackage) -> dict[str, Any]:
             f"{path}: train {m.ref} is not signed; a methodologist signs it with "
             f"`pht train sign train_images/{m.name} --key KEY --out {folder}`"
         )
-    try:
-        envelope = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        raise ConfigError(f"{path}: not valid JSON; sign the train again") from None
+    from pht import yamlcfg
+
+    envelope = yamlcfg.load_json(path)
     if not isinstance(envelope, dict):
         raise ConfigError(f"{path}: not a signed envelope; sign the train again")
     return envelope
