@@ -12,6 +12,7 @@ code (``-v`` shows the traceback). Every message says what went wrong *and* what
     │   └── DisclosureError  an output would disclose too much (small cells, rows, dof)
     ├── TrustError           signatures, keys, digests
     ├── AuditError           the audit log is damaged or inconsistent
+    │   └── AuditRollbackError  (pht.station.audit) a log is missing or rolled back
     ├── ExecutorError        a train could not be run, crashed or timed out
     └── ConvergenceError     an iterative fit did not converge
 
