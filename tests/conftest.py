@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from pht.manifest import Catalogue
 from pht.provision import policy_document, provision
+
+POLICY_EXTRAS = (
+    "time_grid",
+    "max_rounds",
+    "show_station_name",
+    "unsafe_process_sandbox",
+)
 
 
 def write_network(
@@ -26,7 +34,13 @@ def write_network(
 ) -> Path:
     """Write one data file per station and provision keys, keyrings, signed trains,
     policies and network.yaml; return the network file. The analyst's key is
-    ``root/keys/analyst.key.json``."""
+    ``root/keys/analyst.key.json``.
+
+    The policy allows every column of the frames unless ``columns`` is given: each
+    station then analyses the rows complete on *all* of them (its fixed population).
+    Policy keys that :func:`policy_document` does not take (``time_grid``,
+    ``max_rounds``, ``show_station_name``, ``unsafe_process_sandbox``) are added to
+    every dataset entry."""
     (root / "data").mkdir(parents=True, exist_ok=True)
     held = {}
     for station_id, frame in frames.items():
@@ -39,7 +53,16 @@ def write_network(
     policy_options.setdefault(
         "columns", sorted({c for f in frames.values() for c in f.columns})
     )
+    extras = {k: policy_options.pop(k) for k in POLICY_EXTRAS if k in policy_options}
     document = policy or policy_document(min_cell_size=min_cell_size, **policy_options)
+    if extras:
+        document = {
+            **document,
+            "datasets": {
+                name: {**entry, **extras}
+                for name, entry in document["datasets"].items()
+            },
+        }
     made = provision(
         root, held, names={s: f"Station {s}" for s in frames}, policy=document
     )
@@ -67,22 +90,92 @@ def write_study(root: Path, **fields: Any) -> Path:
     return path
 
 
-def run_embedded(study: Path, network: Path) -> dict[str, Any]:
-    """Run a study through the embedded engine and return the result dict."""
+Released = dict[str, dict[str, list[dict[str, Any]]]]
+"""Opened outputs: request id -> station -> one output per round."""
+
+
+def run_embedded(
+    study: Path, network: Path, released: Released | None = None
+) -> dict[str, Any]:
+    """Run a study through the embedded engine and return the result dict.
+
+    With ``released``, every output the requester opened (after checking its
+    receipt) is recorded there: request id -> station -> outputs in round order.
+    """
     from pht.crypto import load_identity
     from pht.orchestrator.config import load_network, load_study
     from pht.orchestrator.engine import EmbeddedEngine
     from pht.orchestrator.requester import Requester
     from pht.orchestrator.run import run_study
+    from pht.wire import Reply
+
+    class Recording(Requester):
+        def open(self, reply: Reply, request_id: str) -> Reply:
+            opened = super().open(reply, request_id)
+            if released is not None and opened.ok and opened.output is not None:
+                by_station = released.setdefault(request_id, {})
+                by_station.setdefault(opened.station, []).append(opened.output)
+            return opened
 
     catalogue = Catalogue()
     net = load_network(network)
     st = load_study(study, catalogue, net)
-    requester = Requester(
+    requester = Recording(
         load_identity(identity_of(network)),
         {s: e.public_key for s, e in net.stations.items()},
     )
     return run_study(st, net, EmbeddedEngine(net, catalogue), requester)
+
+
+def released_grid(outputs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """The time boundaries a station released for one request.
+
+    survival.km: the union of the times of its event tables (every interval of the
+    station's grid holds events of every group, so the union is the whole grid);
+    survival.cox (pooled): the event times of its round 0.
+    """
+    first = outputs[0]
+    if "groups" in first:
+        times = [t for table in first["groups"].values() for t in table["time"]]
+    else:
+        times = list(first["event_times"])
+    return np.unique(np.asarray(times, dtype=np.float64))
+
+
+def to_grid(time: Any, boundaries: np.ndarray) -> np.ndarray:
+    """Each time as the smallest boundary at or above it, or the last boundary when
+    there is none (the last interval is open above): the released time.
+
+    Written here with NumPy on purpose, independent of
+    ``pht.algorithms.disclosure.coarsen``.
+    """
+    t = np.asarray(time, dtype=np.float64)
+    index = np.searchsorted(boundaries, t, side="left")
+    return boundaries[np.minimum(index, boundaries.size - 1)]
+
+
+def on_station_grids(
+    frames: Mapping[str, pd.DataFrame],
+    outputs: Mapping[str, Sequence[Mapping[str, Any]]],
+    time: str,
+    complete: Sequence[str],
+) -> pd.DataFrame:
+    """The pooled rows of the stations that released ``outputs``, each station's
+    population (rows complete on ``complete``) with ``time`` moved to its own released
+    grid, plus a ``station`` column: what an oracle fits to check exactness."""
+    parts = []
+    for station in sorted(outputs):
+        rows = frames[station].dropna(subset=list(complete)).copy()
+        rows[time] = to_grid(rows[time], released_grid(outputs[station]))
+        parts.append(rows.assign(station=station))
+    return pd.concat(parts, ignore_index=True)
+
+
+def assert_cells_at_least(output: Mapping[str, Any], k: int) -> None:
+    """Every released (group, interval) cell of a KM output has >= k events and
+    >= k censorings."""
+    for table in output["groups"].values():
+        assert min(table["events"]) >= k and min(table["censored"]) >= k
 
 
 @pytest.fixture(scope="session")

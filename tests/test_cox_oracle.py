@@ -1,5 +1,12 @@
 """Oracle tests: federated survival.cox == lifelines CoxPHFitter on the concatenated rows
-(strata=station for the stratified mode), statsmodels PHReg for Breslow ties."""
+(strata=station for the stratified mode), statsmodels PHReg for Breslow ties.
+
+Stratified mode (class ``model``) works on exact times. Pooled mode (class
+``risk_set_sums``) releases per-time sums only on each station's time grid, so its
+oracle fits the pooled rows with each station's times moved to the grid that station
+released (its round-0 event times). Every station analyses its fixed population: the
+rows complete on every column its policy allows.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +17,64 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
-from conftest import run_embedded, write_network, write_study
+from conftest import (
+    on_station_grids,
+    released_grid,
+    run_embedded,
+    write_network,
+    write_study,
+)
 from lifelines import CoxPHFitter
 
 from pht import synth
+from pht.station.codes import Code
 
 PRECISE = {"precision": 1e-13, "r_precision": 1e-15}
 TOL = 1e-8
 HERE = Path(__file__).parent / "reference"
 
 
+CLASSES = ("aggregate", "model", "risk_set_sums")
+
+
 def fit_federated(
-    tmp_path: Path, frames: dict[str, pd.DataFrame], **params: Any
+    tmp_path: Path,
+    frames: dict[str, pd.DataFrame],
+    *,
+    k: int = 10,
+    columns: list[str] | None = None,
+    released: dict[str, Any] | None = None,
+    show_station_name: bool = False,
+    **params: Any,
 ) -> dict:
+    """Run survival.cox; ``columns`` (default: all) are the policy's columns."""
+    allowed = {"columns": columns} if columns else {}
     network = write_network(
-        tmp_path, frames, dataset="d", min_cell_size=params.pop("k", 10)
+        tmp_path,
+        frames,
+        dataset="d",
+        min_cell_size=k,
+        classes=CLASSES,
+        show_station_name=show_station_name,
+        **allowed,
     )
     study = write_study(tmp_path, train="survival.cox", dataset="d", parameters=params)
-    return run_embedded(study, network)
+    return run_embedded(study, network, released)
+
+
+def pooled_rows(
+    result: dict,
+    released: dict[str, Any],
+    frames: dict[str, pd.DataFrame],
+    time: str,
+    complete: list[str],
+) -> pd.DataFrame:
+    """The rows of the stations that took part, times on their released grids."""
+    took = {s["id"] for s in result["stations"] if s["participated"]}
+    outputs = released[result["provenance"]["request_id"]]
+    return on_station_grids(
+        frames, {s: o for s, o in outputs.items() if s in took}, time, complete
+    )
 
 
 def lifelines_fit(
@@ -57,14 +104,37 @@ def rossi() -> pd.DataFrame:
     return frame
 
 
+def rossi_rows(
+    rossi: pd.DataFrame, mode: str, result: dict, released: dict[str, Any]
+) -> pd.DataFrame:
+    """Stratified: the exact rows. Pooled: every station's rows on its released grid,
+    which for Rossi is a single interval (all its censorings are at week 52), so the
+    pooled fit is the fit with all 114 arrests tied: a test of the tie handling.
+    """
+    if mode == "stratified":
+        return rossi
+    frames = {s: part.drop(columns="station") for s, part in rossi.groupby("station")}
+    rows = pooled_rows(result, released, frames, "week", ["week", "arrest", *ROSSI])
+    assert rows["week"].nunique() == 1
+    return rows.drop(columns="station")
+
+
 @pytest.mark.parametrize("mode", ["stratified", "pooled"])
 def test_cox_equals_lifelines_on_rossi(tmp_path, rossi, mode) -> None:
     frames = {s: part.drop(columns="station") for s, part in rossi.groupby("station")}
+    released: dict[str, Any] = {}
     result = fit_federated(
-        tmp_path, frames, time="week", event="arrest", covariates=ROSSI, mode=mode
+        tmp_path,
+        frames,
+        released=released,
+        show_station_name=True,  # per-station results are shown by name only then
+        time="week",
+        event="arrest",
+        covariates=ROSSI,
+        mode=mode,
     )
     oracle = lifelines_fit(
-        rossi if mode == "stratified" else rossi.drop(columns="station"),
+        rossi_rows(rossi, mode, result, released),
         "week",
         "arrest",
         "station" if mode == "stratified" else None,
@@ -87,21 +157,24 @@ def test_cox_equals_lifelines_on_rossi(tmp_path, rossi, mode) -> None:
 @pytest.mark.parametrize("mode", ["stratified", "pooled"])
 def test_cox_breslow_equals_statsmodels_phreg_on_rossi(tmp_path, rossi, mode) -> None:
     frames = {s: part.drop(columns="station") for s, part in rossi.groupby("station")}
+    released: dict[str, Any] = {}
     result = fit_federated(
         tmp_path,
         frames,
+        released=released,
         time="week",
         event="arrest",
         covariates=ROSSI,
         mode=mode,
         ties="breslow",
     )
+    rows = rossi_rows(rossi, mode, result, released)
     oracle = sm.PHReg(
-        rossi["week"],
-        rossi[ROSSI],
-        status=rossi["arrest"],
+        rows["week"],
+        rows[ROSSI],
+        status=rows["arrest"],
         ties="breslow",
-        strata=rossi["station"] if mode == "stratified" else None,
+        strata=rows["station"] if mode == "stratified" else None,
     ).fit()
     ours = np.array([result["cox"]["params"][c]["coef"] for c in ROSSI])
     se = np.array([result["cox"]["params"][c]["se"] for c in ROSSI])
@@ -122,6 +195,7 @@ def test_cox_equals_lifelines_on_lung_by_institution_with_categorical(tmp_path) 
         covariates=["age", "sex"],
         categorical=["sex"],
         k=5,
+        columns=["time", "status", "age", "sex"],
     )
     took = [s["id"] for s in result["stations"] if s["participated"]]
     assert 2 <= len(took) < len(frames)  # small institutions refuse
@@ -130,7 +204,7 @@ def test_cox_equals_lifelines_on_lung_by_institution_with_categorical(tmp_path) 
     rows["sex[T.2]"] = (rows.pop("sex") == 2).astype(float)
     oracle = lifelines_fit(rows, "time", "status", "station")
     assert_equal_fit(result, oracle, {"age": "age", "sex[T.2]": "sex[T.2]"})
-    dof = [s for s in result["stations"] if "per parameter" in (s["reason"] or "")]
+    dof = [s for s in result["stations"] if s["reason"] == Code.DOF.reason]
     assert dof  # some institutions drop out at the design round (10 per parameter)
     assert result["cox"]["reference_levels"] == {"sex": "1"}
 
@@ -139,9 +213,13 @@ def test_cox_equals_lifelines_on_lung_by_institution_with_categorical(tmp_path) 
 def test_cox_equals_lifelines_on_synthetic_registries(tmp_path, mode) -> None:
     frames = synth.generate(5, 3000)
     covariates = ["age", "ecog", "ldh_elevated", "regimen", "stage"]
+    columns = ["os_days", "death", *covariates]
+    released: dict[str, Any] = {}
     result = fit_federated(
         tmp_path,
         frames,
+        columns=columns,
+        released=released,
         time="os_days",
         event="death",
         covariates=covariates,
@@ -150,8 +228,12 @@ def test_cox_equals_lifelines_on_synthetic_registries(tmp_path, mode) -> None:
     )
     took = [s["id"] for s in result["stations"] if s["participated"]]
     assert took
-    rows = pd.concat([frames[s].assign(station=s) for s in took])
-    rows = rows.dropna(subset=["os_days", "death", *covariates])
+    if mode == "pooled":
+        rows = pooled_rows(result, released, frames, "os_days", columns)
+        assert rows["os_days"].nunique() > 30  # fine grids: a meaningful comparison
+    else:
+        rows = pd.concat([frames[s].assign(station=s) for s in took])
+        rows = rows.dropna(subset=columns)
     assert result["cox"]["n"] == len(rows)
     design = pd.DataFrame(
         {
@@ -178,20 +260,58 @@ def test_cox_equals_lifelines_on_synthetic_registries(tmp_path, mode) -> None:
     assert result["cox"]["reference_levels"] == {"regimen": "standard", "stage": "IIIB"}
 
 
+def coarser_by_hand(grid: np.ndarray, step: float) -> np.ndarray:
+    """For each multiple of ``step`` the first boundary at or above it, plus the
+    last boundary (the documented rule for an analyst's ``time_grid``)."""
+    last = float(grid[-1])
+    multiples = step * np.arange(1, int(np.ceil(last / step)) + 1)
+    kept = {float(grid[grid >= m][0]) if m <= last else last for m in multiples}
+    return np.array(sorted(kept | {last}))
+
+
 def test_pooled_cox_on_a_time_grid_equals_lifelines_on_rounded_times(
-    tmp_path, rossi
+    tmp_path,
 ) -> None:
-    frames = {s: part.drop(columns="station") for s, part in rossi.groupby("station")}
-    result = fit_federated(
-        tmp_path,
-        frames,
-        time="week",
-        event="arrest",
-        covariates=ROSSI,
-        mode="pooled",
-        time_grid=4,
+    """``time_grid`` only asks for a coarser grid: a subset of each station's own
+    boundaries; the fit equals lifelines on the rows rounded up to that subset."""
+    frames = synth.generate(5, 3000)
+    covariates = ["age", "ecog", "ldh_elevated"]
+    columns = ["os_days", "death", *covariates]
+    network = write_network(
+        tmp_path, frames, dataset="d", classes=CLASSES, columns=columns
     )
-    rows = rossi.drop(columns="station").assign(week=np.ceil(rossi["week"] / 4) * 4)
+    parameters = {
+        "time": "os_days",
+        "event": "death",
+        "covariates": covariates,
+        "mode": "pooled",
+    }
+    released: dict[str, Any] = {}
+    fine = run_embedded(
+        write_study(tmp_path, train="survival.cox", dataset="d", parameters=parameters),
+        network,
+        released,
+    )
+    study = write_study(
+        tmp_path,
+        train="survival.cox",
+        dataset="d",
+        parameters={**parameters, "time_grid": 90},
+    )
+    result = run_embedded(study, network, released)
+    station_grids = released[fine["provenance"]["request_id"]]
+    outputs = released[result["provenance"]["request_id"]]
+    assert sorted(outputs) == sorted(station_grids) == sorted(frames)
+    for station, output in outputs.items():
+        own = released_grid(station_grids[station])
+        grid = released_grid(output)
+        assert np.array_equal(grid, coarser_by_hand(own, 90.0))
+        assert 10 < len(grid) < len(own)
+    rows = pooled_rows(result, released, frames, "os_days", columns)
+    names = {c: c for c in covariates}
+    oracle = lifelines_fit(rows[columns], "os_days", "death", None)
+    assert_equal_fit(result, oracle, names)
+    rows = pooled_rows(fine, released, frames, "os_days", columns)
     assert_equal_fit(
-        result, lifelines_fit(rows, "week", "arrest", None), {c: c for c in ROSSI}
+        fine, lifelines_fit(rows[columns], "os_days", "death", None), names
     )

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+from pht import synth
 from pht.cli import main
+from pht.demo import STATION_NAMES
+from pht.station.codes import Code
 
 
 def test_demo_end_to_end(tmp_path, capsys) -> None:
@@ -15,10 +18,20 @@ def test_demo_end_to_end(tmp_path, capsys) -> None:
     for station in ("nkr", "dica", "umc"):
         assert station in captured.err  # progress per station
     result = json.loads((work / "results" / "result.json").read_text())
-    assert result["train"] == "survival.km@1.0.0"
+    assert result["train"] == "survival.km@1.1.0"
     assert [s["id"] for s in result["stations"]] == ["nkr", "dica", "umc"]
-    assert all(s["participated"] for s in result["stations"])
-    assert sum(s["n"] for s in result["stations"]) == 6000
+    # a station takes part, or refuses with a fixed code when a regimen cannot get
+    # k events and k censorings in every interval of its grid (nkr: almost only
+    # standard dosing)
+    took = [s["id"] for s in result["stations"] if s["participated"]]
+    assert len(took) >= 2
+    refused = {s["reason"] for s in result["stations"] if not s["participated"]}
+    assert refused <= {Code.GRID.reason, Code.SMALL_CELL.reason}
+    # every patient of a station that took part is analysed (a fixed population)
+    sizes = synth.station_sizes(6000)
+    assert sum(c["n"] for c in result["km"].values()) == sum(sizes[s] for s in took)
+    # the demo's policy has show_station_name: false: no names, no per-station counts
+    assert all(s["name"] is None and s["n"] is None for s in result["stations"])
     assert set(result["km"]) == {"extended_interval", "standard", "weight_based"}
     for curve in result["km"].values():
         assert {
@@ -34,7 +47,7 @@ def test_demo_end_to_end(tmp_path, capsys) -> None:
     assert result["rmst"]["tau"] == 730 and result["survival_at"]["time"] == 365
     page = (work / "results" / "report.html").read_text()
     assert "data:image/png;base64" in page and "Log-rank" in page
-    assert "Netherlands Cancer Registry" in page
+    assert not any(name in page for name in STATION_NAMES.values())
     # the orchestrator's provenance names a request per station
     assert len(result["provenance"]["requests"]) == 3
 
@@ -52,7 +65,7 @@ def test_report_escapes_text_and_renders_unknown_sections(tmp_path) -> None:
                 "n": None,
                 "events": None,
                 "excluded": None,
-                "reason": "group 'x' has fewer than 10 patients",
+                "reason": Code.SMALL_CELL.reason,
             }
         ],
         "km": {
@@ -70,5 +83,5 @@ def test_report_escapes_text_and_renders_unknown_sections(tmp_path) -> None:
     }
     page = render_report(result, tmp_path).read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page
-    assert "fewer than 10 patients" in page and "not reached" in page
+    assert Code.SMALL_CELL.reason in page and "not reached" in page
     assert "future_train_output" in page and "42" in page

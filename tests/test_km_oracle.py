@@ -1,4 +1,11 @@
-"""Oracle tests: federated survival.km == lifelines / statsmodels on the pooled rows."""
+"""Oracle tests: federated survival.km == lifelines / statsmodels on the pooled rows.
+
+The pure algorithm (``pht.algorithms.km``) is compared on exact times. End to end, a
+station releases its event tables only on its own time grid (each time as the smallest
+boundary at or above it, every (group, interval) cell with >= k events and >= k
+censorings), so there the oracle fits the pooled rows with each station's times moved
+to the grid that station released: the federated result must be *equal* to that.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_embedded, write_network, write_study
+from conftest import (
+    assert_cells_at_least,
+    on_station_grids,
+    released_grid,
+    run_embedded,
+    write_network,
+    write_study,
+)
 from lifelines import KaplanMeierFitter
 from lifelines.statistics import multivariate_logrank_test
 from lifelines.utils import median_survival_times
@@ -22,6 +36,7 @@ from pht.algorithms.km import (
     merge_event_tables,
     pool_km,
 )
+from pht.station.codes import Code
 
 KM_TOL = 1e-12
 TEST_TOL = 1e-9
@@ -166,44 +181,100 @@ def test_local_event_tables_refuses_small_groups() -> None:
     time = np.arange(1, 31, dtype=float)
     event = np.ones(30)
     group = np.array(["a"] * 25 + ["b"] * 5, dtype=object)
-    with pytest.raises(DisclosureError, match="group 'b' has fewer than 10"):
+    # the message names no group: a label held by < k patients never leaves
+    with pytest.raises(DisclosureError, match="a group has fewer than 10 patients"):
         local_event_tables(time, event, group, min_count=10)
     with pytest.raises(DisclosureError, match="fewer than 50 usable patients"):
         local_event_tables(time, event, None, min_count=50)
 
 
+def end_to_end_km_oracle(
+    result: Mapping[str, Any], rows: pd.DataFrame, time: str, event: str, group: str
+) -> float:
+    """Compare curves, log-rank and stratified log-rank with lifelines / statsmodels
+    on ``rows`` (already on the stations' grids); return the largest KM difference."""
+    worst = 0.0
+    assert set(result["km"]) == {str(g) for g in rows[group].unique()}
+    for label, curve in result["km"].items():
+        part = rows[rows[group].astype(str) == label]
+        curve = {**curve, "events": curve["events_at"], "median": _median(curve)}
+        worst = max(worst, km_max_diff(curve, part[time], part[event]))
+    assert worst <= KM_TOL
+    oracle = multivariate_logrank_test(rows[time], rows[group], rows[event])
+    assert abs(result["logrank"]["statistic"] - oracle.test_statistic) <= TEST_TOL
+    assert abs(result["logrank"]["p_value"] - oracle.p_value) <= TEST_TOL
+    statistic, _ = survdiff(
+        rows[time].to_numpy(),
+        rows[event].to_numpy(),
+        rows[group].to_numpy(),
+        strata=rows["station"].to_numpy(),
+    )
+    assert abs(result["logrank_stratified"]["statistic"] - statistic) <= TEST_TOL
+    return worst
+
+
 def test_end_to_end_km_equals_lifelines_on_lung_by_institution(tmp_path, lung) -> None:
+    k = 2  # lung has 63 censorings over 18 institutions: few intervals hold k = 2
+    columns = ["time", "status", "sex"]
     frames = {f"inst{i}": part for i, part in lung.groupby("inst")}
     network = write_network(
-        tmp_path, frames, dataset="lung", min_cell_size=5, fmt="csv"
+        tmp_path, frames, dataset="lung", min_cell_size=k, fmt="csv", columns=columns
     )
     study = write_study(
         tmp_path,
         dataset="lung",
         parameters={"time": "time", "event": "status", "group": "sex"},
     )
-    result = run_embedded(study, network)
+    released: dict[str, Any] = {}
+    result = run_embedded(study, network, released)
+    outputs = released[result["provenance"]["request_id"]]
     took_part = [s["id"] for s in result["stations"] if s["participated"]]
     refused = [s for s in result["stations"] if not s["participated"]]
-    assert took_part and refused  # small institutions refuse under k = 5
-    assert all("fewer than 5" in s["reason"] for s in refused)
+    assert took_part and refused and sorted(outputs) == sorted(took_part)
+    # small institutions refuse: too few patients, a sex with < k patients, or no
+    # grid with k events and k censorings in every (sex, interval) cell
+    expected = {c.reason for c in (Code.SMALL_POPULATION, Code.SMALL_CELL, Code.GRID)}
+    assert all(s["reason"] in expected for s in refused)
+    assert {s["reason"] for s in refused} >= {Code.SMALL_CELL.reason, Code.GRID.reason}
     assert all(s["n"] is None for s in refused)
-    rows = pd.concat([frames[s] for s in took_part])
-    assert sum(s["n"] for s in result["stations"] if s["participated"]) == len(rows)
-    for sex, curve in result["km"].items():
-        part = rows[rows["sex"].astype(str) == sex]
-        curve = {**curve, "events": curve["events_at"], "median": _median(curve)}
-        assert km_max_diff(curve, part["time"], part["status"]) <= KM_TOL
-    oracle = multivariate_logrank_test(rows["time"], rows["sex"], rows["status"])
-    assert abs(result["logrank"]["statistic"] - oracle.test_statistic) <= TEST_TOL
-    inst = np.concatenate([[s] * len(frames[s]) for s in took_part])
-    statistic, _ = survdiff(
-        rows["time"].to_numpy(),
-        rows["status"].to_numpy(),
-        rows["sex"].to_numpy(),
-        strata=inst,
+    for (output,) in outputs.values():
+        assert output["excluded"] == 0
+        assert_cells_at_least(output, k)
+    rows = on_station_grids(frames, outputs, "time", columns)
+    assert sum(out[0]["n"] for out in outputs.values()) == len(rows)
+    end_to_end_km_oracle(result, rows, "time", "status", "sex")
+
+
+def test_end_to_end_km_equals_lifelines_on_synthetic_registries_station_grids(
+    tmp_path,
+) -> None:
+    """Three registries with thousands of patients: fine station grids (dozens of
+    intervals each, all different), so the pooled curves have many steps."""
+    from pht import synth
+
+    k = 5
+    columns = ["os_days", "death", "sex"]
+    frames = synth.generate(11, 6000)
+    network = write_network(tmp_path, frames, min_cell_size=k, columns=columns)
+    study = write_study(
+        tmp_path, parameters={"time": "os_days", "event": "death", "group": "sex"}
     )
-    assert abs(result["logrank_stratified"]["statistic"] - statistic) <= TEST_TOL
+    released: dict[str, Any] = {}
+    result = run_embedded(study, network, released)
+    outputs = released[result["provenance"]["request_id"]]
+    assert sorted(outputs) == sorted(frames)
+    grids = {s: released_grid(out) for s, out in outputs.items()}
+    for station, (output,) in outputs.items():
+        assert_cells_at_least(output, k)
+        assert len(grids[station]) >= 20
+        # boundaries on the lattice of step 1 (the default): whole days
+        assert np.array_equal(grids[station], np.round(grids[station]))
+    assert not np.array_equal(grids["nkr"][:10], grids["dica"][:10])
+    rows = on_station_grids(frames, outputs, "os_days", columns)
+    assert len(rows) == sum(len(f) for f in frames.values())
+    worst = end_to_end_km_oracle(result, rows, "os_days", "death", "sex")
+    assert sum(len(c["time"]) for c in result["km"].values()) > 80
+    assert worst <= KM_TOL
 
 
 def _median(curve: Mapping[str, Any]) -> Any:

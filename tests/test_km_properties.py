@@ -1,12 +1,15 @@
 """Properties: the pooled KM result does not depend on how patients are split over
-stations, nor on the order of the stations."""
+stations, nor on the order of the stations; the station's time grid never releases an
+interval with fewer than k events or k censorings."""
 
 from __future__ import annotations
 
 import numpy as np
+from conftest import to_grid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pht.algorithms.disclosure import coarser, refine_for_groups, station_grid
 from pht.algorithms.km import EventTable, GroupedEventTables, pool_km
 
 
@@ -81,3 +84,68 @@ def test_stratified_logrank_does_not_depend_on_station_order(cohort, rnd) -> Non
         return
     assert b is not None
     assert abs(a.statistic - b.statistic) <= 1e-9 * max(1.0, abs(a.statistic))
+
+
+@st.composite
+def station_rows(draw):  # type: ignore[no-untyped-def]
+    n = draw(st.integers(min_value=1, max_value=150))
+    time = draw(st.lists(st.integers(0, 60), min_size=n, max_size=n))
+    columns = draw(st.integers(1, 2))
+    events = [
+        np.array(draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
+        for _ in range(columns)
+    ]
+    group = draw(st.lists(st.sampled_from(["a", "b"]), min_size=n, max_size=n))
+    k = draw(st.integers(min_value=1, max_value=8))
+    step = draw(st.sampled_from([0.5, 1.0, 7.0]))
+    coarser_step = draw(st.sampled_from([2.0, 10.0, 30.0]))
+    scale = draw(st.sampled_from([1.0, 0.37]))  # integer days and fractional times
+    return (
+        np.array(time, float) * scale,
+        events,
+        np.array(group),
+        k,
+        step,
+        coarser_step,
+    )
+
+
+def cells_at_least(released, event, k) -> bool:  # type: ignore[no-untyped-def]
+    """Every interval (released time) has >= k events and >= k censorings."""
+    for b in np.unique(released):
+        here = released == b
+        if (event[here] == 1).sum() < k or (event[here] == 0).sum() < k:
+            return False
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(station_rows())
+def test_no_released_interval_holds_fewer_than_k_events_or_censorings(rows) -> None:  # type: ignore[no-untyped-def]
+    """The station's grid: any cell in (0, k) never leaves a station, for every
+    event column at once, after the group refinement and an analyst's coarser step."""
+    time, events, group, k, step, coarser_step = rows
+    grid = station_grid(time, events, k=k, step=step)
+    possible = all(
+        (e == 1).sum() >= k and (e == 0).sum() >= k for e in events
+    )  # then one interval over everything obeys the rule
+    assert (grid is not None) == possible
+    if grid is None:
+        return
+    assert np.all(np.diff(grid) > 0)
+    assert np.allclose(grid / step, np.round(grid / step))  # lattice points only
+    released = to_grid(time, grid)
+    assert all(cells_at_least(released, e, k) for e in events)
+    refined = refine_for_groups(grid, time, events[0], group, k=k)
+    if refined is not None:
+        assert set(refined) <= set(grid) and refined[-1] == grid[-1]
+        released = to_grid(time, refined)
+        for g in np.unique(group):
+            mine = group == g
+            assert cells_at_least(released[mine], events[0][mine], k)
+        wider = coarser(refined, coarser_step)
+        assert set(wider) <= set(refined) and wider[-1] == refined[-1]
+        released = to_grid(time, wider)
+        for g in np.unique(group):
+            mine = group == g
+            assert cells_at_least(released[mine], events[0][mine], k)

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from pht.orchestrator.report import render_report
+from pht.station.codes import Code
 
 QUESTION = "Does <script>alert('x')</script> survival differ & why?"
-REASON = "policy: fewer than 10 patients (small-cell rule)"
+REASON = Code.SMALL_CELL.reason  # stations refuse with fixed codes only
 
 
 def _curve(n: int, deaths: list[int], median: float | None) -> dict[str, Any]:

@@ -196,6 +196,10 @@ class StationSession:
         for info in (self.described.get("columns") or {}).values():
             if isinstance(info, dict):
                 labels |= set((info.get("levels") or {}).keys())
+        if op == spec.design:
+            # a level other stations hold and this one holds not at all is an
+            # all-zero dummy here: allowed (a level held by 1..k-1 rows never is)
+            labels |= self._absent_levels(message)
         gate = GuardLimits(
             limits.min_cell_size,
             max_count=limits.max_count,
@@ -207,6 +211,33 @@ class StationSession:
             Guard(gate).check(message, spec.inputs[op], "message")
         except PhtError:
             raise Refusal("refused", Code.ROUND) from None
+
+    def _absent_levels(self, message: Mapping[str, Any]) -> set[str]:
+        from pht.station.guard import LABEL
+
+        population = self.admitted.population
+        design = message.get("design")
+        if population is None or not isinstance(design, dict):
+            return set()
+        covariates = design.get("covariates")
+        if not isinstance(covariates, list) or len(covariates) > 100:
+            return set()
+        absent: set[str] = set()
+        for cov in covariates:
+            if not isinstance(cov, dict) or cov.get("column") not in (
+                self.admitted.limits.columns if self.admitted.limits else ()
+            ):
+                continue
+            levels = cov.get("levels")
+            if not isinstance(levels, list) or len(levels) > 200:
+                continue
+            held = {str(v) for v in population.column(cov["column"]).tolist()}
+            absent |= {
+                lv
+                for lv in levels
+                if isinstance(lv, str) and LABEL.match(lv) and lv not in held
+            }
+        return absent
 
     def _check_design(self, message: Mapping[str, Any]) -> None:
         if self.path is not None:  # a re-design only before the first evaluation
