@@ -48,6 +48,20 @@ CLINICAL_COLUMNS = (
     "response",
 )
 
+CLINICAL_ROLES: dict[str, list[str]] = {
+    column: (
+        ["time"]
+        if column in ("os_days", "pfs_days")
+        else ["event"]
+        if column in ("death", "progression")
+        else ["covariate"]
+        if column == "age"
+        else ["group", "covariate"]
+    )
+    for column in CLINICAL_COLUMNS
+}
+"""The role each clinical column may serve as (as in ``policies/default.yaml``)."""
+
 
 @dataclass(frozen=True)
 class Provisioned:
@@ -83,7 +97,10 @@ def policy_document(
                 for n in ("survival.km", "survival.cox")
             ]
         ),
-        "columns": list(columns),
+        # the clinical columns with their roles; any other list: every role
+        "columns": dict(CLINICAL_ROLES)
+        if tuple(columns) == CLINICAL_COLUMNS
+        else list(columns),
         "disclosure_classes": list(classes),
         "min_cell_size": min_cell_size,
         "show_station_name": False,
