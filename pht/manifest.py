@@ -188,23 +188,22 @@ class Manifest:
                     resolved[spec.name] = spec.default
         return resolved, problems
 
-    def roles_of(self, parameters: Mapping[str, Any]) -> dict[str, str]:
-        """Columns named by ``parameters`` with the role each serves as.
+    def roles_of(self, parameters: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Every (column, role) pair ``parameters`` name, each once.
 
-        A column named twice keeps its most sensitive role (time, then event, then
-        group, then covariate) so that the policy is asked the strictest question.
+        A column named by two parameters appears once per role, so a policy is asked
+        about every role a request gives a column.
         """
-        roles: dict[str, str] = {}
+        pairs: list[tuple[str, str]] = []
         for spec in self.column_params():
             value = parameters.get(spec.name)
             if value is None:
                 continue
             for column in [value] if isinstance(value, str) else value:
-                role = spec.role or "covariate"
-                old = roles.get(column)
-                if old is None or COLUMN_ROLES.index(role) < COLUMN_ROLES.index(old):
-                    roles[column] = role
-        return roles
+                pair = (column, spec.role or "covariate")
+                if pair not in pairs:
+                    pairs.append(pair)
+        return pairs
 
     def columns_of(self, parameters: Mapping[str, Any]) -> dict[str, str]:
         """Columns named by ``parameters`` with the kind each must have."""

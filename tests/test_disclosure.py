@@ -56,11 +56,12 @@ def test_every_released_cell_holds_k_events_and_k_censorings(args) -> None:  # t
         for events, censored in _cells(grid, time, e).values():
             assert events >= k and censored >= k
     group = rng.choice(["a", "b"], n).astype(object)
-    refined = refine_for_groups(grid, time, event, group, k=k)
+    refined = refine_for_groups(grid, time, [event, other], group, k=k)
     if refined is not None:
         assert set(refined.tolist()) <= set(grid.tolist())
-        for events, censored in _cells(refined, time, event, group).values():
-            assert events >= k and censored >= k
+        for e in (event, other):
+            for events, censored in _cells(refined, time, e, group).values():
+                assert events >= k and censored >= k
 
 
 def test_the_last_interval_is_not_labelled_by_the_longest_follow_up() -> None:

@@ -505,3 +505,79 @@ def test_f1_pooled_per_time_outputs_are_on_the_grid(pooled) -> None:
         ).read_text()
     )
     assert set(times) <= set(kept["boundaries"])
+
+
+# -- the outside review's findings ------------------------------------------------------
+def test_grouped_grid_does_not_depend_on_the_event_column(tmp_path) -> None:
+    """Grouped tables for two event columns cannot be intersected into finer cells."""
+    world = make_world(
+        tmp_path,
+        {**ROLES, "ldh": ["event", "covariate"]},
+        budget={"queries": 50, "period_days": 30},
+    )
+    times = []
+    for event in ("death", "ldh"):
+        reply, output = opened(world, time="os_days", event=event, group="sex")
+        if reply.ok:
+            times.append(
+                sorted({t for g in output["groups"].values() for t in g["time"]})
+            )
+    assert len(times) == 2 and times[0] == times[1]
+
+
+def test_a_column_is_checked_in_every_role_it_is_given(world) -> None:
+    body, envelope = request(
+        world, "survival.cox", time="os_days", event="death", covariates=["os_days"]
+    )
+    reply, session = world["engine"].station("s1").open_session(envelope)
+    assert session is None and reply.reason == Code.COLUMN.reason
+
+
+def test_concurrent_requests_cannot_overspend_the_budget(tmp_path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    world = make_world(tmp_path, ROLES, budget={"queries": 2, "period_days": 30})
+    envelopes = [request(world)[1] for _ in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        replies = list(pool.map(lambda e: handle(world, e), envelopes))
+    assert sum(r.ok for r in replies) == 2
+    assert all(r.reason == Code.BUDGET.reason for r in replies if not r.ok)
+
+
+def test_a_tiny_time_grid_is_cheap_and_changes_nothing(loose) -> None:
+    import time
+
+    started = time.monotonic()
+    reply, output = opened(loose, time="os_days", event="death", time_grid=1e-6)
+    assert reply.ok and time.monotonic() - started < 20
+    station = loose["engine"].station("s1")
+    kept = json.loads((station.config.workdir / "grids" / "d.os_days.json").read_text())
+    assert output["groups"]["all"]["time"] == kept["boundaries"]
+
+
+def test_pooled_cox_cells_of_every_covariate_pattern_hold_k(pooled) -> None:
+    """Per-time sums with categorical covariates are per-pattern cells: each >= k."""
+    body, envelope = request(
+        pooled,
+        "survival.cox",
+        time="os_days",
+        event="death",
+        covariates=["sex", "stage"],
+        mode="pooled",
+    )
+    station = pooled["engine"].station("s1")
+    reply, session = station.open_session(envelope)
+    if session is None:
+        assert reply.reason == Code.GRID.reason  # refusing is also safe
+        return
+    times = np.asarray(
+        pooled["requester"].open(reply, body.request_id).output["event_times"]
+    )
+    session.close()
+    data = frame(1)
+    data = data.dropna()
+    released = times[
+        np.minimum(np.searchsorted(times, data["os_days"]), times.size - 1)
+    ]
+    for _, cell in data.assign(t=released).groupby(["sex", "stage", "t"]):
+        assert (cell["death"] == 1).sum() >= K and (cell["death"] == 0).sum() >= K

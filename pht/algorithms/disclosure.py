@@ -152,27 +152,34 @@ def merge_until_safe(
 def refine_for_groups(
     boundaries: npt.ArrayLike,
     time: npt.ArrayLike,
-    event: npt.ArrayLike,
+    events: Sequence[npt.ArrayLike],
     group: npt.ArrayLike,
     *,
     k: int,
 ) -> FloatArray | None:
     """Merge station intervals until every (group, interval) cell obeys the rule.
 
-    The same merges apply to every group; returns a subset of ``boundaries`` or None
-    when some group cannot reach ``k`` events and ``k`` censorings at all.
+    The rule is checked for every event column in ``events`` (all the policy allows
+    with this time column), so the merged grid does not depend on the event column a
+    request names: two requests with different event columns cannot be intersected
+    into finer cells. The same merges apply to every group; returns a subset of
+    ``boundaries`` or None when some group cannot reach ``k`` events and ``k``
+    censorings at all.
     """
     b = np.asarray(boundaries, dtype=np.float64)
     t = np.asarray(time, dtype=np.float64)
-    ev = np.asarray(event, dtype=np.float64) == 1.0
     g = np.asarray(group, dtype=object)
+    if b.size == 0 or not events:
+        return None
     interval = np.minimum(np.searchsorted(b, t, side="left"), b.size - 1)
     levels, level_of = np.unique(g.astype(str), return_inverse=True)
     columns = []
-    for j in range(levels.size):
-        mine = level_of == j
-        columns.append(np.bincount(interval[mine & ev], minlength=b.size))
-        columns.append(np.bincount(interval[mine & ~ev], minlength=b.size))
+    for e in events:
+        ev = np.asarray(e, dtype=np.float64) == 1.0
+        for j in range(levels.size):
+            mine = level_of == j
+            columns.append(np.bincount(interval[mine & ev], minlength=b.size))
+            columns.append(np.bincount(interval[mine & ~ev], minlength=b.size))
     counts = np.stack(columns, axis=1).astype(np.int64)
     closes = _greedy(counts, k)
     if closes is None:
@@ -185,14 +192,15 @@ def coarser(boundaries: npt.ArrayLike, step: float) -> FloatArray:
 
     For every multiple of ``step`` the first station boundary at or above it, plus the
     last boundary: a subset, so each released interval is a union of station
-    intervals, never a finer cut.
+    intervals, never a finer cut. O(number of boundaries), whatever the step.
     """
     b = np.asarray(boundaries, dtype=np.float64)
     if b.size == 0:
         return b
-    wanted = np.arange(1, int(np.ceil(b[-1] / step)) + 1, dtype=np.float64) * step
-    index = np.unique(np.minimum(np.searchsorted(b, wanted, side="left"), b.size - 1))
-    kept = b[index]
-    if kept[-1] != b[-1]:
-        kept = np.append(kept, b[-1])
-    return kept
+    # boundary i is the first at or above some multiple m of step exactly when a
+    # multiple lies in (b[i-1], b[i]] (in (0, b[0]] for the first)
+    q = np.floor(b / step)
+    previous = np.concatenate(([0.0], q[:-1]))
+    keep = q > previous
+    keep[-1] = True
+    return b[keep]

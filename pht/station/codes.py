@@ -14,8 +14,14 @@ from enum import Enum
 class Code(Enum):
     """A refusal code and its fixed text."""
 
-    MALFORMED = "the request is malformed or a field has the wrong type"
-    REJECTED = "the request's signature, signer, validity or addressee is not accepted"
+    MALFORMED = "the request envelope or a signed field is malformed or of the wrong type"
+    REJECTED = (
+        "the request is not accepted (malformed, or a key this station does not trust)"
+    )
+    SIGNATURE = "the request is unsigned or its signature does not verify"
+    EXPIRED = "the request has expired or is not yet valid; send a new one"
+    ELSEWHERE = "the request is not addressed to this station"
+    IDENTITY = "the request's user, role or organisation does not match its key's entry"
     REPLAYED = "request rejected: replayed (this request id or nonce was seen before)"
     DATASET = "this station holds no such dataset, or its policy has no entry for it"
     PURPOSE = "the purpose is not allowed by this station's policy"

@@ -123,6 +123,8 @@ class Guard:
         if kind == "number":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise DisclosureError(f"{where}: expected a number")
+            if isinstance(value, int) and abs(value) > 2**53:
+                raise DisclosureError(f"{where}: an integer beyond exact doubles")
             if not math.isfinite(value):
                 raise DisclosureError(f"{where}: not a finite number")
             decimals = schema.get("decimals")

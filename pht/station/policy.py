@@ -159,9 +159,9 @@ class DatasetPolicy:
             return frozenset()
         return self.roles.get(column, frozenset(ROLES))
 
-    def role_refusal(self, used: Mapping[str, str]) -> str | None:
+    def role_refusal(self, used: Sequence[tuple[str, str]]) -> str | None:
         """Why columns may not serve in the roles a request uses, or None."""
-        bad = [c for c, role in used.items() if role not in self.roles_of(c)]
+        bad = [c for c, role in used if role not in self.roles_of(c)]
         if bad:
             return "a column may not serve in the role the request gives it"
         return None

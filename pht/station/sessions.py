@@ -86,7 +86,7 @@ def open_session(
     if not reply.ok:
         session.close()
         return reply, None
-    session.described = dict(station.last_released)
+    session.described = dict(session.last_output)
     session.n = int(session.described.get("n") or 0)
     return reply, session
 
@@ -129,9 +129,9 @@ class StationSession:
             return self.station.refuse(
                 self.admitted, Refusal("error", Code.TRAIN_FAILED)
             )
-        reply = self.station.release(self.admitted, raw, op, self.rounds, extra)
-        self.last_output = self.station.last_released
-        return reply
+        return self.station.release(
+            self.admitted, raw, op, self.rounds, extra, sink=self.last_output
+        )
 
     def _refuse(self, code: Code, status: str = "refused") -> Reply:
         self.close()

@@ -30,9 +30,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import shutil
+import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,9 +171,11 @@ class Station:
             anchor=config.workdir / "audit.anchor",
             witness=config.witness,
         )
-        self.last_released: dict[str, Any] = {}
         self.limits = Limits()
         self.grids = GridStore(config.workdir / "grids")
+        # replay check, budget check and the decision record happen as one step, so
+        # concurrent requests cannot all pass a budget that has room for one
+        self._admission = threading.Lock()
         self._record_changes()
         self._seen: set[str] = set()
         for record in self.audit.records():
@@ -251,14 +255,15 @@ class Station:
 
     # -- admission ----------------------------------------------------------------
     def _admit(self, envelope: Any) -> Admission | Reply:
+        with self._admission:
+            return self._admit_locked(envelope)
+
+    def _admit_locked(self, envelope: Any) -> Admission | Reply:
         try:
             verified = verify_signed_request(envelope, self.config.keyring, self.id)
         except PhtError as exc:
-            return self._refuse(
-                "unknown",
-                Refusal("refused", Code.REJECTED, clean_reason(str(exc)) or ""),
-                "request_received",
-            )
+            log.info("station %s rejected a request: %s", self.id, exc)
+            return self._refuse("unknown", _trust_refusal(str(exc)), "request_received")
         body = verified.body
         if body.request_id in self._seen or body.nonce in self._seen:
             return self._refuse(
@@ -436,7 +441,7 @@ class Station:
             raise Refusal("refused", Code.SMALL_POPULATION)
         roles = manifest.roles_of(params)
         columns = list(manifest.columns_of(params))
-        for column, role in roles.items():
+        for column, role in roles:
             if role == "group":
                 held = population.labels.get(column)
                 values = {str(v) for v in population.column(column).tolist()}
@@ -448,7 +453,7 @@ class Station:
             grid = self._grid(admitted, population, roles)
         admitted.population = population
         admitted.grid = None if grid is None else tuple(float(b) for b in grid)
-        labelled = [c for c, r in roles.items() if r in ("group", "covariate")]
+        labelled = [c for c, r in roles if r in ("group", "covariate")]
         admitted.limits = GuardLimits(
             k,
             max_count=population.n,
@@ -459,45 +464,79 @@ class Station:
         return population.extract(columns, run_dir / "data" / "columns.parquet")
 
     def _grid(
-        self, admitted: Admission, population: Population, roles: Mapping[str, str]
+        self,
+        admitted: Admission,
+        population: Population,
+        roles: Sequence[tuple[str, str]],
     ) -> np.ndarray:
+        """The released grid: the station's, merged per group or covariate pattern.
+
+        Every (group, interval) cell (KM) or (pattern of the categorical covariates,
+        interval) cell (pooled Cox sums) holds k events and k censorings of every event
+        column the policy allows with this time column.
+        """
         policy, params = admitted.policy, admitted.parameters
         k = policy.min_cell_size
-        time_col = next((c for c, r in roles.items() if r == "time"), None)
-        event_col = next((c for c, r in roles.items() if r == "event"), None)
+        time_col = next((c for c, r in roles if r == "time"), None)
+        event_col = next((c for c, r in roles if r == "event"), None)
         if time_col is None or event_col is None:
             raise Refusal("refused", Code.GRID)
         time = np.asarray(population.column(time_col), dtype=np.float64)
         if time.size == 0 or np.any(time < 0):
             raise Refusal("error", Code.DATA)
-        events = population.binary_columns(policy.columns_with_role("event"))
-        if event_col not in events:
+        event_cols = population.binary_columns(policy.columns_with_role("event"))
+        if event_col not in event_cols:
             raise Refusal("error", Code.COLUMN)
         grid = self.grids.grid(
             admitted.body.dataset,
             population,
             time_col,
-            events,
+            event_cols,
             k=k,
             step=policy.grid_step(time_col),
         )
         if grid is None:
             raise Refusal("refused", Code.GRID)
-        group_col = next((c for c, r in roles.items() if r == "group"), None)
-        if group_col is not None and admitted.package.manifest.rounds == "single":
-            grid = refine_for_groups(
-                grid,
-                time,
-                population.column(event_col),
-                population.column(group_col),
-                k=k,
-            )
+        cells = self._cells(admitted, population, roles)
+        if cells is not None:
+            events = [
+                np.asarray(population.column(c), dtype=np.float64) for c in event_cols
+            ]
+            grid = refine_for_groups(grid, time, events, cells, k=k)
             if grid is None:
                 raise Refusal("refused", Code.GRID)
         step = params.get("time_grid")
-        if isinstance(step, int | float) and step > 0:
+        if isinstance(step, int | float) and step >= policy.grid_step(time_col):
             grid = coarser(grid, float(step))
         return grid
+
+    @staticmethod
+    def _cells(
+        admitted: Admission,
+        population: Population,
+        roles: Sequence[tuple[str, str]],
+    ) -> np.ndarray | None:
+        """Per row, the cell label its per-time counts are released in (or None)."""
+        if admitted.package.manifest.rounds == "single":
+            group = next((c for c, r in roles if r == "group"), None)
+            if group is None:
+                return None
+            return np.asarray(
+                [str(v) for v in population.column(group).tolist()], dtype=object
+            )
+        declared = set(admitted.parameters.get("categorical") or [])
+        categorical = [
+            c
+            for c, r in roles
+            if r == "covariate"
+            and (c in declared or population.column(c).dtype.kind not in "iuf")
+        ]
+        if not categorical:
+            return None
+        parts = [[str(v) for v in population.column(c).tolist()] for c in categorical]
+        return np.asarray(
+            ["\x1f".join(p) for p in zip(*parts, strict=True)], dtype=object
+        )
 
     def prepare(self, admitted: Admission) -> tuple[Job, Path]:
         """A fresh run folder named by the station, the extracted data, the job."""
@@ -610,8 +649,12 @@ class Station:
         op: str | None,
         round_no: int = 0,
         extra: Mapping[str, Any] | None = None,
+        sink: dict[str, Any] | None = None,
     ) -> Reply:
-        """Guard, then review or seal, log and sign: the one release path."""
+        """Guard, then review or seal, log and sign: the one release path.
+
+        ``sink`` receives the released output (for the session that asked).
+        """
         body = admitted.body
         try:
             output = self.guarded(admitted, raw, op)
@@ -619,7 +662,9 @@ class Station:
             return self.refuse(admitted, r)
         if extra:
             output = {**output, **extra}
-        self.last_released = output
+        if sink is not None:
+            sink.clear()
+            sink.update(output)
         plain = canonical_json(output)
         output_digest = digest(plain)
         common = {
@@ -813,6 +858,57 @@ class Station:
     def admit(self, envelope: Any) -> Admission | Reply:
         """Admission only (for sessions)."""
         return self._admit(envelope)
+
+
+_FIELD = re.compile(r"field '([a-z_]{1,32})'")
+_SIGNED_FIELDS = frozenset(
+    {
+        "type",
+        "request_id",
+        "nonce",
+        "issued_at",
+        "expires_at",
+        "organisation",
+        "user",
+        "role",
+        "purpose",
+        "train",
+        "train_digest",
+        "train_statement",
+        "dataset",
+        "parameters",
+        "targets",
+    }
+)
+
+
+def _trust_refusal(message: str) -> Refusal:
+    """A trust failure as a fixed code, naming at most a signed field (never a value).
+
+    The full text stays in the station's log.
+    """
+    field_name = _FIELD.search(message)
+    if field_name and field_name.group(1) in _SIGNED_FIELDS:
+        return Refusal("refused", Code.MALFORMED, f"field '{field_name.group(1)}'")
+    return Refusal("refused", _trust_code(message))
+
+
+def _trust_code(message: str) -> Code:
+    """The fixed code of a trust failure (its text stays in the station's log)."""
+    text = message.lower()
+    if "unsigned" in text or "bad signature" in text or "does not verify" in text:
+        return Code.SIGNATURE
+    if "envelope" in text or "payload" in text:
+        return Code.MALFORMED
+    if "expired" in text or "future" in text or "lifetime" in text:
+        return Code.EXPIRED
+    if "not addressed" in text:
+        return Code.ELSEWHERE
+    if "role" in text or "user" in text or "organisation" in text:
+        return Code.IDENTITY
+    if "unsigned" in text or "no signature" in text or "signature" in text:
+        return Code.SIGNATURE
+    return Code.REJECTED
 
 
 def _request_id(envelope: Any) -> str:
