@@ -23,10 +23,8 @@ and against its own earlier replies, and refuses (closing the session) otherwise
 * at most the policy's ``max_rounds`` rounds, and every ``rounds_per_query`` rounds
   cost one more unit of the requester's query budget.
 
-Residual: the pooled Cox mode (class ``risk_set_sums``) is checked for schema, bounds,
-dof, budget and round cap, but its path is not replayed here (its pooled terms need
-the Cox reduction of per-time sums); allow that class only where the requesters are
-trusted with it.
+In pooled Cox (class ``risk_set_sums``) the replay covers the first-order sums (with
+every station's design reply), the curvature weights ``w1``/``w2`` and step-halving.
 """
 
 from __future__ import annotations
