@@ -12,10 +12,15 @@
 
 Every ``docker build`` runs with ``--network none``. The result, train -> image ID, is
 written to ``.build/images.json``; the ID is what methodologists sign and stations run.
+The ID of every runtime image built here is added to ``.build/runtimes.json``: the
+runtimes a station on this host trusts under train images
+(:mod:`pht.station.image_check`). Trust is by ID, not by tag, because ``docker load``
+of an archive can move a tag.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -36,6 +41,7 @@ BUILD = REPO / ".build"
 RUNTIME_PACKAGES = ("numpy", "pandas", "pyarrow", "scipy")
 BASE_IMAGE = "pht/base:bookworm-py311"
 IMAGES_FILE = BUILD / "images.json"
+RUNTIMES_FILE = BUILD / "runtimes.json"
 
 
 def _run(command: list[str], what: str, **kwargs: object) -> str:
@@ -143,10 +149,42 @@ def wheelhouse() -> Path:
     return house
 
 
+def runtime_tag() -> str:
+    """The tag of the runtime image built from this checkout's sources and pins."""
+    return f"pht/train-runtime:{_source_hash()}"
+
+
+def trusted_runtimes() -> list[str]:
+    """IDs of the runtime images built on this host (``.build/runtimes.json``).
+
+    A station trusts these as the runtime under train images: a train image must be
+    one of them plus a layer holding only the train's manifest and entrypoint.
+    """
+    try:
+        ids = json.loads(RUNTIMES_FILE.read_text())
+    except (OSError, ValueError):
+        return []
+    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+
+
+def trust_runtime(image_id: str) -> None:
+    """Add a runtime image ID to ``.build/runtimes.json`` (dropping vanished ones)."""
+    BUILD.mkdir(exist_ok=True)
+    with open(BUILD / ".runtimes.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        known = [i for i in trusted_runtimes() if i != image_id and _exists(i) == i]
+        tmp = RUNTIMES_FILE.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps([*known, image_id], indent=1) + "\n")
+        os.replace(tmp, RUNTIMES_FILE)
+
+
 def runtime_image() -> str:
     """Build (or reuse) the shared runtime image; return its tag."""
-    tag = f"pht/train-runtime:{_source_hash()}"
-    if _exists(tag):
+    tag = runtime_tag()
+    existing = _exists(tag)
+    if existing:
+        if existing not in trusted_runtimes():
+            trust_runtime(existing)
         return tag
     house = wheelhouse()
     context = BUILD / "runtime"
@@ -183,6 +221,10 @@ def runtime_image() -> str:
         capture_output=True,
         check=False,
     )
+    built = _exists(tag)
+    if built is None:
+        raise ExecutorError(f"the runtime image {tag} was not found after building it")
+    trust_runtime(built)
     return tag
 
 

@@ -212,7 +212,12 @@ def test_cox_equals_lifelines_on_lung_by_institution_with_categorical(tmp_path) 
 @pytest.mark.parametrize("mode", ["stratified", "pooled"])
 def test_cox_equals_lifelines_on_synthetic_registries(tmp_path, mode) -> None:
     frames = synth.generate(5, 3000)
-    covariates = ["age", "ecog", "ldh_elevated", "regimen", "stage"]
+    # pooled mode releases per-time sums: the station merges its grid until every
+    # (pattern of the categorical covariates, interval) cell holds k events and k
+    # censorings, so a design with many sparse patterns gets no grid at all; there
+    # the comparison uses one text covariate (sex) beside the numeric ones
+    categorical = ["regimen", "stage"] if mode == "stratified" else ["sex"]
+    covariates = ["age", "ecog", "ldh_elevated", *categorical]
     columns = ["os_days", "death", *covariates]
     released: dict[str, Any] = {}
     result = fit_federated(
@@ -224,13 +229,13 @@ def test_cox_equals_lifelines_on_synthetic_registries(tmp_path, mode) -> None:
         event="death",
         covariates=covariates,
         mode=mode,
-        reference={"regimen": "standard"},
+        reference={"regimen": "standard"} if mode == "stratified" else {"sex": "F"},
     )
     took = [s["id"] for s in result["stations"] if s["participated"]]
     assert took
     if mode == "pooled":
         rows = pooled_rows(result, released, frames, "os_days", columns)
-        assert rows["os_days"].nunique() > 30  # fine grids: a meaningful comparison
+        assert rows["os_days"].nunique() > 10  # several grid times: a real comparison
     else:
         rows = pd.concat([frames[s].assign(station=s) for s in took])
         rows = rows.dropna(subset=columns)
@@ -245,19 +250,21 @@ def test_cox_equals_lifelines_on_synthetic_registries(tmp_path, mode) -> None:
         }
     )
     names = {c: c for c in ["age", "ecog", "ldh_elevated"]}
-    for level in ["extended_interval", "weight_based"]:
-        design[f"regimen[T.{level}]"] = (rows["regimen"] == level).astype(float)
-        names[f"regimen[T.{level}]"] = f"regimen[T.{level}]"
-    for level in sorted(set(rows["stage"]))[1:]:
-        design[f"stage[T.{level}]"] = (rows["stage"] == level).astype(float)
-        names[f"stage[T.{level}]"] = f"stage[T.{level}]"
+    references = {"regimen": "standard", "stage": "IIIB", "sex": "F"}
+    for column in categorical:
+        for level in sorted(set(rows[column])):
+            if level == references[column]:
+                continue
+            name = f"{column}[T.{level}]"
+            design[name] = (rows[column] == level).astype(float)
+            names[name] = name
     if mode == "stratified":
         design["station"] = rows["station"].to_numpy()
     oracle = lifelines_fit(
         design, "os_days", "death", "station" if mode == "stratified" else None
     )
     assert_equal_fit(result, oracle, names)
-    assert result["cox"]["reference_levels"] == {"regimen": "standard", "stage": "IIIB"}
+    assert result["cox"]["reference_levels"] == {c: references[c] for c in categorical}
 
 
 def coarser_by_hand(grid: np.ndarray, step: float) -> np.ndarray:

@@ -2,14 +2,25 @@
 
 Same file contract as the process executor (:mod:`pht.runtime`): the input file and the
 dataset are mounted read-only (``/input/input.json``, ``/data/dataset.<ext>``), the
-train writes ``/output/output.json``. The container has
+train writes ``/output/output.json``. Nothing else of the station's is mounted, and the
+container gets no supplementary group. Before a container is created the image must pass
+an image check (:mod:`pht.station.image_check`: the image is the train code the station
+verified, on the trusted runtime, with the expected config and no volumes). The
+container has
 
 * no network (``network_mode="none"``), a read-only root filesystem, no capabilities,
   ``no-new-privileges`` (the default seccomp profile stays on), uid 10001;
 * pid, memory (no swap) and CPU limits, a ``noexec`` tmpfs for ``/tmp``;
 * an output folder that is a host tmpfs with a size and a file-count cap (the kernel
-  refuses the write past either), read back without following symlinks;
-* a hard wall-clock timeout after which it is killed; it is always removed.
+  refuses the write past either); ``output.json`` is read back only if it is a regular
+  file (no symlink, FIFO, directory, socket or device), without blocking, size-capped;
+* a hard wall-clock timeout after which it is killed; it is always removed, with its
+  anonymous volumes.
+
+The dataset must be readable by uid/gid 10001 and nothing more is granted: a dataset
+file inside the run folder (the station's per-run extract) is given group 10001 and
+mode 0640 here; a file elsewhere is never modified and must already be readable by
+uid or gid 10001 (``provision`` makes registry files ``0640 :10001``).
 
 The image is run by its ID (never a tag); the station passes the ID from the signed
 train statement. Iterative trains keep one container for the whole session: rounds are
@@ -23,19 +34,25 @@ import logging
 import os
 import select
 import socket
+import stat
 import struct
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pht.errors import ExecutorError
-from pht.station.executors import Job, JobResult, read_output
+from pht.runtime import OUTPUT_NAME
+from pht.station.executors import Job, JobResult
+from pht.station.image_check import ImageCheck, ImageRefused, TrainImageCheck
 
 log = logging.getLogger(__name__)
 
 TRAIN_UID = 10001
+TRAIN_GID = 10001
 STDERR_CAP = 64 * 1024
+DATA_SUFFIXES = (".parquet", ".csv")
 
 
 @dataclass(frozen=True)
@@ -76,13 +93,124 @@ def available() -> str | None:
     return None
 
 
+def read_output_file(output_dir: Path, max_bytes: int) -> bytes | None:
+    """``output.json`` if it is a regular file of at most ``max_bytes``, else None.
+
+    Opened relative to the folder, with ``O_NOFOLLOW`` (a symlink is refused),
+    ``O_NONBLOCK`` (a FIFO cannot block the station) and ``O_NOCTTY``; anything whose
+    ``fstat`` is not a regular file (FIFO, directory, socket, device) is refused.
+    """
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        folder = os.open(output_dir, flags | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fd = os.open(OUTPUT_NAME, flags | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=folder)
+    except OSError:
+        return None
+    finally:
+        os.close(folder)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+            return None
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks) if size <= max_bytes else None
+
+
+def _readable_by_train(info: os.stat_result) -> bool:
+    if info.st_uid == TRAIN_UID and info.st_mode & stat.S_IRUSR:
+        return True
+    if info.st_gid == TRAIN_GID and info.st_mode & stat.S_IRGRP:
+        return True
+    return bool(info.st_mode & stat.S_IROTH)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(os.path.realpath(path.parent)).is_relative_to(os.path.realpath(folder))
+
+
+def prepare_dataset(job: Job) -> str:
+    """Check (and inside the run folder, set) the dataset's access; return its suffix.
+
+    The file must be a regular file, not a symlink. Inside ``job.workdir`` it is the
+    station's per-run extract: it gets group 10001 and mode 0640 (through an
+    ``O_NOFOLLOW`` descriptor; a file with other hard links is left alone). Elsewhere
+    it must already be readable by uid or gid 10001.
+    """
+    suffix = job.dataset.suffix.lower()
+    if suffix not in DATA_SUFFIXES:
+        raise ExecutorError(
+            f"the dataset format '{suffix}' is not supported; use "
+            + " or ".join(DATA_SUFFIXES)
+        )
+    try:
+        fd = os.open(
+            job.dataset, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        )
+    except OSError as exc:
+        log.warning("dataset %s cannot be opened: %s", job.dataset, exc)
+        raise ExecutorError(
+            "the dataset cannot be opened as a regular file (missing or a symlink)"
+        ) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ExecutorError("the dataset is not a regular file")
+        if (
+            _inside(job.dataset, job.workdir)
+            and info.st_nlink == 1
+            and not (info.st_gid == TRAIN_GID and stat.S_IMODE(info.st_mode) == 0o640)
+        ):
+            os.fchown(fd, -1, TRAIN_GID)
+            os.fchmod(fd, 0o640)
+            info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not _readable_by_train(info):
+        log.warning("dataset %s is not readable by gid %s", job.dataset, TRAIN_GID)
+        raise ExecutorError(
+            f"the dataset is not readable by the train's uid/gid {TRAIN_UID}: give "
+            f"the file group {TRAIN_GID} and mode 0640 (chgrp {TRAIN_GID}; chmod 640)"
+        )
+    return suffix
+
+
+def _regular_file(path: Path, what: str) -> None:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        raise ExecutorError(f"the {what} is missing") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ExecutorError(f"the {what} is not a regular file")
+
+
 class DockerExecutor:
-    """Run train images in hardened, networkless, read-only containers."""
+    """Run train images in hardened, networkless, read-only containers.
+
+    ``image_check`` decides whether an image may run a job; the default,
+    :class:`~pht.station.image_check.TrainImageCheck`, admits only the verified train
+    code on the trusted runtime. Images that declare volumes are refused whatever it is.
+    """
 
     name = "docker"
 
-    def __init__(self, limits: ContainerLimits | None = None) -> None:
+    def __init__(
+        self,
+        limits: ContainerLimits | None = None,
+        image_check: ImageCheck | None = None,
+    ) -> None:
         self.limits = limits or ContainerLimits()
+        self.image_check: ImageCheck = image_check or TrainImageCheck()
         self._docker = _client()
 
     # -- the container ------------------------------------------------------------
@@ -124,13 +252,14 @@ class DockerExecutor:
             raise ExecutorError(
                 f"image ID {image.id} differs from the signed {job.image}"
             )
-        data = os.stat(job.dataset)
-        if not data.st_mode & 0o040:
-            raise ExecutorError(
-                f"{job.dataset}: the dataset must be group-readable (chmod g+r) by its "
-                "group for the docker executor"
+        if (image.attrs.get("Config") or {}).get("Volumes"):
+            raise ImageRefused(
+                "train image refused: it declares volumes (VOLUME), which outlive "
+                "the container"
             )
-        suffix = job.dataset.suffix.lower()
+        self.image_check.verify(self._docker, image.attrs, job)
+        _regular_file(job.input_file, "input file")
+        suffix = prepare_dataset(job)
         mounts = [
             docker.types.Mount(
                 "/input/input.json", str(job.input_file), type="bind", read_only=True
@@ -152,7 +281,6 @@ class DockerExecutor:
             tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={self.limits.tmp_size}"},
             mounts=mounts,
             ipc_mode="none",
-            group_add=[str(data.st_gid)],
             log_config=docker.types.LogConfig(
                 type="json-file", config={"max-size": "1m", "max-file": "1"}
             ),
@@ -177,8 +305,9 @@ class DockerExecutor:
         )["Id"]
 
     def _remove(self, container: str) -> None:
+        """Kill and remove the container with its anonymous volumes."""
         try:
-            self._docker.api.remove_container(container, force=True)
+            self._docker.api.remove_container(container, v=True, force=True)
         except Exception:  # noqa: BLE001 - already gone
             log.debug("container %s was already removed", container)
 
@@ -207,7 +336,7 @@ class DockerExecutor:
                 container, stdout=False, stderr=True, tail=50
             )[-4000:].decode("utf-8", "replace")
             if not timed_out:
-                output = read_output(job.output_dir, job.limits.output_bytes)
+                output = read_output_file(job.output_dir, job.limits.output_bytes)
         except ExecutorError as exc:
             stderr = str(exc)
             raise
@@ -223,15 +352,18 @@ class DockerExecutor:
     def start(self, job: Job) -> DockerChannel:
         """Start the job as a session over the attached stdin/stdout."""
         self._mount_output(job)
+        container = None
         try:
             container = self._create(job, interactive=True)
+            sock = self._docker.api.attach_socket(
+                container, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            )
+            self._docker.api.start(container)
         except Exception:
+            if container is not None:
+                self._remove(container)
             self._unmount_output(job, None)
             raise
-        sock = self._docker.api.attach_socket(
-            container, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-        )
-        self._docker.api.start(container)
         return DockerChannel(self, container, sock, job)
 
 
@@ -243,6 +375,7 @@ class DockerChannel:
     ) -> None:
         self.executor = executor
         self.container = container
+        self._attached = sock  # the SDK's wrapper: closing it releases the socket
         self.sock: socket.socket = getattr(sock, "_sock", sock)
         self.job = job
         self._stdout = bytearray()
@@ -316,6 +449,8 @@ class DockerChannel:
         except Exception:  # noqa: BLE001
             pass
         self.sock.close()
+        if self._attached is not self.sock:
+            self._attached.close()
         self.executor._remove(self.container)
         self.executor._unmount_output(self.job, None)
         return self._stderr[-4000:].decode("utf-8", "replace")
