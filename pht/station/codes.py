@@ -14,7 +14,9 @@ from enum import Enum
 class Code(Enum):
     """A refusal code and its fixed text."""
 
-    MALFORMED = "the request envelope or a signed field is malformed or of the wrong type"
+    MALFORMED = (
+        "the request envelope or a signed field is malformed or of the wrong type"
+    )
     REJECTED = (
         "the request is not accepted (malformed, or a key this station does not trust)"
     )
