@@ -114,7 +114,28 @@ def hostile_catalogue(root: Path) -> Catalogue:
         (folder / "entrypoint.py").write_text(
             SCRIPT.format(message=json.dumps(message))
         )
+    # finding 8: a train that looks at everything its data descriptor holds; it says
+    # "refused" when it can see a column the request did not name, "error" otherwise
+    folder = root / "evil.snoopcolumns"
+    folder.mkdir()
+    (folder / "manifest.yaml").write_text(
+        manifest.replace("name: survival.km", "name: evil.snoopcolumns")
+    )
+    (folder / "entrypoint.py").write_text(SNOOP)
     return Catalogue(root)
+
+
+SNOOP = """\
+import os, pathlib, sys
+import pyarrow.parquet as pq
+args = sys.argv
+out = pathlib.Path(args[args.index("--output") + 1])
+fd = int(args[args.index("--data-fd") + 1])
+names = set(pq.ParquetFile(os.fdopen(fd, "rb")).schema_arrow.names)
+seen = names - {"os_days", "death"}
+status = "refused" if seen else "error"
+(out / "output.json").write_text('{"status": "%s"}' % status)
+"""
 
 
 def make_world(root: Path, columns: Any, **options: Any) -> dict[str, Any]:
@@ -581,3 +602,45 @@ def test_pooled_cox_cells_of_every_covariate_pattern_hold_k(pooled) -> None:
     ]
     for _, cell in data.assign(t=released).groupby(["sex", "stage", "t"]):
         assert (cell["death"] == 1).sum() >= K and (cell["death"] == 0).sum() >= K
+
+
+def test_f8_the_train_sees_only_the_requested_columns(world) -> None:
+    reply = handle(world, request(world, "evil.snoopcolumns")[1])
+    assert reply.reason == Code.TRAIN_FAILED.reason  # it saw os_days and death only
+
+
+def test_f7_budgets_hold_per_organisation_across_keys(tmp_path) -> None:
+    from pht.crypto import new_identity, save_identity
+    from pht.keyring import Keyring
+
+    world = make_world(
+        tmp_path,
+        ROLES,
+        budget={"queries": 5, "period_days": 30, "organisation_queries": 2},
+    )
+    # a second analyst of the same organisation, trusted by s1
+    bob = new_identity("requester", "ZIN", "bob")
+    _, bob_pub = save_identity(bob, tmp_path / "keys")
+    keyring_path = tmp_path / "stations" / "s1" / "keyring.yaml"
+    keyring = Keyring.load(keyring_path)
+    import datetime as dt
+
+    keyring.add(
+        bob_pub,
+        roles=["requester"],
+        valid_from=dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
+        requester_roles=["analyst"],
+    )
+    keyring.save(keyring_path)
+    for station in ("s1", "s2"):  # restart the stations with the new keyring
+        world["engine"].station(station).audit.close()
+    world = {**world, "engine": EmbeddedEngine(world["network"], world["catalogue"])}
+    assert handle(world, request(world)[1]).ok
+    assert handle(world, request(world)[1]).ok
+    other = {
+        **world,
+        "requester": Requester(bob, {"s1": tmp_path / "keys" / "s1.pub.json"}),
+    }
+    body, envelope = request(other)
+    reply = handle(world, envelope)
+    assert reply.reason == Code.BUDGET.reason  # the organisation's budget is spent
