@@ -145,6 +145,7 @@ def provision(
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
     document = dict(policy or policy_document())
     entries = []
+    (root / "witnesses").mkdir(exist_ok=True)
     # every station's key first: each keyring trusts its peers' station keys, which
     # sign the receipts that prove an iterative fit's path (pht.station.sessions)
     station_keys = {
@@ -196,6 +197,8 @@ def provision(
                 "public_key": rel(station_pub),
                 "executor": executor,
                 "workdir": rel(folder / "work"),
+                # the audit checkpoint kept outside the station's folder
+                "witness": rel(root / "witnesses" / f"{station_id}.witness"),
             }
         )
     network = root / "network.yaml"

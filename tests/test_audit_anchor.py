@@ -270,20 +270,13 @@ def test_a_damaged_or_foreign_anchor_is_refused(tmp_path: Path) -> None:
     open_station(tmp_path).close()
 
 
-def test_a_log_without_anchor_is_anchored_once_and_says_so(tmp_path: Path) -> None:
-    """An upgrade (or a lost anchor) is accepted once, anchored, and logged."""
+def test_a_deleted_anchor_is_a_rollback_not_a_first_start(tmp_path: Path) -> None:
+    """Deleting the anchor (and restoring an older log) must not pass as an upgrade."""
     with open_station(tmp_path) as audit:
         grow(audit, 3)
     (tmp_path / "audit.anchor").unlink()
-    with open_station(tmp_path) as audit:
-        note = audit.records()[-1]
-        assert note.event == "log_anchored" and note.seq == 3
-        assert "did not exist" in str(note.reason)
-        assert note.details["size"] == 3
-        assert note.details["anchor"] == str(tmp_path / "audit.anchor")
-    with open_station(tmp_path) as audit:  # the second start is a normal one
-        assert audit.size == 4
-    assert (tmp_path / "audit.anchor").exists()
+    with pytest.raises(AuditRollbackError, match="anchor .* is missing"):
+        open_station(tmp_path)
 
 
 def test_a_new_witness_is_created_and_noted(tmp_path: Path) -> None:

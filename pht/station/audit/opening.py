@@ -32,7 +32,7 @@ from pht.station.audit.logfile import FORMAT, LOG_FILE, encode_header, read_log
 from pht.station.audit.reader import detect_format
 from pht.station.audit.records import Detail
 from pht.station.audit.recovery import Tail, drop, recovered_fields
-from pht.station.audit.scan import Scan
+from pht.station.audit.scan import AuditRollbackError, Scan
 
 __all__ = ["Opening", "unanchored"]
 
@@ -77,6 +77,16 @@ class Opening:
         for role, path, cp in seen:
             if cp is not None:
                 check_anchor(scan, directory, role, path, cp)
+            elif role == "anchor" and found == 2 and scan.size > 0:
+                # a current-format log with records was anchored from its first
+                # append: a missing anchor is a deleted one (a rollback would
+                # otherwise pass as a first start)
+                raise AuditRollbackError(
+                    f"the audit log in {directory} holds {scan.size} records but its "
+                    f"anchor {path} is missing: restore the anchor (or the whole "
+                    "station folder) from a backup; pht does not re-anchor a log "
+                    "whose anchor was removed"
+                )
         opening = cls(found, seen, scan, scan.tails, [], {})
         if found == 1:
             signed = migrate(
