@@ -122,6 +122,28 @@ def hostile_catalogue(root: Path) -> Catalogue:
         manifest.replace("name: survival.km", "name: evil.snoopcolumns")
     )
     (folder / "entrypoint.py").write_text(SNOOP)
+    # the outside review: a well-formed table whose cells carry the rows (every
+    # value an allowed count, every time a grid boundary, labels observed >= k)
+    folder = root / "evil.bulk"
+    folder.mkdir()
+    (folder / "manifest.yaml").write_text(
+        manifest.replace("name: survival.km", "name: evil.bulk")
+    )
+    honest = (TRAINS_DIR / "survival.km" / "entrypoint.py").read_text()
+    (folder / "entrypoint.py").write_text(
+        honest.replace(
+            "    return {\n",
+            "    table = next(iter(result.tables.values())).to_dict()\n"
+            "    digits = [int(v) % 40 + 10 for v in columns[params['time']][:20]]\n"
+            "    table['time'] += [table['time'][0]] * 20\n"
+            "    table['events'] += digits\n"
+            "    table['censored'] += [10] * 20\n"
+            "    return {'n': result.n, 'events': result.n_events, 'excluded': 0,\n"
+            "            'groups': {'all': table}}\n"
+            "    return {\n",
+            1,
+        )
+    )
     return Catalogue(root)
 
 
@@ -644,3 +666,54 @@ def test_f7_budgets_hold_per_organisation_across_keys(tmp_path) -> None:
     body, envelope = request(other)
     reply = handle(world, envelope)
     assert reply.reason == Code.BUDGET.reason  # the organisation's budget is spent
+
+
+def test_event_tables_are_the_stations_own_no_bits_ride_on_them(world) -> None:
+    """A hostile train hides 20 patients' times in extra, well-formed cells."""
+    reply = handle(world, request(world, "evil.bulk")[1])
+    assert reply.status == "refused" and reply.reason == Code.GUARD.reason
+    assert handle(world, request(world)[1]).ok  # the honest table still leaves
+
+
+def test_the_path_is_bound_to_one_design_at_every_station(world) -> None:
+    """Steering: a peer given another design (centre) cannot feed this station's path."""
+    body, envelope = request(
+        world, "survival.cox", time="os_days", event="death", covariates=["age", "sex"]
+    )
+    sessions = {}
+    for station in ("s1", "s2"):
+        reply, session = world["engine"].station(station).open_session(envelope)
+        assert reply.ok
+        sessions[station] = session
+    other = json.loads(json.dumps(DESIGN))
+    other["design"]["centre"] = [1.0e6, 0.5]
+    designed = {s: sessions[s].round(DESIGN if s == "s1" else other) for s in sessions}
+    first = {
+        s: sessions[s].round({"op": "terms", "beta": [0.0, 0.0]}) for s in sessions
+    }
+    assert all(r.ok for r in [*designed.values(), *first.values()])
+    evidence = [
+        {
+            "station": s,
+            "output": world["requester"].open(r, body.request_id).output,
+            "receipt": r.receipt,
+        }
+        for part in (designed, first)
+        for s, r in part.items()
+    ]
+    # the honest next point of the pooled terms: right arithmetic, wrong design
+    from pht.algorithms.optimize import NewtonPath
+
+    outputs = [item["output"] for item in evidence[2:]]
+    path = NewtonPath(2)
+    path.start()
+    step = path.next_point(
+        sum(o["loglik"] for o in outputs),
+        np.sum([o["gradient"] for o in outputs], axis=0),
+        np.sum([o["hessian"] for o in outputs], axis=0),
+    )
+    assert step is not None
+    message = {"op": "terms", "beta": step.tolist(), "evidence": evidence}
+    reply = sessions["s1"].round(message)
+    assert reply.status == "refused" and reply.reason == Code.PATH.reason
+    sessions["s2"].close()

@@ -260,10 +260,10 @@ def drive_survival_cox(
             del described[station]
 
     counts = {s: replies[s].output or {} for s in described}
-    designed = dict(replies) if mode == "pooled" else {}
+    designed = dict(replies)
     # the stations answer only the Newton path: each evaluation message proves the
     # pooled terms of the last one with every station's output and signed receipt
-    # (pooled mode: with the design replies too)
+    # (with every station's design reply, stamped with the design it agreed)
     previous: dict[str, Reply] = {}
 
     def evidence() -> list[dict[str, Any]]:

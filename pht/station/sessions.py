@@ -114,6 +114,7 @@ class StationSession:
         self.path: NewtonPath | None = None
         self.last_eval: tuple[int, str] | None = None  # round and op of the last
         self.design_round: int | None = None
+        self.design_stamp: str | None = None
         self.times: np.ndarray | None = None
         self.first: Any = None  # pooled first-order terms at the accepted point
         self.peers: tuple[str, ...] | None = None
@@ -162,8 +163,13 @@ class StationSession:
             return self._refuse(Code.ROUNDS)
         self._check_input(op, message)
         extra: dict[str, Any] | None = None
+        forward = {k: v for k, v in message.items() if k != "evidence"}
         if op == spec.design:
             self._check_design(message)
+            # stamped, so the path check can require that every peer fits the same
+            # design on the same times (no steering one station with another's)
+            self.design_stamp = digest(canonical_json(forward))
+            extra = {"design": self.design_stamp}
         elif op in spec.evaluate:
             beta = message.get(spec.dof)
             if self.p is None or not isinstance(beta, list) or len(beta) != self.p:
@@ -175,7 +181,6 @@ class StationSession:
             extra = {"point": point_digest(beta)}
         self._check_budget()
         self.rounds += 1
-        forward = {k: v for k, v in message.items() if k != "evidence"}
         self.channel.send(canonical_json(forward))
         reply = self.receive(op, extra)
         if not reply.ok:
@@ -352,6 +357,11 @@ class StationSession:
             raise Refusal("refused", Code.PATH)
         last_round, last_op = self.last_eval
         verified = self._verified(evidence)
+        if self.design_round is None:
+            raise Refusal("refused", Code.PATH)
+        designs = self._at(verified, self.design_round, None)
+        if any(o.get("design") != self.design_stamp for o in designs.values()):
+            raise Refusal("refused", Code.PATH)
         stamp = point_digest(self.path.expected)
         outputs = self._at(verified, last_round, stamp)
         if last_op == "terms":

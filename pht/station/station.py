@@ -77,6 +77,8 @@ from pht.wire import STATUSES, Reply, TrainInput, TrainRef
 
 log = logging.getLogger(__name__)
 MAX_REASON = 300
+CELL_LEVELS = 20
+"""A covariate with at most this many distinct values defines cells of per-time sums."""
 
 
 @dataclass(frozen=True)
@@ -524,12 +526,13 @@ class Station:
             return np.asarray(
                 [str(v) for v in population.column(group).tolist()], dtype=object
             )
-        declared = set(admitted.parameters.get("categorical") or [])
+        # every covariate with few distinct values is a cell maker, whatever its type
+        # or whether the request calls it categorical (a 0/1 integer column is one)
         categorical = [
             c
             for c, r in roles
             if r == "covariate"
-            and (c in declared or population.column(c).dtype.kind not in "iuf")
+            and np.unique(population.column(c).astype(str)).size <= CELL_LEVELS
         ]
         if not categorical:
             return None
@@ -635,12 +638,47 @@ class Station:
                 raise Refusal("error", Code.TRAIN_FAILED)
             schema = admitted.package.manifest.schema_for(op)
             Guard(limits).check(message.get("output"), schema)
+            if admitted.disclosure_class == "event_table" and op is None:
+                # the class is the station's: per group, events and censorings per
+                # interval of its grid. It recomputes the table from the extract it
+                # gave the train and releases nothing else (no bits ride on it)
+                if message["output"] != self._event_tables(admitted):
+                    raise DisclosureError("the event tables differ from the station's")
         except DisclosureError as exc:
             log.info("station %s output guard: %s", self.id, exc)
             raise Refusal("refused", Code.GUARD) from None
         except ConfigError:
             raise Refusal("refused", Code.GUARD) from None
         return message["output"]  # type: ignore[no-any-return]
+
+    def _event_tables(self, admitted: Admission) -> dict[str, Any]:
+        """The ``event_table`` output the station computes from its own extract."""
+        from pht.algorithms.disclosure import coarsen
+        from pht.algorithms.km import local_event_tables
+
+        population, grid = admitted.population, admitted.grid
+        if population is None or not grid:
+            raise DisclosureError("no station grid for an event table")
+        roles = admitted.package.manifest.roles_of(admitted.parameters)
+        column = {r: c for c, r in reversed(roles)}
+        if "time" not in column or "event" not in column:
+            raise DisclosureError("an event table needs a time and an event column")
+        group = column.get("group")
+        try:
+            tables = local_event_tables(
+                coarsen(population.column(column["time"]), grid),
+                population.column(column["event"]),
+                None if group is None else population.column(group).astype(object),
+                min_count=admitted.policy.min_cell_size,
+            )
+        except PhtError:
+            raise DisclosureError("the station's own table is not releasable") from None
+        return {
+            "n": tables.n,
+            "events": tables.n_events,
+            "excluded": 0,
+            "groups": {label: t.to_dict() for label, t in tables.tables.items()},
+        }
 
     def release(
         self,
