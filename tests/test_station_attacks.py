@@ -8,6 +8,7 @@ channels, protocol oddities.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -717,3 +718,54 @@ def test_the_path_is_bound_to_one_design_at_every_station(world) -> None:
     reply = sessions["s1"].round(message)
     assert reply.status == "refused" and reply.reason == Code.PATH.reason
     sessions["s2"].close()
+
+
+def test_a_dataset_changed_by_fewer_than_k_patients_is_not_released(tmp_path) -> None:
+    """Differencing across time: one patient joining (or leaving, or changing)."""
+    world = make_world(tmp_path, ROLES)
+    assert handle(world, request(world)[1]).ok
+    path = tmp_path / "data" / "s1.parquet"
+    data = pd.read_parquet(path)
+    joined = pd.concat([data, data.iloc[[5]].assign(patient_id="S1-NEW")])
+    joined.to_parquet(path, index=False)
+    reply = handle(world, request(world)[1])
+    assert reply.status == "refused" and reply.reason == Code.DATA_CHANGED.reason
+    changed = data.copy()
+    changed.loc[7, "death"] = 1 - changed.loc[7, "death"]
+    changed.to_parquet(path, index=False)
+    assert handle(world, request(world)[1]).reason == Code.DATA_CHANGED.reason
+    many = pd.concat([data, data.iloc[2 : 2 + K].assign(patient_id="S1-NEW")])
+    many.to_parquet(path, index=False)
+    assert handle(world, request(world)[1]).ok  # k patients joined: a new version
+
+
+def test_two_dataset_entries_over_one_file_have_one_population(tmp_path) -> None:
+    """Differencing across datasets: an entry that does not allow ldh (one missing)."""
+    world = make_world(tmp_path, ROLES)
+    station = world["engine"].station("s1")
+    path = station.config.datasets["d"]
+    station.config.datasets["core"] = path  # type: ignore[index]
+    policy = station.config.policy
+    narrow = dataclasses.replace(
+        policy.for_dataset("d"),
+        columns=frozenset(ROLES) - {"ldh"},
+        roles={c: frozenset(r) for c, r in ROLES.items() if c != "ldh"},
+    )
+    object.__setattr__(policy, "datasets", {**policy.datasets, "core": narrow})
+    ns = []
+    for dataset in ("d", "core"):
+        package = world["catalogue"].get(TrainRef.parse("survival.km"))
+        body, envelope = world["requester"].request(
+            role="analyst",
+            purpose="package-management/reassessment",
+            train=str(package.manifest.ref),
+            train_digest=package.digest,
+            train_envelope=signed_train(world["network"].trains, package),
+            dataset=dataset,
+            parameters={"time": "os_days", "event": "death"},
+            targets=["s1"],
+        )
+        reply = station.handle(envelope)
+        assert reply.ok, reply.reason
+        ns.append(world["requester"].open(reply, body.request_id).output["n"])
+    assert ns[0] == ns[1] == 199

@@ -53,6 +53,10 @@ class Code(Enum):
     TIMEOUT = "the train timed out"
     EXECUTOR = "the train could not be run by this station's executor"
     DATA = "the dataset cannot be read as the train needs; ask the station's operator"
+    DATA_CHANGED = (
+        "the dataset changed by fewer than the minimum cell size of patients since "
+        "its last release; it is released again once enough patients joined or left"
+    )
     INTERNAL = "the station could not process the request; ask its operator"
     REVIEW_PENDING = "the output waits for manual review at the station"
     REVIEW_REJECTED = "rejected at manual review"

@@ -99,6 +99,9 @@ class Population:
     n: int
     excluded: int
     labels: Mapping[str, frozenset[str]]
+    rows: np.ndarray | None = None
+    """Sorted 64-bit hashes of the population's whole rows (every column of the
+    file), the identity of this version of the population."""
 
     def column(self, name: str) -> np.ndarray:
         """One column of the population as NumPy (pandas' missing conventions)."""
@@ -154,6 +157,7 @@ def load_population(path: Path, columns: Sequence[str], k: int) -> Population:
         arrays[name] = values
         keep &= ~missing(values)
     table = table.filter(pa.array(keep)) if not keep.all() else table
+    rows = _row_hashes(path, keep)
     labels: dict[str, frozenset[str]] = {}
     for name, values in arrays.items():
         kept = _labels(values[keep])
@@ -164,13 +168,74 @@ def load_population(path: Path, columns: Sequence[str], k: int) -> Population:
         if len(frequent) <= MAX_LABELS_PER_COLUMN:
             labels[name] = frozenset(frequent)
     population = Population(
-        table=table, n=int(keep.sum()), excluded=int(total - keep.sum()), labels=labels
+        table=table,
+        n=int(keep.sum()),
+        excluded=int(total - keep.sum()),
+        labels=labels,
+        rows=rows,
     )
     with _LOCK:
         if len(_CACHE) > 32:
             _CACHE.clear()
         _CACHE[key] = population
     return population
+
+
+def _row_hashes(path: Path, keep: np.ndarray) -> np.ndarray:
+    """Sorted hashes of the kept rows over every column of the file."""
+    import pandas as pd
+
+    frame = read_table(path).to_pandas()
+    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return np.sort(hashes[keep]).astype(np.uint64)
+
+
+def changed_rows(old: np.ndarray, new: np.ndarray) -> tuple[int, int]:
+    """(added, removed) rows between two sorted multisets of row hashes."""
+    a_values, a_counts = np.unique(old, return_counts=True)
+    b_values, b_counts = np.unique(new, return_counts=True)
+    common, ia, ib = np.intersect1d(a_values, b_values, return_indices=True)
+    kept = np.minimum(a_counts[ia], b_counts[ib]).sum()
+    return int(new.size - kept), int(old.size - kept)
+
+
+class VersionStore:
+    """The last released version of each dataset file's population, kept on disk.
+
+    A new version is released only when, against the last one, no rows were added
+    or at least ``k`` were, and no rows were removed or at least ``k`` were (a changed
+    row counts as one removed and one added): two releases can never be differenced
+    down to fewer than ``k`` patients joining, leaving or changing.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._lock = threading.Lock()
+
+    def admit(self, path: Path, population: Population, k: int) -> bool:
+        """Whether ``population`` may be released (it becomes the kept version)."""
+        import hashlib
+
+        if population.rows is None:
+            return False
+        name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+        store = self.folder / f"{name}.npy"
+        with self._lock:
+            if store.is_file():
+                try:
+                    old = np.load(store, allow_pickle=False)
+                except (OSError, ValueError):
+                    return False  # fail closed: an unreadable version
+                added, removed = changed_rows(old, population.rows)
+                if added == removed == 0:
+                    return True
+                if 0 < added < k or 0 < removed < k:
+                    return False
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / f".{name}.tmp.npy"
+            np.save(tmp, population.rows, allow_pickle=False)
+            os.replace(tmp, store)
+            return True
 
 
 class GridStore:

@@ -70,6 +70,7 @@ from pht.station.policy import DatasetPolicy, Policy
 from pht.station.population import (
     GridStore,
     Population,
+    VersionStore,
     dataset_schema,
     load_population,
 )
@@ -175,6 +176,7 @@ class Station:
         )
         self.limits = Limits()
         self.grids = GridStore(config.workdir / "grids")
+        self.versions = VersionStore(config.workdir / "versions")
         # replay check, budget check and the decision record happen as one step, so
         # concurrent requests cannot all pass a budget that has room for one
         self._admission = threading.Lock()
@@ -437,10 +439,22 @@ class Station:
         k = policy.min_cell_size
         path = self.config.datasets[body.dataset]
         schema_names = set(dataset_schema(path).names)
-        allowed = sorted(c for c in policy.columns if c in schema_names)
-        population = load_population(path, allowed, k)
+        # one population per file: complete on every column any policy entry over
+        # this file allows (two dataset entries cannot differ by a patient)
+        allowed = sorted(
+            c
+            for other, other_path in self.config.datasets.items()
+            if Path(other_path).resolve() == Path(path).resolve()
+            for entry in [self.config.policy.for_dataset(other)]
+            if entry is not None
+            for c in entry.columns
+            if c in schema_names
+        )
+        population = load_population(path, sorted(set(allowed)), k)
         if population.n < k:
             raise Refusal("refused", Code.SMALL_POPULATION)
+        if not self.versions.admit(path, population, k):
+            raise Refusal("refused", Code.DATA_CHANGED)
         roles = manifest.roles_of(params)
         columns = list(manifest.columns_of(params))
         for column, role in roles:
