@@ -37,7 +37,7 @@ import numpy as np
 
 from pht.algorithms.optimize import NewtonPath
 from pht.crypto import canonical_json, digest
-from pht.errors import ExecutorError, PhtError
+from pht.errors import DisclosureError, ExecutorError, PhtError
 from pht.signing import utc_now, verify_receipt
 from pht.station.codes import Code
 from pht.station.executors import Channel
@@ -129,8 +129,99 @@ class StationSession:
                 self.admitted, Refusal("error", Code.TRAIN_FAILED)
             )
         return self.station.release(
-            self.admitted, raw, op, self.rounds, extra, sink=self.last_output
+            self.admitted,
+            raw,
+            op,
+            self.rounds,
+            extra,
+            sink=self.last_output,
+            expect=lambda output: self._expect_safely(op, output),
         )
+
+    def _expect_safely(self, op: str, output: Any) -> None:
+        try:
+            self._expect(op, output)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise DisclosureError(
+                "the answer does not fit the station's data"
+            ) from None
+
+    # -- what the station knows the answer must look like ----------------------------
+    def _expect(self, op: str, output: Any) -> None:
+        """Check an answer against what the station knows of its own data.
+
+        Round 0's counts, level counts, constant flags and event times are the
+        station's own (recomputed from the extract); every later answer has exactly
+        the shape the agreed design gives (p coefficients, the agreed times). What
+        remains a hostile train's choice is the value of each floating-point term.
+        """
+        if op == "open":
+            self._expect_open(output)
+            return
+        p, m = self.p or 0, 0 if self.times is None else int(self.times.size)
+        shapes: dict[str, tuple[int, ...]] = {
+            "gradient": (p,),
+            "hessian": (p, p),
+            "curvature": (p, p),
+            "x_death": (p,),
+        }
+        arrays = {"s0": (m,), "s1": (m, p), "d0": (m,), "d1": (m, p), "deaths": (m,)}
+        for key, value in output.items():
+            if key == "p" and value != p:
+                raise DisclosureError("p differs from the agreed design")
+            if key in shapes and np.asarray(value, dtype=float).shape != shapes[key]:
+                raise DisclosureError(f"{key} has another shape than the design's")
+            if key in arrays:
+                try:
+                    decode_array(value, arrays[key])
+                except PhtError:
+                    raise DisclosureError(f"{key} has another shape") from None
+
+    def _expect_open(self, output: Any) -> None:
+        population = self.admitted.population
+        if population is None:
+            raise DisclosureError("no population")
+        roles = dict(
+            reversed(self.admitted.package.manifest.roles_of(self.admitted.parameters))
+        )
+        by_role = {r: c for c, r in roles.items()}
+        if output.get("n") != population.n:
+            raise DisclosureError("n differs from the station's population")
+        event = np.asarray(population.column(by_role["event"]), dtype=float)
+        if output.get("events") != int(event.sum()):
+            raise DisclosureError("events differ from the station's count")
+        if "event_times" in output:
+            from pht.algorithms.disclosure import coarsen
+
+            grid = self.admitted.grid
+            if not grid:
+                raise DisclosureError("event times without a station grid")
+            time = coarsen(population.column(by_role["time"]), grid)
+            if output["event_times"] != np.unique(time[event == 1]).tolist():
+                raise DisclosureError("event times differ from the station's")
+        columns = output.get("columns") or {}
+        wanted = list(self.admitted.parameters.get("covariates") or [])
+        if sorted(columns) != sorted(wanted):
+            raise DisclosureError("described columns differ from the request's")
+        for column, info in columns.items():
+            values = population.column(column)
+            if info.get("kind") == "categorical":
+                labels = [str(v) for v in values.astype(object).tolist()]
+                counts: dict[str, int] = {}
+                for label in labels:
+                    counts[label] = counts.get(label, 0) + 1
+                if info.get("levels") != counts:
+                    raise DisclosureError("level counts differ from the station's")
+            else:
+                numbers = np.asarray(values, dtype=float)
+                constant = bool(numbers.size and np.ptp(numbers) == 0)
+                if info.get("constant") != constant:
+                    raise DisclosureError("constant flag differs from the station's")
+                total = float(numbers.sum())
+                if abs(float(info.get("sum", np.nan)) - total) > 1e-9 * (
+                    1 + abs(total)
+                ):
+                    raise DisclosureError("covariate sum differs from the station's")
 
     def _refuse(self, code: Code, status: str = "refused") -> Reply:
         self.close()

@@ -34,7 +34,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -636,7 +636,11 @@ class Station:
             shutil.rmtree(run_dir, ignore_errors=True)
 
     def guarded(
-        self, admitted: Admission, raw: bytes, op: str | None
+        self,
+        admitted: Admission,
+        raw: bytes,
+        op: str | None,
+        expect: Callable[[Any], None] | None = None,
     ) -> dict[str, Any]:
         """The train's aggregate after the output guard, or a :class:`Refusal`."""
         limits = admitted.limits or GuardLimits(admitted.policy.min_cell_size)
@@ -652,6 +656,8 @@ class Station:
                 raise Refusal("error", Code.TRAIN_FAILED)
             schema = admitted.package.manifest.schema_for(op)
             Guard(limits).check(message.get("output"), schema)
+            if expect is not None:
+                expect(message["output"])
             if admitted.disclosure_class == "event_table" and op is None:
                 # the class is the station's: per group, events and censorings per
                 # interval of its grid. It recomputes the table from the extract it
@@ -702,6 +708,7 @@ class Station:
         round_no: int = 0,
         extra: Mapping[str, Any] | None = None,
         sink: dict[str, Any] | None = None,
+        expect: Callable[[Any], None] | None = None,
     ) -> Reply:
         """Guard, then review or seal, log and sign: the one release path.
 
@@ -709,7 +716,7 @@ class Station:
         """
         body = admitted.body
         try:
-            output = self.guarded(admitted, raw, op)
+            output = self.guarded(admitted, raw, op, expect)
         except Refusal as r:
             return self.refuse(admitted, r)
         if extra:
