@@ -145,6 +145,18 @@ def hostile_catalogue(root: Path) -> Catalogue:
             1,
         )
     )
+    # a session whose round 0 hides a bit in n (one patient fewer)
+    folder = root / "evil.coxn"
+    folder.mkdir()
+    (folder / "manifest.yaml").write_text(
+        (TRAINS_DIR / "survival.cox" / "manifest.yaml")
+        .read_text()
+        .replace("name: survival.cox", "name: evil.coxn")
+    )
+    cox = (TRAINS_DIR / "survival.cox" / "entrypoint.py").read_text()
+    (folder / "entrypoint.py").write_text(
+        cox.replace('"n": int(self.time.size),', '"n": int(self.time.size) - 1,', 1)
+    )
     return Catalogue(root)
 
 
@@ -769,3 +781,11 @@ def test_two_dataset_entries_over_one_file_have_one_population(tmp_path) -> None
         assert reply.ok, reply.reason
         ns.append(world["requester"].open(reply, body.request_id).output["n"])
     assert ns[0] == ns[1] == 199
+
+
+def test_a_sessions_round_0_is_the_stations_own_description(world) -> None:
+    body, envelope = request(
+        world, "evil.coxn", time="os_days", event="death", covariates=["age", "sex"]
+    )
+    reply, session = world["engine"].station("s1").open_session(envelope)
+    assert session is None and reply.reason == Code.GUARD.reason
