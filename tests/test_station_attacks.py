@@ -789,3 +789,40 @@ def test_a_sessions_round_0_is_the_stations_own_description(world) -> None:
     )
     reply, session = world["engine"].station("s1").open_session(envelope)
     assert session is None and reply.reason == Code.GUARD.reason
+
+
+def test_a_re_export_with_one_more_patient_is_still_a_change_of_one(tmp_path) -> None:
+    """Column order, numeric width and an extra column do not hide one new patient."""
+    world = make_world(tmp_path, ROLES)
+    assert handle(world, request(world)[1]).ok
+    path = tmp_path / "data" / "s1.parquet"
+    data = pd.read_parquet(path)
+    joined = pd.concat([data, data.iloc[[5]].assign(patient_id="S1-NEW")])
+    joined = joined.assign(etl_batch=7, age=joined["age"].astype("float32"))
+    joined[list(reversed(joined.columns))].to_parquet(path, index=False)
+    reply = handle(world, request(world)[1])
+    assert reply.reason == Code.DATA_CHANGED.reason
+
+
+def test_a_chain_of_releases_cannot_isolate_one_patient(tmp_path) -> None:
+    """v0, then v0 + X + k others, then v0 + X: v2 - v0 is one patient."""
+    world = make_world(tmp_path, ROLES)
+    path = tmp_path / "data" / "s1.parquet"
+    data = pd.read_parquet(path)
+    assert handle(world, request(world)[1]).ok
+    x = data.iloc[[5]].assign(patient_id="S1-X")
+    batch = data.iloc[2 : 2 + K].assign(patient_id="S1-B")
+    pd.concat([data, x, batch]).to_parquet(path, index=False)
+    assert handle(world, request(world)[1]).ok  # k + 1 joined: a new version
+    pd.concat([data, x]).to_parquet(path, index=False)
+    reply = handle(world, request(world)[1])
+    assert reply.reason == Code.DATA_CHANGED.reason
+
+
+def test_deleting_the_version_history_does_not_reset_it(tmp_path) -> None:
+    world = make_world(tmp_path, ROLES)
+    assert handle(world, request(world)[1]).ok
+    station = world["engine"].station("s1")
+    shutil.rmtree(station.config.workdir / "versions")
+    reply = handle(world, request(world)[1])
+    assert reply.reason == Code.DATA_CHANGED.reason  # the audit log names a version

@@ -99,9 +99,6 @@ class Population:
     n: int
     excluded: int
     labels: Mapping[str, frozenset[str]]
-    rows: np.ndarray | None = None
-    """Sorted 64-bit hashes of the population's whole rows (every column of the
-    file), the identity of this version of the population."""
 
     def column(self, name: str) -> np.ndarray:
         """One column of the population as NumPy (pandas' missing conventions)."""
@@ -157,7 +154,6 @@ def load_population(path: Path, columns: Sequence[str], k: int) -> Population:
         arrays[name] = values
         keep &= ~missing(values)
     table = table.filter(pa.array(keep)) if not keep.all() else table
-    rows = _row_hashes(path, keep)
     labels: dict[str, frozenset[str]] = {}
     for name, values in arrays.items():
         kept = _labels(values[keep])
@@ -172,7 +168,6 @@ def load_population(path: Path, columns: Sequence[str], k: int) -> Population:
         n=int(keep.sum()),
         excluded=int(total - keep.sum()),
         labels=labels,
-        rows=rows,
     )
     with _LOCK:
         if len(_CACHE) > 32:
@@ -181,61 +176,145 @@ def load_population(path: Path, columns: Sequence[str], k: int) -> Population:
     return population
 
 
-def _row_hashes(path: Path, keep: np.ndarray) -> np.ndarray:
-    """Sorted hashes of the kept rows over every column of the file."""
+def row_hashes(table: pa.Table, columns: Sequence[str]) -> np.ndarray:
+    """Sorted 64-bit hashes of the rows over ``columns`` (in sorted order).
+
+    Values are normalised first (numbers and booleans as float64, everything else as
+    text), so a re-export that changes column order, numeric width or adds columns
+    outside ``columns`` does not change a row's hash.
+    """
     import pandas as pd
 
-    frame = read_table(path).to_pandas()
+    data = {}
+    for name in sorted(columns):
+        values = to_numpy(table.column(name))
+        if values.dtype.kind in "biuf":
+            data[name] = np.asarray(values, dtype=np.float64)
+        else:
+            data[name] = np.asarray([str(v) for v in values.tolist()], dtype=object)
+    frame = pd.DataFrame(data)
     hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    return np.sort(hashes[keep]).astype(np.uint64)
+    return np.sort(hashes).astype(np.uint64)
 
 
 def changed_rows(old: np.ndarray, new: np.ndarray) -> tuple[int, int]:
     """(added, removed) rows between two sorted multisets of row hashes."""
     a_values, a_counts = np.unique(old, return_counts=True)
     b_values, b_counts = np.unique(new, return_counts=True)
-    common, ia, ib = np.intersect1d(a_values, b_values, return_indices=True)
+    _, ia, ib = np.intersect1d(a_values, b_values, return_indices=True)
     kept = np.minimum(a_counts[ia], b_counts[ib]).sum()
     return int(new.size - kept), int(old.size - kept)
 
 
-class VersionStore:
-    """The last released version of each dataset file's population, kept on disk.
+def version_digest(columns: Sequence[str], hashes: np.ndarray) -> str:
+    """The identity of a population version (its columns and row hashes)."""
+    import hashlib
 
-    A new version is released only when, against the last one, no rows were added
-    or at least ``k`` were, and no rows were removed or at least ``k`` were (a changed
-    row counts as one removed and one added): two releases can never be differenced
-    down to fewer than ``k`` patients joining, leaving or changing.
+    h = hashlib.sha256(("\x1f".join(sorted(columns)) + "\x00").encode())
+    h.update(np.ascontiguousarray(hashes, dtype="<u8").tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+class VersionStore:
+    """Every released version of each dataset's population, kept on disk.
+
+    A new version is released only when, against **every** earlier released version
+    of the dataset, no rows were added or at least ``k`` were, and no rows were
+    removed or at least ``k`` were (a changed row counts as one removed and one
+    added); so no chain of releases, each far enough from the last, can be differenced
+    down to fewer than ``k`` patients. Rows are compared on the columns the earlier
+    version was hashed on (a policy that adds a column is compared on the old ones),
+    normalised (see :func:`row_hashes`). History is kept per dataset name, whatever
+    file the name points at. The audit log records every released version's digest;
+    the station refuses when a version the log names is missing here.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._lock = threading.Lock()
+        self._memo: dict[
+            tuple[int, tuple[str, ...]], tuple[Population, np.ndarray]
+        ] = {}
 
-    def admit(self, path: Path, population: Population, k: int) -> bool:
-        """Whether ``population`` may be released (it becomes the kept version)."""
+    def _hashes(self, population: Population, columns: Sequence[str]) -> np.ndarray:
+        """Row hashes of a (cached) population, computed once per column set."""
+        key = (id(population), tuple(columns))
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] is population:
+            return hit[1]
+        if len(self._memo) > 16:
+            self._memo.clear()
+        hashes = row_hashes(population.table, columns)
+        self._memo[key] = (population, hashes)
+        return hashes
+
+    def _folder(self, dataset: str) -> Path:
         import hashlib
 
-        if population.rows is None:
-            return False
-        name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
-        store = self.folder / f"{name}.npy"
+        return self.folder / hashlib.sha256(dataset.encode()).hexdigest()[:32]
+
+    def _kept(self, dataset: str) -> list[tuple[list[str], np.ndarray, str]]:
+        kept = []
+        folder = self._folder(dataset)
+        for meta in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            hashes = np.load(meta.with_suffix(".npy"), allow_pickle=False)
+            kept.append((list(data["columns"]), hashes, str(data["digest"])))
+        return kept
+
+    def admit(
+        self,
+        dataset: str,
+        population: Population,
+        k: int,
+        logged: frozenset[str] = frozenset(),
+    ) -> str | None:
+        """The version's digest if ``population`` may be released, else None.
+
+        ``logged`` are the version digests the audit log says were released; one that
+        is not kept here means the store was removed or rolled back: refuse.
+        """
+        columns = sorted(population.table.column_names)
         with self._lock:
-            if store.is_file():
-                try:
-                    old = np.load(store, allow_pickle=False)
-                except (OSError, ValueError):
-                    return False  # fail closed: an unreadable version
-                added, removed = changed_rows(old, population.rows)
-                if added == removed == 0:
-                    return True
+            try:
+                kept = self._kept(dataset)
+            except (OSError, ValueError, KeyError, TypeError):
+                return None  # fail closed: an unreadable history
+            if not logged <= {digest for _, _, digest in kept}:
+                log.warning(
+                    "dataset %s: the audit log names released versions that the "
+                    "version store (%s) does not hold; restore it from a backup",
+                    dataset,
+                    self.folder,
+                )
+                return None
+            mine: np.ndarray | None = None
+            for old_columns, old, digest in kept:
+                if not set(old_columns) <= set(population.table.column_names):
+                    return None
+                hashes = self._hashes(population, old_columns)
+                if old_columns == columns:
+                    mine = hashes
+                added, removed = changed_rows(old, hashes)
+                if added == removed == 0 and old_columns == columns:
+                    return digest
                 if 0 < added < k or 0 < removed < k:
-                    return False
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = self.folder / f".{name}.tmp.npy"
-            np.save(tmp, population.rows, allow_pickle=False)
-            os.replace(tmp, store)
-            return True
+                    return None
+            if mine is None:
+                mine = self._hashes(population, columns)
+            digest = version_digest(columns, mine)
+            folder = self._folder(dataset)
+            folder.mkdir(parents=True, exist_ok=True)
+            stem = f"{len(kept):06d}"
+            tmp = folder / f".{stem}.tmp.npy"
+            np.save(tmp, mine, allow_pickle=False)
+            os.replace(tmp, folder / f"{stem}.npy")
+            meta = folder / f".{stem}.tmp.json"
+            meta.write_text(
+                json.dumps({"columns": columns, "digest": digest}), encoding="utf-8"
+            )
+            os.replace(meta, folder / f"{stem}.json")
+            return digest
 
 
 class GridStore:

@@ -71,7 +71,11 @@ def open_session(
         "run",
         "success",
         **admitted.fields,
-        details={"executor": station.executor.name, "session": "open"},
+        details={
+            "executor": station.executor.name,
+            "session": "open",
+            "version": admitted.version or "",
+        },
     )
     try:
         channel = station.executor.start(job)

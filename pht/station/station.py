@@ -140,6 +140,7 @@ class Admission:
     limits: GuardLimits | None = None
     population: Population | None = None
     grid: tuple[float, ...] | None = None
+    version: str | None = None
 
 
 class Refusal(Exception):
@@ -453,8 +454,15 @@ class Station:
         population = load_population(path, sorted(set(allowed)), k)
         if population.n < k:
             raise Refusal("refused", Code.SMALL_POPULATION)
-        if not self.versions.admit(path, population, k):
+        logged = frozenset(
+            str(r.details["version"])
+            for r in self.audit.by_event("run")
+            if r.dataset == body.dataset and r.details and r.details.get("version")
+        )
+        version = self.versions.admit(body.dataset, population, k, logged)
+        if version is None:
             raise Refusal("refused", Code.DATA_CHANGED)
+        admitted.version = version
         roles = manifest.roles_of(params)
         columns = list(manifest.columns_of(params))
         for column, role in roles:
@@ -618,7 +626,10 @@ class Station:
                 "run",
                 "success",
                 **admitted.fields,
-                details={"executor": self.executor.name},
+                details={
+                    "executor": self.executor.name,
+                    "version": admitted.version or "",
+                },
             )
             try:
                 result = self.executor.run(job)
