@@ -245,7 +245,7 @@ class StationSession:
 
     def _round(self, message: Any) -> Reply:
         if self.closed:
-            return self.station._reply(
+            return self.station.reply(
                 self.admitted.body.request_id, "error", Code.SESSION.reason
             )
         spec = self.admitted.package.manifest.session

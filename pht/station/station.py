@@ -238,6 +238,10 @@ class Station:
             **kw,
         )
 
+    def reply(self, request_id: str, status: str, reason: str | None) -> Reply:
+        """A reply that is not logged (a message to a closed session)."""
+        return self._reply(request_id, status, reason)
+
     def _refuse(
         self, rid: str, refusal: Refusal, event: str, /, **fields: Any
     ) -> Reply:
