@@ -119,6 +119,7 @@ class SessionSpec:
     dof: str
     path: str | None
     terms: tuple[str, ...] = ("loglik", "gradient", "hessian")
+    kernel: str | None = None
 
 
 @dataclass(frozen=True)
@@ -345,7 +346,7 @@ def _disclosure_class(node: yamlcfg.Node) -> str:
 
 
 def _session(node: yamlcfg.Node) -> SessionSpec:
-    m = node.mapping({"inputs", "design", "evaluate", "dof", "path"})
+    m = node.mapping({"inputs", "design", "evaluate", "dof", "path", "kernel"})
     inputs = {
         op: _schema(child) for op, child in m.require("inputs").raw_mapping_nodes()
     }
@@ -363,6 +364,7 @@ def _session(node: yamlcfg.Node) -> SessionSpec:
         evaluate=evaluate,
         dof=m.require("dof").as_str(),
         path=path.as_str() if path else None,
+        kernel=m.get("kernel").as_str() if m.get("kernel") else None,  # type: ignore[union-attr]
     )
 
 

@@ -157,6 +157,23 @@ def hostile_catalogue(root: Path) -> Catalogue:
     (folder / "entrypoint.py").write_text(
         cox.replace('"n": int(self.time.size),', '"n": int(self.time.size) - 1,', 1)
     )
+    # sessions whose answers hide bits in the low digits of the gradient, or lie
+    for name, change in (
+        ("coxbits", "(terms.gradient * (1 + 1e-12)).tolist()"),
+        ("coxlie", "(terms.gradient + 1.0).tolist()"),
+    ):
+        folder = root / f"evil.{name}"
+        folder.mkdir()
+        (folder / "manifest.yaml").write_text(
+            (TRAINS_DIR / "survival.cox" / "manifest.yaml")
+            .read_text()
+            .replace("name: survival.cox", f"name: evil.{name}")
+        )
+        (folder / "entrypoint.py").write_text(
+            cox.replace(
+                '"gradient": terms.gradient.tolist(),', f'"gradient": {change},', 1
+            )
+        )
     return Catalogue(root)
 
 
@@ -826,3 +843,28 @@ def test_deleting_the_version_history_does_not_reset_it(tmp_path) -> None:
     shutil.rmtree(station.config.workdir / "versions")
     reply = handle(world, request(world)[1])
     assert reply.reason == Code.DATA_CHANGED.reason  # the audit log names a version
+
+
+def _first_terms(world, train: str):  # type: ignore[no-untyped-def]
+    body, envelope = request(
+        world, train, time="os_days", event="death", covariates=["age", "sex"]
+    )
+    reply, session = world["engine"].station("s1").open_session(envelope)
+    assert reply.ok
+    assert session.round(DESIGN).ok
+    answer = session.round({"op": "terms", "beta": [0.0, 0.0]})
+    session.close()
+    if not answer.ok:
+        return answer, None
+    return answer, world["requester"].open(answer, body.request_id).output
+
+
+def test_session_answers_are_the_stations_own_values(world) -> None:
+    """Low-order bits a hostile train hides in its terms never leave the station."""
+    _, honest = _first_terms(world, "survival.cox")
+    _, hidden = _first_terms(world, "evil.coxbits")
+    assert hidden is not None
+    for key in ("loglik", "gradient", "hessian"):
+        assert hidden[key] == honest[key]  # bit for bit: the station's own numbers
+    lie, _ = _first_terms(world, "evil.coxlie")
+    assert lie.status == "refused" and lie.reason == Code.GUARD.reason

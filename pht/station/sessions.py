@@ -42,6 +42,7 @@ from pht.signing import utc_now, verify_receipt
 from pht.station.codes import Code
 from pht.station.executors import Channel
 from pht.station.guard import Guard, GuardLimits
+from pht.station.kernels import CoxKernel, same
 from pht.station.station import Admission, Refusal, Station
 from pht.wire import Reply, decode_array
 
@@ -122,6 +123,8 @@ class StationSession:
         self.times: np.ndarray | None = None
         self.first: Any = None  # pooled first-order terms at the accepted point
         self.peers: tuple[str, ...] | None = None
+        self.kernel: CoxKernel | None = None
+        self.pending: dict[str, Any] | None = None  # the message the train answers
 
     # -- the train ------------------------------------------------------------------
     def receive(self, op: str, extra: Mapping[str, Any] | None = None) -> Reply:
@@ -142,26 +145,26 @@ class StationSession:
             expect=lambda output: self._expect_safely(op, output),
         )
 
-    def _expect_safely(self, op: str, output: Any) -> None:
+    def _expect_safely(self, op: str, output: Any) -> dict[str, Any] | None:
         try:
-            self._expect(op, output)
-        except (KeyError, TypeError, ValueError, AttributeError):
+            return self._expect(op, output)
+        except DisclosureError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, PhtError):
             raise DisclosureError(
                 "the answer does not fit the station's data"
             ) from None
 
-    # -- what the station knows the answer must look like ----------------------------
-    def _expect(self, op: str, output: Any) -> None:
+    def _expect(self, op: str, output: Any) -> dict[str, Any] | None:
         """Check an answer against what the station knows of its own data.
 
         Round 0's counts, level counts, constant flags and event times are the
         station's own (recomputed from the extract); every later answer has exactly
-        the shape the agreed design gives (p coefficients, the agreed times). What
-        remains a hostile train's choice is the value of each floating-point term.
+        the shape the agreed design gives and equals, up to floating-point noise, what
+        the station's kernel computes; the station's values are released.
         """
         if op == "open":
-            self._expect_open(output)
-            return
+            return self._expect_open(output)
         p, m = self.p or 0, 0 if self.times is None else int(self.times.size)
         shapes: dict[str, tuple[int, ...]] = {
             "gradient": (p,),
@@ -180,8 +183,14 @@ class StationSession:
                     decode_array(value, arrays[key])
                 except PhtError:
                     raise DisclosureError(f"{key} has another shape") from None
+        if self.kernel is None or self.pending is None:
+            raise DisclosureError("no station kernel for this answer")
+        expected = self.kernel.answer(op, self.pending)
+        if not same(output, expected):
+            raise DisclosureError("the answer differs from the station's own")
+        return expected  # the station's values leave, not the train's
 
-    def _expect_open(self, output: Any) -> None:
+    def _expect_open(self, output: Any) -> dict[str, Any] | None:
         population = self.admitted.population
         if population is None:
             raise DisclosureError("no population")
@@ -226,6 +235,17 @@ class StationSession:
                     1 + abs(total)
                 ):
                     raise DisclosureError("covariate sum differs from the station's")
+                info["sum"] = total  # the station's own value leaves
+        params = self.admitted.parameters
+        self.kernel = CoxKernel(
+            population,
+            by_role["time"],
+            by_role["event"],
+            list(params.get("covariates") or []),
+            self.admitted.grid,
+            str(params.get("ties", "efron")),
+        )
+        return dict(output)
 
     def _refuse(self, code: Code, status: str = "refused") -> Reply:
         self.close()
@@ -276,6 +296,7 @@ class StationSession:
             extra = {"point": point_digest(beta)}
         self._check_budget()
         self.rounds += 1
+        self.pending = forward
         self.channel.send(canonical_json(forward))
         reply = self.receive(op, extra)
         if not reply.ok:

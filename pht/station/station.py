@@ -66,6 +66,7 @@ from pht.station.audit import AuditLog
 from pht.station.codes import Code
 from pht.station.executors import Executor, Job, Limits
 from pht.station.guard import Guard, GuardLimits, parse_strict
+from pht.station.kernels import KERNELS
 from pht.station.policy import DatasetPolicy, Policy
 from pht.station.population import (
     GridStore,
@@ -349,6 +350,11 @@ class Station:
             raise Refusal("refused", Code.CLASS)
         if policy.review == "manual" and m.rounds == "iterative":
             raise Refusal("refused", Code.REVIEW_ITERATIVE)
+        if m.rounds == "iterative" and (
+            m.session is None or m.session.kernel not in KERNELS
+        ):
+            # iterative answers leave only when the station can recompute them
+            raise Refusal("refused", Code.TRAIN)
         missing = getattr(self.executor, "missing_controls", lambda: ())()
         if missing and not policy.unsafe_process_sandbox:
             log.warning("station %s lacks sandbox controls: %s", self.id, missing)
@@ -655,7 +661,7 @@ class Station:
         admitted: Admission,
         raw: bytes,
         op: str | None,
-        expect: Callable[[Any], None] | None = None,
+        expect: Callable[[Any], dict[str, Any] | None] | None = None,
     ) -> dict[str, Any]:
         """The train's aggregate after the output guard, or a :class:`Refusal`."""
         limits = admitted.limits or GuardLimits(admitted.policy.min_cell_size)
@@ -672,7 +678,9 @@ class Station:
             schema = admitted.package.manifest.schema_for(op)
             Guard(limits).check(message.get("output"), schema)
             if expect is not None:
-                expect(message["output"])
+                replacement = expect(message["output"])
+                if replacement is not None:
+                    message["output"] = replacement
             if admitted.disclosure_class == "event_table" and op is None:
                 # the class is the station's: per group, events and censorings per
                 # interval of its grid. It recomputes the table from the extract it
@@ -723,7 +731,7 @@ class Station:
         round_no: int = 0,
         extra: Mapping[str, Any] | None = None,
         sink: dict[str, Any] | None = None,
-        expect: Callable[[Any], None] | None = None,
+        expect: Callable[[Any], dict[str, Any] | None] | None = None,
     ) -> Reply:
         """Guard, then review or seal, log and sign: the one release path.
 

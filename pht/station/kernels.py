@@ -1,0 +1,139 @@
+"""Station-side kernels: the station recomputes what an iterative train answers.
+
+A train declares the kernel its answers follow (``session.kernel`` in its manifest).
+For a kernel the station knows, it recomputes every answer from the extract it gave
+the train (:mod:`pht.algorithms`, never the train's code), refuses an answer that
+differs beyond floating-point noise, and releases **its own** values: no bit a
+hostile train chooses rides on a released number. A station releases iterative
+answers only for kernels it knows.
+
+Kernels: ``cox`` (the ``survival.cox`` train: design, ``terms`` in stratified mode,
+``sums`` and ``curvature`` in pooled mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from pht.algorithms.cox import Covariate, Design, SortedRows, design_matrix
+from pht.algorithms.disclosure import coarsen
+from pht.errors import DisclosureError, PhtError
+from pht.station.population import Population
+from pht.wire import decode_array, encode_array
+
+KERNELS = ("cox",)
+RTOL = 1e-8
+
+
+class CoxKernel:
+    """The station's own Cox answers for one session."""
+
+    def __init__(
+        self,
+        population: Population,
+        time_column: str,
+        event_column: str,
+        covariates: list[str],
+        grid: tuple[float, ...] | None,
+        ties: str,
+    ) -> None:
+        time = np.asarray(population.column(time_column), dtype=np.float64)
+        if grid:
+            time = coarsen(time, grid)
+        event = np.asarray(population.column(event_column), dtype=np.float64)
+        order = np.argsort(time, kind="stable")
+        self.time, self.event = time[order], event[order]
+        self.raw = {c: population.column(c)[order] for c in covariates}
+        self.ties = ties
+        self.rows: SortedRows | None = None
+        self.times: np.ndarray | None = None
+
+    def answer(self, op: str, message: Mapping[str, Any]) -> dict[str, Any]:
+        """What the train must answer to ``message``."""
+        if op == "design":
+            return self._design(message)
+        if self.rows is None:
+            raise DisclosureError("no design agreed")
+        beta = np.asarray(message["beta"], dtype=np.float64)
+        if op == "terms":
+            terms = self.rows.terms(beta, self.ties)  # type: ignore[arg-type]
+            return {
+                "loglik": terms.loglik,
+                "gradient": terms.gradient.tolist(),
+                "hessian": terms.hessian.tolist(),
+            }
+        if self.times is None:
+            raise DisclosureError("no times agreed")
+        if op == "sums":
+            sums = self.rows.sums(beta, self.times)
+            return {
+                "s0": encode_array(sums.s0),
+                "s1": encode_array(sums.s1),
+                "d0": encode_array(sums.d0),
+                "d1": encode_array(sums.d1),
+            }
+        if op == "curvature":
+            shape = (self.times.size,)
+            w1 = decode_array(message["w1"], shape)
+            w2 = decode_array(message["w2"], shape)
+            curvature = self.rows.curvature(beta, self.times, w1, w2)
+            return {"curvature": curvature.tolist()}
+        raise DisclosureError("an operation the kernel does not know")
+
+    def _design(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        spec = message["design"]
+        design = Design(
+            tuple(
+                Covariate(c["column"], tuple(c.get("levels") or ()), c.get("reference"))
+                for c in spec["covariates"]
+            ),
+            tuple(float(v) for v in spec["centre"]),
+        )
+        values: dict[str, np.ndarray] = {}
+        for cov in design.covariates:
+            raw = self.raw[cov.column]
+            values[cov.column] = (
+                np.asarray([str(v) for v in raw.tolist()], dtype=object)
+                if cov.categorical
+                else np.asarray(raw, dtype=np.float64)
+            )
+        self.rows = SortedRows(self.time, self.event, design_matrix(values, design))
+        out: dict[str, Any] = {"p": design.p}
+        if message.get("times") is not None:
+            self.times = np.asarray(message["times"], dtype=np.float64)
+            deaths, x_death = self.rows.counts(self.times)
+            out["deaths"] = encode_array(deaths)
+            out["x_death"] = x_death.tolist()
+        return out
+
+
+def same(given: Any, expected: Any) -> bool:
+    """Whether a train's answer equals the station's up to floating-point noise."""
+    if isinstance(expected, dict):
+        if not isinstance(given, dict) or set(given) != set(expected):
+            return False
+        if set(expected) == {"dtype", "shape", "base64"}:
+            try:
+                a = decode_array(given, tuple(expected["shape"]))
+            except PhtError:
+                return False
+            return _close(a, decode_array(expected))
+        return all(same(given[k], expected[k]) for k in expected)
+    if isinstance(expected, list | float | int) and not isinstance(expected, bool):
+        try:
+            a = np.asarray(given, dtype=np.float64)
+        except (TypeError, ValueError):
+            return False
+        b = np.asarray(expected, dtype=np.float64)
+        return a.shape == b.shape and _close(a, b)
+    return bool(given == expected)
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape or not np.all(np.isfinite(a)):
+        return False
+    scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
+    return bool(np.all(np.abs(a - b) <= RTOL * scale))
