@@ -1,0 +1,238 @@
+"""Admission: the pure checks before anything runs, as one serialised step.
+
+The envelope and every signed field (:func:`pht.signing.verify_signed_request`; user
+and role from the key's keyring entry), replay (request ids and nonces kept in the
+audit log), the policy (dataset, purpose, requester, train and digests, every
+(column, role) pair, disclosure class, the process-sandbox rule, kernels for
+iterative trains) and the budget per key and per organisation (sessions' rounds
+included). The decision record is appended under the same lock, so concurrent
+requests cannot overspend a budget.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from pht.crypto import (
+    PublicIdentity,
+    digest,
+)
+from pht.errors import DataError, PhtError
+from pht.manifest import TrainPackage
+from pht.signing import (
+    SignedRequestBody,
+    utc_now,
+    verify_signed_request,
+    verify_train,
+)
+from pht.station.base import (
+    Admission,
+    Refusal,
+    StationBase,
+    kind_problem,
+    parse_time,
+    trust_refusal,
+)
+from pht.station.codes import Code
+from pht.station.kernels import KERNELS
+from pht.station.policy import DatasetPolicy
+from pht.station.population import (
+    dataset_schema,
+)
+from pht.wire import Reply, TrainRef
+
+log = logging.getLogger(__name__)
+
+
+class Admitting(StationBase):
+    """Admission: verification, replay, policy, budget and the decision record."""
+
+    _admission: threading.Lock
+    _seen: set[str]
+
+    # -- admission ----------------------------------------------------------------
+    def _admit(self, envelope: Any) -> Admission | Reply:
+        with self._admission:
+            return self._admit_locked(envelope)
+
+    def _admit_locked(self, envelope: Any) -> Admission | Reply:
+        try:
+            verified = verify_signed_request(envelope, self.config.keyring, self.id)
+        except PhtError as exc:
+            log.info("station %s rejected a request: %s", self.id, exc)
+            return self._refuse("unknown", trust_refusal(str(exc)), "request_received")
+        body = verified.body
+        if body.request_id in self._seen or body.nonce in self._seen:
+            return self._refuse(
+                body.request_id, Refusal("refused", Code.REPLAYED), "request_received"
+            )
+        self._seen.update((body.request_id, body.nonce))
+        fields = {
+            "request_id": body.request_id,
+            "user": verified.user,
+            "organisation": verified.organisation,
+            "role": verified.role,
+            "purpose": body.purpose,
+            "dataset": body.dataset,
+            "train": body.train,
+            "train_digest": body.train_digest,
+        }
+        self.audit.append(
+            "request_received",
+            "success",
+            details={"nonce": body.nonce, "key": verified.requester.key_id},
+            **fields,
+        )
+        try:
+            admission = self._decide(body, verified.requester, fields)
+        except Refusal as r:
+            return self._refuse(body.request_id, r, "policy_decision", **fields)
+        self.audit.append(
+            "policy_decision",
+            "success",
+            decision="admit",
+            details={
+                "signer": admission.signer.key_id,
+                "class": admission.disclosure_class,
+                "key": admission.key_id,
+            },
+            **fields,
+        )
+        return admission
+
+    def _decide(
+        self, body: SignedRequestBody, requester: PublicIdentity, fields: dict[str, Any]
+    ) -> Admission:
+        if body.dataset not in self.config.datasets:
+            raise Refusal("refused", Code.DATASET)
+        policy = self.config.policy.for_dataset(body.dataset)
+        if policy is None:
+            raise Refusal("refused", Code.DATASET)
+        if policy.purpose_refusal(body.purpose):
+            raise Refusal("refused", Code.PURPOSE)
+        if policy.requester_refusal(fields["organisation"], fields["role"]):
+            raise Refusal("refused", Code.REQUESTER)
+        try:
+            statement, signer = verify_train(body.train_statement, self.config.keyring)
+            package = self.catalogue.get(TrainRef.parse(body.train))
+        except PhtError as exc:
+            log.info("station %s train rejected: %s", self.id, exc)
+            raise Refusal("refused", Code.TRAIN) from None
+        m = package.manifest
+        if (
+            (statement.name, statement.version) != (m.name, m.version)
+            or statement.code_digest != package.digest
+            or body.train_digest != package.digest
+            or statement.manifest_sha256 != digest(package.manifest_bytes)
+        ):
+            raise Refusal("refused", Code.TRAIN, "digest mismatch")
+        if policy.train_refusal(m.name, m.version, signer.key_id, signer.name):
+            raise Refusal("refused", Code.TRAIN)
+        parameters, problems = m.resolve(body.parameters)
+        if problems:
+            raise Refusal("error", Code.PARAMETERS)
+        self._check_columns(package, body.dataset, parameters, policy)
+        disclosure_class = m.output_class_for(parameters)
+        if policy.class_refusal(disclosure_class):
+            raise Refusal("refused", Code.CLASS)
+        if policy.review == "manual" and m.rounds == "iterative":
+            raise Refusal("refused", Code.REVIEW_ITERATIVE)
+        if m.rounds == "iterative" and (
+            m.session is None or m.session.kernel not in KERNELS
+        ):
+            # iterative answers leave only when the station can recompute them
+            raise Refusal("refused", Code.TRAIN)
+        missing = getattr(self.executor, "missing_controls", lambda: ())()
+        if missing and not policy.unsafe_process_sandbox:
+            log.warning("station %s lacks sandbox controls: %s", self.id, missing)
+            raise Refusal("refused", Code.SANDBOX)
+        self._check_budget(requester.key_id, fields["organisation"], body, policy)
+        return Admission(
+            body=body,
+            requester=requester,
+            key_id=requester.key_id,
+            package=package,
+            statement=statement,
+            signer=signer,
+            parameters=parameters,
+            policy=policy,
+            disclosure_class=disclosure_class,
+            fields=fields,
+        )
+
+    def _check_columns(
+        self,
+        package: TrainPackage,
+        dataset: str,
+        parameters: Mapping[str, Any],
+        policy: DatasetPolicy,
+    ) -> None:
+        manifest = package.manifest
+        columns = manifest.columns_of(parameters)
+        if policy.column_refusal(list(columns)):
+            raise Refusal("refused", Code.COLUMN)
+        if policy.role_refusal(manifest.roles_of(parameters)):
+            raise Refusal("refused", Code.COLUMN)
+        try:
+            schema = dataset_schema(self.config.datasets[dataset])
+        except DataError:
+            raise Refusal("error", Code.DATA) from None
+        for column, kind in columns.items():
+            index = schema.get_field_index(column)
+            if index < 0 or kind_problem(kind, schema.field(index).type):
+                raise Refusal("error", Code.COLUMN)
+
+    def budget_used(
+        self, key_id: str, organisation: str, dataset: str, policy: DatasetPolicy
+    ) -> tuple[int, int]:
+        """Query units used in the budget period: by this key, by its organisation."""
+        assert policy.budget is not None
+        since = utc_now() - dt.timedelta(days=policy.budget.period_days)
+        by_key = by_org = 0
+        rounds_key: dict[str, int] = {}
+        rounds_org: dict[str, int] = {}
+        for r in (
+            *self.audit.by_event("policy_decision"),
+            *self.audit.by_event("release"),
+        ):
+            if r.dataset != dataset or r.organisation != organisation:
+                continue
+            if parse_time(r.time) < since:
+                continue
+            mine = (r.details or {}).get("key") == key_id
+            if r.event == "policy_decision" and r.outcome == "success":
+                by_org += 1
+                by_key += 1 if mine else 0
+            elif r.event == "release" and r.request_id:
+                if int((r.details or {}).get("round", 0)) > 0:
+                    rounds_org[r.request_id] = rounds_org.get(r.request_id, 0) + 1
+                    if mine:
+                        rounds_key[r.request_id] = rounds_key.get(r.request_id, 0) + 1
+        per = policy.budget.rounds_per_query
+        by_key += sum(n // per for n in rounds_key.values())
+        by_org += sum(n // per for n in rounds_org.values())
+        return by_key, by_org
+
+    def _check_budget(
+        self,
+        key_id: str,
+        organisation: str,
+        body: SignedRequestBody,
+        policy: DatasetPolicy,
+    ) -> None:
+        if policy.budget is None:
+            return
+        by_key, by_org = self.budget_used(key_id, organisation, body.dataset, policy)
+        if (
+            by_key >= policy.budget.queries
+            or by_org >= policy.budget.organisation_queries
+        ):
+            raise Refusal("refused", Code.BUDGET)
+
+    def admit(self, envelope: Any) -> Admission | Reply:
+        """Admission only (for sessions)."""
+        return self._admit(envelope)

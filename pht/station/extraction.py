@@ -1,0 +1,241 @@
+"""Extraction: what the train gets, and what the station will hold its output to.
+
+The dataset's one population (:mod:`pht.station.population`), refused while the
+data changed by fewer than k patients; the labels and the population size the guard
+bounds outputs by; for per-time classes the station's grid, merged per group or per
+covariate pattern; only the columns the request needs written into a fresh run
+folder named by the station; and, for ``event_table``, the tables the station itself
+computes from that extract.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pht.algorithms.disclosure import coarser, refine_for_groups
+from pht.errors import DataError, DisclosureError, PhtError
+from pht.station.base import (
+    Admission,
+    Refusal,
+    StationBase,
+)
+from pht.station.codes import Code
+from pht.station.executors import Job
+from pht.station.guard import GuardLimits
+from pht.station.population import (
+    Population,
+    dataset_schema,
+    load_population,
+)
+from pht.wire import TrainInput
+
+log = logging.getLogger(__name__)
+
+CELL_LEVELS = 20
+"""A covariate with at most this many distinct values defines cells of per-time sums."""
+
+
+class Extracting(StationBase):
+    """Extraction: population, version, labels, grid, the extract, the job."""
+
+    # -- extraction -----------------------------------------------------------------
+    def _extract(self, admitted: Admission, run_dir: Path) -> Path:
+        """The population, the guard's limits and the grid; the train's input file."""
+        body, manifest = admitted.body, admitted.package.manifest
+        policy, params = admitted.policy, admitted.parameters
+        k = policy.min_cell_size
+        path = self.config.datasets[body.dataset]
+        schema_names = set(dataset_schema(path).names)
+        # one population per file: complete on every column any policy entry over
+        # this file allows (two dataset entries cannot differ by a patient)
+        allowed = sorted(
+            c
+            for other, other_path in self.config.datasets.items()
+            if Path(other_path).resolve() == Path(path).resolve()
+            for entry in [self.config.policy.for_dataset(other)]
+            if entry is not None
+            for c in entry.columns
+            if c in schema_names
+        )
+        population = load_population(path, sorted(set(allowed)), k)
+        if population.n < k:
+            raise Refusal("refused", Code.SMALL_POPULATION)
+        logged = frozenset(
+            str(r.details["version"])
+            for r in self.audit.by_event("run")
+            if r.dataset == body.dataset and r.details and r.details.get("version")
+        )
+        version = self.versions.admit(body.dataset, population, k, logged)
+        if version is None:
+            raise Refusal("refused", Code.DATA_CHANGED)
+        admitted.version = version
+        roles = manifest.roles_of(params)
+        columns = list(manifest.columns_of(params))
+        for column, role in roles:
+            if role == "group":
+                held = population.labels.get(column)
+                values = {str(v) for v in population.column(column).tolist()}
+                if held is None or not values <= held:
+                    raise Refusal("refused", Code.SMALL_CELL)
+        grid = None
+        per_time = admitted.disclosure_class in ("event_table", "risk_set_sums")
+        if per_time:
+            grid = self._grid(admitted, population, roles)
+        admitted.population = population
+        admitted.grid = None if grid is None else tuple(float(b) for b in grid)
+        labelled = [c for c, r in roles if r in ("group", "covariate")]
+        admitted.limits = GuardLimits(
+            k,
+            max_count=population.n,
+            labels=population.all_labels(labelled),
+            columns=frozenset(columns),
+            grid=frozenset(admitted.grid or ()),
+        )
+        return population.extract(columns, run_dir / "data" / "columns.parquet")
+
+    def _grid(
+        self,
+        admitted: Admission,
+        population: Population,
+        roles: Sequence[tuple[str, str]],
+    ) -> np.ndarray:
+        """The released grid: the station's, merged per group or covariate pattern.
+
+        Every (group, interval) cell (KM) or (pattern of the categorical covariates,
+        interval) cell (pooled Cox sums) holds k events and k censorings of every event
+        column the policy allows with this time column.
+        """
+        policy, params = admitted.policy, admitted.parameters
+        k = policy.min_cell_size
+        time_col = next((c for c, r in roles if r == "time"), None)
+        event_col = next((c for c, r in roles if r == "event"), None)
+        if time_col is None or event_col is None:
+            raise Refusal("refused", Code.GRID)
+        time = np.asarray(population.column(time_col), dtype=np.float64)
+        if time.size == 0 or np.any(time < 0):
+            raise Refusal("error", Code.DATA)
+        event_cols = population.binary_columns(policy.columns_with_role("event"))
+        if event_col not in event_cols:
+            raise Refusal("error", Code.COLUMN)
+        grid = self.grids.grid(
+            admitted.body.dataset,
+            population,
+            time_col,
+            event_cols,
+            k=k,
+            step=policy.grid_step(time_col),
+        )
+        if grid is None:
+            raise Refusal("refused", Code.GRID)
+        cells = self._cells(admitted, population, roles)
+        if cells is not None:
+            events = [
+                np.asarray(population.column(c), dtype=np.float64) for c in event_cols
+            ]
+            grid = refine_for_groups(grid, time, events, cells, k=k)
+            if grid is None:
+                raise Refusal("refused", Code.GRID)
+        step = params.get("time_grid")
+        if isinstance(step, int | float) and step >= policy.grid_step(time_col):
+            grid = coarser(grid, float(step))
+        return grid
+
+    @staticmethod
+    def _cells(
+        admitted: Admission,
+        population: Population,
+        roles: Sequence[tuple[str, str]],
+    ) -> np.ndarray | None:
+        """Per row, the cell label its per-time counts are released in (or None)."""
+        if admitted.package.manifest.rounds == "single":
+            group = next((c for c, r in roles if r == "group"), None)
+            if group is None:
+                return None
+            return np.asarray(
+                [str(v) for v in population.column(group).tolist()], dtype=object
+            )
+        # every covariate with few distinct values is a cell maker, whatever its type
+        # or whether the request calls it categorical (a 0/1 integer column is one)
+        categorical = [
+            c
+            for c, r in roles
+            if r == "covariate"
+            and np.unique(population.column(c).astype(str)).size <= CELL_LEVELS
+        ]
+        if not categorical:
+            return None
+        parts = [[str(v) for v in population.column(c).tolist()] for c in categorical]
+        return np.asarray(
+            ["\x1f".join(p) for p in zip(*parts, strict=True)], dtype=object
+        )
+
+    def prepare(self, admitted: Admission) -> tuple[Job, Path]:
+        """A fresh run folder named by the station, the extracted data, the job."""
+        manifest = admitted.package.manifest
+        run_dir = self.config.workdir / "runs" / str(uuid.uuid4())
+        (run_dir / "output").mkdir(parents=True, exist_ok=False)
+        try:
+            data = self._extract(admitted, run_dir)
+        except Refusal:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        except (DataError, OSError, ValueError) as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            log.warning("station %s extraction failed: %s", self.id, exc)
+            raise Refusal("error", Code.DATA) from None
+        train_input = TrainInput(
+            request_id=admitted.body.request_id,
+            train=str(manifest.ref),
+            parameters=dict(admitted.parameters),
+            columns=tuple(manifest.columns_of(admitted.parameters)),
+            min_count=admitted.policy.min_cell_size,
+            grid=admitted.grid,
+        )
+        input_file = run_dir / "input.json"
+        input_file.write_text(train_input.to_json(), encoding="utf-8")
+        job = Job(
+            entrypoint=admitted.package.entrypoint,
+            input_file=input_file,
+            dataset=data,
+            output_dir=run_dir / "output",
+            workdir=run_dir,
+            limits=self.limits,
+            image=admitted.statement.image_digest,
+        )
+        return job, run_dir
+
+    def _event_tables(self, admitted: Admission) -> dict[str, Any]:
+        """The ``event_table`` output the station computes from its own extract."""
+        from pht.algorithms.disclosure import coarsen
+        from pht.algorithms.km import local_event_tables
+
+        population, grid = admitted.population, admitted.grid
+        if population is None or not grid:
+            raise DisclosureError("no station grid for an event table")
+        roles = admitted.package.manifest.roles_of(admitted.parameters)
+        column = {r: c for c, r in reversed(roles)}
+        if "time" not in column or "event" not in column:
+            raise DisclosureError("an event table needs a time and an event column")
+        group = column.get("group")
+        try:
+            tables = local_event_tables(
+                coarsen(population.column(column["time"]), grid),
+                population.column(column["event"]),
+                None if group is None else population.column(group).astype(object),
+                min_count=admitted.policy.min_cell_size,
+            )
+        except PhtError:
+            raise DisclosureError("the station's own table is not releasable") from None
+        return {
+            "n": tables.n,
+            "events": tables.n_events,
+            "excluded": 0,
+            "groups": {label: t.to_dict() for label, t in tables.tables.items()},
+        }

@@ -1,0 +1,182 @@
+"""The one release path: single-round runs, every session round and reviewed outputs.
+
+The output guard (schema, bounds, labels, grid, cells), the station's own
+expectations (event tables it recomputes; a session's kernel answers), then manual
+review or sealing to the requester, the release record and the signed receipt naming
+the audit checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pht.crypto import (
+    PublicIdentity,
+    canonical_json,
+    digest,
+    seal,
+    sealed_digest,
+)
+from pht.errors import ConfigError, DisclosureError
+from pht.signing import (
+    Receipt,
+    sign_receipt,
+    utc_now,
+)
+from pht.station.base import (
+    Admission,
+    Refusal,
+    StationBase,
+)
+from pht.station.codes import Code
+from pht.station.guard import Guard, GuardLimits, parse_strict
+from pht.wire import STATUSES, Reply
+
+log = logging.getLogger(__name__)
+
+
+class Releasing(StationBase):
+    """Release: guard, station-side expectations, review or seal, audit, receipt."""
+
+    if TYPE_CHECKING:  # provided by Extracting and Reviewing; Station joins them
+
+        def _event_tables(self, admitted: Admission) -> dict[str, Any]: ...
+
+        def _review_dir(self) -> Path: ...
+
+        def _save_admission(self, admitted: Admission) -> None: ...
+
+    def guarded(
+        self,
+        admitted: Admission,
+        raw: bytes,
+        op: str | None,
+        expect: Callable[[Any], dict[str, Any] | None] | None = None,
+    ) -> dict[str, Any]:
+        """The train's aggregate after the output guard, or a :class:`Refusal`."""
+        limits = admitted.limits or GuardLimits(admitted.policy.min_cell_size)
+        try:
+            message = parse_strict(raw, limits)
+            if not isinstance(message, dict) or message.get("status") not in STATUSES:
+                raise DisclosureError("the train's output message is malformed")
+            if set(message) - {"wire", "status", "reason", "output"}:
+                raise DisclosureError("the train's output message has undeclared keys")
+            if message["status"] == "refused":
+                raise Refusal("refused", Code.TRAIN_REFUSED)
+            if message["status"] != "ok":
+                raise Refusal("error", Code.TRAIN_FAILED)
+            schema = admitted.package.manifest.schema_for(op)
+            Guard(limits).check(message.get("output"), schema)
+            if expect is not None:
+                replacement = expect(message["output"])
+                if replacement is not None:
+                    message["output"] = replacement
+            if admitted.disclosure_class == "event_table" and op is None:
+                # the class is the station's: per group, events and censorings per
+                # interval of its grid. It recomputes the table from the extract it
+                # gave the train and releases nothing else (no bits ride on it)
+                if message["output"] != self._event_tables(admitted):
+                    raise DisclosureError("the event tables differ from the station's")
+        except DisclosureError as exc:
+            log.info("station %s output guard: %s", self.id, exc)
+            raise Refusal("refused", Code.GUARD) from None
+        except ConfigError:
+            raise Refusal("refused", Code.GUARD) from None
+        return message["output"]  # type: ignore[no-any-return]
+
+    def release(
+        self,
+        admitted: Admission,
+        raw: bytes,
+        op: str | None,
+        round_no: int = 0,
+        extra: Mapping[str, Any] | None = None,
+        sink: dict[str, Any] | None = None,
+        expect: Callable[[Any], dict[str, Any] | None] | None = None,
+    ) -> Reply:
+        """Guard, then review or seal, log and sign: the one release path.
+
+        ``sink`` receives the released output (for the session that asked).
+        """
+        body = admitted.body
+        try:
+            output = self.guarded(admitted, raw, op, expect)
+        except Refusal as r:
+            return self.refuse(admitted, r)
+        if extra:
+            output = {**output, **extra}
+        if sink is not None:
+            sink.clear()
+            sink.update(output)
+        plain = canonical_json(output)
+        output_digest = digest(plain)
+        common = {
+            "disclosure_class": admitted.disclosure_class,
+            "train_digest": admitted.statement.code_digest,
+            # the orchestrator shows results by station name only where allowed
+            "details": {"show_station_name": admitted.policy.show_station_name},
+        }
+        if admitted.policy.review == "manual":
+            pending = self._review_dir() / f"{body.request_id}.json"
+            pending.write_bytes(plain)
+            self.audit.append(
+                "review", "pending", output_digest=output_digest, **admitted.fields
+            )
+            self._save_admission(admitted)
+            return self._reply(
+                body.request_id, "pending", Code.REVIEW_PENDING.reason, **common
+            )
+        sealed, receipt = self._seal_for(
+            body.request_id,
+            admitted.requester,
+            admitted.statement.code_digest,
+            {**admitted.fields},
+            plain,
+            round_no,
+            admitted.key_id,
+        )
+        return self._reply(
+            body.request_id, "ok", None, sealed=sealed, receipt=receipt, **common
+        )
+
+    def _seal_for(
+        self,
+        request_id: str,
+        requester: PublicIdentity,
+        train_digest: str,
+        fields: Mapping[str, Any],
+        plain: bytes,
+        round_no: int,
+        key_id: str,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Seal ``plain`` to the requester, log the release, sign the receipt."""
+        output_digest = digest(plain)
+        sealed = seal(
+            plain,
+            requester.sealing_key,
+            request_id=request_id,
+            station_id=self.id,
+            manifest_digest=train_digest,
+        )
+        self.audit.append(
+            "release",
+            "success",
+            output_digest=output_digest,
+            details={"round": round_no, "key": key_id},
+            **fields,
+        )
+        checkpoint = self.audit.checkpoint()
+        receipt = Receipt(
+            request_id=request_id,
+            station=self.id,
+            round=round_no,
+            output_digest=output_digest,
+            sealed_digest=sealed_digest(sealed),
+            audit_size=checkpoint.size,
+            audit_root=checkpoint.root,
+            time=utc_now().isoformat(),
+        )
+        return sealed, sign_receipt(receipt, self.config.identity)
