@@ -158,6 +158,16 @@ def hostile_catalogue(root: Path) -> Catalogue:
         cox.replace('"n": int(self.time.size),', '"n": int(self.time.size) - 1,', 1)
     )
     # sessions whose answers hide bits in the low digits of the gradient, or lie
+    folder = root / "evil.coxexcluded"  # a chosen count in round 0's `excluded`
+    folder.mkdir()
+    (folder / "manifest.yaml").write_text(
+        (TRAINS_DIR / "survival.cox" / "manifest.yaml")
+        .read_text()
+        .replace("name: survival.cox", "name: evil.coxexcluded")
+    )
+    (folder / "entrypoint.py").write_text(
+        cox.replace('"excluded": int(self.excluded)', '"excluded": 72', 1)
+    )
     for name, change in (
         ("coxbits", "(terms.gradient * (1 + 1e-12)).tolist()"),
         ("coxlie", "(terms.gradient + 1.0).tolist()"),
@@ -868,3 +878,11 @@ def test_session_answers_are_the_stations_own_values(world) -> None:
         assert hidden[key] == honest[key]  # bit for bit: the station's own numbers
     lie, _ = _first_terms(world, "evil.coxlie")
     assert lie.status == "refused" and lie.reason == Code.GUARD.reason
+
+
+def test_round_0_fields_a_train_chooses_are_refused(world) -> None:
+    body, envelope = request(
+        world, "evil.coxexcluded", time="os_days", event="death", covariates=["age"]
+    )
+    reply, session = world["engine"].station("s1").open_session(envelope)
+    assert session is None and reply.reason == Code.GUARD.reason

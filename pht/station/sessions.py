@@ -191,52 +191,45 @@ class StationSession:
         return expected  # the station's values leave, not the train's
 
     def _expect_open(self, output: Any) -> dict[str, Any] | None:
+        """Round 0 is the station's own description; the train's must equal it."""
         population = self.admitted.population
         if population is None:
             raise DisclosureError("no population")
-        roles = dict(
-            reversed(self.admitted.package.manifest.roles_of(self.admitted.parameters))
-        )
+        params = self.admitted.parameters
+        roles = dict(reversed(self.admitted.package.manifest.roles_of(params)))
         by_role = {r: c for c, r in roles.items()}
-        if output.get("n") != population.n:
-            raise DisclosureError("n differs from the station's population")
         event = np.asarray(population.column(by_role["event"]), dtype=float)
-        if output.get("events") != int(event.sum()):
-            raise DisclosureError("events differ from the station's count")
-        if "event_times" in output:
+        own: dict[str, Any] = {
+            "n": population.n,
+            "events": int(event.sum()),
+            "excluded": 0,  # the train sees the population only
+        }
+        if params.get("mode") == "pooled":
             from pht.algorithms.disclosure import coarsen
 
-            grid = self.admitted.grid
-            if not grid:
-                raise DisclosureError("event times without a station grid")
-            time = coarsen(population.column(by_role["time"]), grid)
-            if output["event_times"] != np.unique(time[event == 1]).tolist():
-                raise DisclosureError("event times differ from the station's")
-        columns = output.get("columns") or {}
-        wanted = list(self.admitted.parameters.get("covariates") or [])
-        if sorted(columns) != sorted(wanted):
-            raise DisclosureError("described columns differ from the request's")
-        for column, info in columns.items():
+            if not self.admitted.grid:
+                raise DisclosureError("pooled mode without a station grid")
+            time = coarsen(population.column(by_role["time"]), self.admitted.grid)
+            own["event_times"] = np.unique(time[event == 1]).tolist()
+        declared = set(params.get("categorical") or [])
+        columns: dict[str, Any] = {}
+        for column in params.get("covariates") or []:
             values = population.column(column)
-            if info.get("kind") == "categorical":
-                labels = [str(v) for v in values.astype(object).tolist()]
+            if column in declared or values.dtype.kind not in "iuf":
                 counts: dict[str, int] = {}
-                for label in labels:
+                for label in (str(v) for v in values.tolist()):
                     counts[label] = counts.get(label, 0) + 1
-                if info.get("levels") != counts:
-                    raise DisclosureError("level counts differ from the station's")
+                columns[column] = {"kind": "categorical", "levels": counts}
             else:
                 numbers = np.asarray(values, dtype=float)
-                constant = bool(numbers.size and np.ptp(numbers) == 0)
-                if info.get("constant") != constant:
-                    raise DisclosureError("constant flag differs from the station's")
-                total = float(numbers.sum())
-                if abs(float(info.get("sum", np.nan)) - total) > 1e-9 * (
-                    1 + abs(total)
-                ):
-                    raise DisclosureError("covariate sum differs from the station's")
-                info["sum"] = total  # the station's own value leaves
-        params = self.admitted.parameters
+                columns[column] = {
+                    "kind": "numeric",
+                    "sum": float(numbers.sum()),
+                    "constant": bool(numbers.size and np.ptp(numbers) == 0),
+                }
+        own["columns"] = columns
+        if not same(output, own):
+            raise DisclosureError("round 0 differs from the station's own description")
         self.kernel = CoxKernel(
             population,
             by_role["time"],
@@ -245,7 +238,7 @@ class StationSession:
             self.admitted.grid,
             str(params.get("ties", "efron")),
         )
-        return dict(output)
+        return own  # the station's own values leave, not the train's
 
     def _refuse(self, code: Code, status: str = "refused") -> Reply:
         self.close()
