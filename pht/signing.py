@@ -49,6 +49,7 @@ from pht.crypto import (
 from pht.errors import TrustError
 from pht.keyring import REQUESTER_ROLE_PATTERN, USER_PATTERN, Keyring, KeyringEntry
 from pht.manifest import TrainPackage
+from pht.yamlcfg import json_depth
 
 MAX_LIFETIME = dt.timedelta(hours=24)
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -169,20 +170,6 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of decoded JSON (a scalar has depth 0), without recursion."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, level = stack.pop()
-        deepest = max(deepest, level)
-        if isinstance(item, dict):
-            stack.extend((child, level + 1) for child in item.values())
-        elif isinstance(item, list):
-            stack.extend((child, level + 1) for child in item)
-    return deepest
-
-
 def _payload(raw: bytes, what: str) -> dict[str, Any]:
     """Decode a verified payload: UTF-8 JSON object, no NaN, no duplicate keys."""
     try:
@@ -195,7 +182,7 @@ def _payload(raw: bytes, what: str) -> dict[str, Any]:
         raise TrustError(f"{what} payload is not JSON") from None
     if not isinstance(data, dict):
         raise TrustError(f"{what} payload is not an object")
-    if _depth(data) > MAX_DEPTH:
+    if json_depth(data) > MAX_DEPTH:
         raise TrustError(f"{what} payload is nested deeper than {MAX_DEPTH} levels")
     return data
 
@@ -454,7 +441,7 @@ def new_request(
     return body, sign_envelope(canonical_json(asdict(body)), REQUEST_TYPE, identity)
 
 
-_REQUEST_FIELDS = (
+REQUEST_FIELDS = (
     "request_id",
     "nonce",
     "issued_at",
@@ -476,7 +463,7 @@ _REQUEST_FIELDS = (
 def _request_body(data: dict[str, Any]) -> SignedRequestBody:
     """Every field of a decoded request, checked for type and format."""
     what = "request"
-    _fields(data, _REQUEST_FIELDS, what)
+    _fields(data, REQUEST_FIELDS, what)
     if data["type"] != "pht.request/1":
         raise TrustError("request field 'type' must be 'pht.request/1'")
     if not isinstance(data["train_statement"], dict):

@@ -437,7 +437,7 @@ def load_json(path: Path) -> Any:
             path, None, f"not valid JSON ({_elide(str(exc), 120)}); check the file"
         ) from None
     else:
-        too_deep = _depth(value) > MAX_DEPTH
+        too_deep = json_depth(value) > MAX_DEPTH
     if too_deep:
         raise _located(
             path, None, f"nested deeper than {MAX_DEPTH} levels; check the file"
@@ -445,7 +445,7 @@ def load_json(path: Path) -> Any:
     return value
 
 
-def _depth(value: Any) -> int:
+def json_depth(value: Any) -> int:
     """Nesting depth of a decoded JSON value (a scalar has depth 0), iteratively."""
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 0)]

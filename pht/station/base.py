@@ -25,6 +25,7 @@ from pht.crypto import (
 from pht.keyring import Keyring
 from pht.manifest import Catalogue, TrainPackage
 from pht.signing import (
+    REQUEST_FIELDS,
     SignedRequestBody,
     TrainStatement,
 )
@@ -178,25 +179,7 @@ class StationBase:
 
 
 _FIELD = re.compile(r"field '([a-z_]{1,32})'")
-_SIGNED_FIELDS = frozenset(
-    {
-        "type",
-        "request_id",
-        "nonce",
-        "issued_at",
-        "expires_at",
-        "organisation",
-        "user",
-        "role",
-        "purpose",
-        "train",
-        "train_digest",
-        "train_statement",
-        "dataset",
-        "parameters",
-        "targets",
-    }
-)
+_SIGNED_FIELDS = frozenset(REQUEST_FIELDS)
 
 
 def trust_refusal(message: str) -> Refusal:

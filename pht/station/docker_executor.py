@@ -43,8 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from pht.errors import ExecutorError
-from pht.runtime import OUTPUT_NAME
-from pht.station.executors import Job, JobResult
+from pht.station.executors import Job, JobResult, read_output
 from pht.station.image_check import ImageCheck, ImageRefused, TrainImageCheck
 
 log = logging.getLogger(__name__)
@@ -93,38 +92,8 @@ def available() -> str | None:
     return None
 
 
-def read_output_file(output_dir: Path, max_bytes: int) -> bytes | None:
-    """``output.json`` if it is a regular file of at most ``max_bytes``, else None.
-
-    Opened relative to the folder, with ``O_NOFOLLOW`` (a symlink is refused),
-    ``O_NONBLOCK`` (a FIFO cannot block the station) and ``O_NOCTTY``; anything whose
-    ``fstat`` is not a regular file (FIFO, directory, socket, device) is refused.
-    """
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
-    try:
-        folder = os.open(output_dir, flags | os.O_DIRECTORY)
-    except OSError:
-        return None
-    try:
-        fd = os.open(OUTPUT_NAME, flags | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=folder)
-    except OSError:
-        return None
-    finally:
-        os.close(folder)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
-            return None
-        chunks, size = [], 0
-        while size <= max_bytes:
-            chunk = os.read(fd, max_bytes + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks) if size <= max_bytes else None
+read_output_file = read_output
+"""The executors' one reader of ``output.json`` (regular files only, capped)."""
 
 
 def _readable_by_train(info: os.stat_result) -> bool:

@@ -187,11 +187,17 @@ def read_output(output_dir: Path, max_bytes: int) -> bytes | None:
     block the station); anything that ``fstat`` does not call a regular file (FIFO,
     directory, socket, device) is refused, and so is a file over the cap.
     """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-    try:
-        fd = os.open(output_dir / OUTPUT_NAME, flags)
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:  # the folder itself must not be a symlink either
+        folder = os.open(output_dir, flags | os.O_DIRECTORY)
     except OSError:
         return None
+    try:
+        fd = os.open(OUTPUT_NAME, flags | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=folder)
+    except OSError:
+        return None
+    finally:
+        os.close(folder)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:

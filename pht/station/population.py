@@ -308,6 +308,7 @@ class VersionStore:
             stem = f"{len(kept):06d}"
             tmp = folder / f".{stem}.tmp.npy"
             np.save(tmp, mine, allow_pickle=False)
+            os.chmod(tmp, 0o600)  # row hashes stay the station operator's
             os.replace(tmp, folder / f"{stem}.npy")
             meta = folder / f".{stem}.tmp.json"
             meta.write_text(
