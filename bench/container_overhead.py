@@ -36,7 +36,7 @@ from pht.crypto import load_identity  # noqa: E402
 from pht.images import build_all  # noqa: E402
 from pht.manifest import Catalogue  # noqa: E402
 from pht.orchestrator.config import load_network  # noqa: E402
-from pht.orchestrator.engine import EmbeddedEngine  # noqa: E402
+from pht.orchestrator.engine import make_engine  # noqa: E402
 from pht.orchestrator.requester import Requester, signed_train  # noqa: E402
 from pht.provision import policy_document, provision  # noqa: E402
 from pht.wire import TrainRef  # noqa: E402
@@ -52,7 +52,7 @@ def network(root: Path, executor: str, images: dict[str, str], patients: int):  
         images=images,
     )
     net = load_network(made.network)
-    engine = EmbeddedEngine(net)
+    engine = make_engine(net)
     requester = Requester(
         load_identity(made.requester_key),
         {s: e.public_key for s, e in net.stations.items()},

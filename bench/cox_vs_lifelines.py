@@ -147,7 +147,7 @@ def child_federated(root: Path, mode: str) -> None:
     from pht.crypto import load_identity
     from pht.manifest import Catalogue
     from pht.orchestrator.config import load_network, load_study
-    from pht.orchestrator.engine import EmbeddedEngine
+    from pht.orchestrator.engine import make_engine
     from pht.orchestrator.requester import Requester
     from pht.orchestrator.run import run_study
 
@@ -162,7 +162,7 @@ def child_federated(root: Path, mode: str) -> None:
     result = run_study(
         load_study(root / f"study-{mode}.yaml", catalogue, net),
         net,
-        EmbeddedEngine(net, catalogue),
+        make_engine(net, catalogue),
         requester,
     )
     cox = result["cox"]

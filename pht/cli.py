@@ -6,13 +6,14 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from pht import __version__
 from pht.errors import PhtError
+from pht.orchestrator.run import StudyPending
 from pht.wire import Reply
 
 app = typer.Typer(
@@ -48,9 +49,9 @@ def _run(study_path: Path, network_path: Path, out_dir: Path, identity: Path) ->
     from pht.crypto import load_identity
     from pht.manifest import Catalogue
     from pht.orchestrator.config import load_network, load_study
-    from pht.orchestrator.engine import EmbeddedEngine
+    from pht.orchestrator.engine import make_engine
     from pht.orchestrator.requester import Requester
-    from pht.orchestrator.run import run_study, write_results
+    from pht.orchestrator.run import run_study
 
     catalogue = Catalogue()
     network = load_network(network_path)
@@ -63,12 +64,63 @@ def _run(study_path: Path, network_path: Path, out_dir: Path, identity: Path) ->
         f"[bold]{study.train.manifest.ref}[/] on '{study.dataset}' at "
         f"{len(study.stations or network.stations)} station(s)"
     )
-    engine = EmbeddedEngine(network, catalogue)
-    result = run_study(study, network, engine, requester, progress=_progress)
+    with make_engine(network, catalogue) as engine:
+        try:
+            result = run_study(study, network, engine, requester, progress=_progress)
+        except StudyPending as held:
+            _held(held, out_dir)
+    return _write(result, out_dir)
+
+
+def _write(result: dict[str, Any], out_dir: Path) -> Path:
+    from pht.orchestrator.run import PENDING_FILE, write_results
+
     result_path, report_path = write_results(result, out_dir)
+    (out_dir / PENDING_FILE).unlink(missing_ok=True)
     out.print(f"result: {result_path}")
     out.print(f"report: {report_path}")
     return report_path
+
+
+def _held(held: StudyPending, out_dir: Path) -> NoReturn:
+    """Save the pending run into ``out_dir`` and stop with exit code 9."""
+    path = held.pending.save(out_dir)
+    console.print(f"[yellow]pending:[/] {held}", soft_wrap=True)
+    out.print(f"pending: {path}")
+    raise typer.Exit(held.exit_code)
+
+
+@app.command()
+def collect(
+    out_dir: Annotated[
+        Path, typer.Argument(help="the --out folder of a run held for review")
+    ],
+    identity: Annotated[
+        Path, typer.Option(help="the requester key (.key.json) that signed the run")
+    ],
+) -> None:
+    """Collect outputs approved at manual review; write result.json and report.html."""
+    from pht.crypto import load_identity
+    from pht.manifest import Catalogue
+    from pht.orchestrator.config import load_network, load_study
+    from pht.orchestrator.engine import make_engine
+    from pht.orchestrator.requester import Requester
+    from pht.orchestrator.run import PendingRun, collect_study
+
+    pending = PendingRun.load(out_dir)
+    catalogue = Catalogue()
+    network = load_network(pending.network)
+    study = load_study(pending.study, catalogue, network)
+    requester = Requester(
+        load_identity(identity),
+        {s: e.public_key for s, e in network.stations.items()},
+    )
+    with make_engine(network, catalogue) as engine:
+        try:
+            result = collect_study(pending, study, network, engine, requester)
+        except StudyPending as held:
+            _held(held, out_dir)
+    _write(result, out_dir)
 
 
 @app.command()
@@ -112,11 +164,17 @@ def validate(
     """Check a study and network file without running anything."""
     from pht.manifest import Catalogue
     from pht.orchestrator.config import load_network, load_study
+    from pht.orchestrator.run import budget_use
 
     catalogue = Catalogue()
     net = load_network(network)
-    load_study(study, catalogue, net)
+    checked = load_study(study, catalogue, net)
     out.print(f"{study}: ok ({len(net.stations)} station(s) in {network})")
+    budget = budget_use(checked)
+    out.print(
+        f"budget: {budget['queries_per_station']} query unit(s) per station "
+        f"({budget['note']})"
+    )
 
 
 @app.command()
@@ -149,12 +207,24 @@ def demo(
 
 @trains_app.command("list")
 def trains_list() -> None:
-    """List the trains in the catalogue with their versions and digests."""
+    """List the trains in the catalogue with their versions, digests and plugins."""
     from pht.manifest import Catalogue
+    from pht.trains import plugins
 
+    registered = plugins()
     for package in Catalogue().packages():
         m = package.manifest
-        out.print(f"{m.ref}  [{m.output_class}, {m.rounds}]  {package.digest}")
+        plugin = registered.get(m.name)
+        status = (
+            "no plugin: cannot be run"
+            if plugin is None
+            else "station recomputes"
+            if plugin.recompute is not None
+            else "plugin"
+        )
+        out.print(
+            f"{m.ref}  [{m.output_class}, {m.rounds}, {status}]  {package.digest}"
+        )
         out.print(f"    {m.description}")
 
 
@@ -329,24 +399,27 @@ def station_review(
 
     from pht.errors import ConfigError
     from pht.orchestrator.config import load_network
-    from pht.orchestrator.engine import EmbeddedEngine
+    from pht.orchestrator.embedded import local_station
 
-    node = EmbeddedEngine(load_network(network)).station(station)
-    if action == "list":
-        for request_id in node.pending():
-            out.print(request_id)
-        return
-    if request is None:
-        raise ConfigError(f"`{action}` needs --request ID; see `list`")
-    if action == "show":
-        out.print(json.dumps(node.show_pending(request), indent=1))
-    elif action in ("approve", "reject"):
-        reply = node.review(request, action == "approve", reviewer, reason)
-        out.print(f"{request}: {reply.status}")
-    else:
-        raise ConfigError(
-            f"unknown action '{action}'; use list, show, approve or reject"
-        )
+    node = local_station(load_network(network), station)
+    try:
+        if action == "list":
+            for request_id in node.pending():
+                out.print(request_id)
+            return
+        if request is None:
+            raise ConfigError(f"`{action}` needs --request ID; see `list`")
+        if action == "show":
+            out.print(json.dumps(node.show_pending(request), indent=1))
+        elif action in ("approve", "reject"):
+            reply = node.review(request, action == "approve", reviewer, reason)
+            out.print(f"{request}: {reply.status}")
+        else:
+            raise ConfigError(
+                f"unknown action '{action}'; use list, show, approve or reject"
+            )
+    finally:
+        node.close()
 
 
 images_app = typer.Typer(
@@ -380,7 +453,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        app(args=args, prog_name="pht", standalone_mode=False)
+        code = app(args=args, prog_name="pht", standalone_mode=False)
+        if isinstance(code, int) and code:  # typer.Exit(n), returned by click here
+            return code
     except PhtError as exc:
         if verbose:
             traceback.print_exc()

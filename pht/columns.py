@@ -15,10 +15,12 @@ Columns = dict[str, np.ndarray]
 
 
 def missing(values: Any) -> np.ndarray:
-    """Boolean mask of missing values (NaN in numbers, None/NaN in object arrays)."""
+    """Boolean mask of missing values (NaN, NaT, None/NaN in object arrays)."""
     values = np.asarray(values)
     if values.dtype.kind == "f":
         return np.isnan(values)
+    if values.dtype.kind == "M":
+        return np.isnat(values)
     if values.dtype.kind == "O":
         return np.fromiter(
             (v is None or (isinstance(v, float) and v != v) for v in values),
@@ -46,9 +48,10 @@ def to_numpy(column: Any) -> np.ndarray:
 
     (pyarrow's own ``to_numpy``, and any conversion of a Python scalar, import pandas,
     which would double a train's start-up time.) Numbers come from the Arrow buffers
-    directly (with gaps: float64 with NaN); booleans without gaps as ``bool``; text,
-    booleans with gaps and anything else as an object array with None for gaps;
-    dictionary columns decoded to their values.
+    directly (with gaps: float64 with NaN); dates and timestamps as ``datetime64`` in
+    their own unit (NaT for gaps); booleans without gaps as ``bool``; text, booleans
+    with gaps and anything else as an object array with None for gaps; dictionary
+    columns decoded to their values.
     """
     import pyarrow as pa
 
@@ -65,6 +68,16 @@ def to_numpy(column: Any) -> np.ndarray:
         return out
     if pa.types.is_boolean(kind) and not array.null_count:
         return _valid(array, buffer=1)
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        # dates as datetime64 (NaT for gaps), from the buffer: no Python objects
+        unit = kind.unit if pa.types.is_timestamp(kind) else "D"
+        width = "int32" if pa.types.is_date32(kind) else "int64"
+        if pa.types.is_date64(kind):
+            unit = "ms"
+        values = _buffer(array, np.dtype(width)).astype(f"datetime64[{unit}]")
+        if array.null_count:
+            values[~_valid(array)] = np.datetime64("NaT")
+        return values
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         # one Python string per distinct value, not per row
         encoded = array.dictionary_encode()

@@ -49,7 +49,6 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -65,6 +64,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
 )
 
 from pht.errors import ConfigError, TrustError
+from pht.timefmt import TimeFormatError, format_seconds_z, parse_utc, utc_now
 
 __all__ = [
     "PUBLIC_FORMAT",
@@ -78,6 +78,7 @@ __all__ = [
     "PublicIdentity",
     "canonical_json",
     "digest",
+    "key_id",
     "load_identity",
     "load_public",
     "new_identity",
@@ -138,10 +139,6 @@ def _unb64(text: object, what: str) -> bytes:
         return binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         raise TrustError(f"{what} is not valid base64") from None
-
-
-def _utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -218,17 +215,20 @@ def _check_fields(
     if not isinstance(created, str):
         raise ConfigError(f"{source}: key 'created' must be an ISO 8601 string")
     try:
-        when = datetime.fromisoformat(created)
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
+        parse_utc(created)
+    except TimeFormatError:
         raise ConfigError(
             f"{source}: key 'created' must be an ISO 8601 time with a time zone such "
             f"as 2026-01-01T00:00:00Z; got {created!r}"
-        )
+        ) from None
 
 
-def _key_id(key: Ed25519PublicKey) -> str:
+def key_id(key: Ed25519PublicKey) -> str:
+    """The first 16 hex digits of ``sha256(raw Ed25519 public key)``.
+
+    Names a signing key in identity files, keyrings, DSSE envelopes and audit
+    checkpoints.
+    """
     return hashlib.sha256(key.public_bytes_raw()).hexdigest()[:16]
 
 
@@ -269,7 +269,7 @@ class PublicIdentity:
     @property
     def key_id(self) -> str:
         """First 16 hex digits of sha256 of the raw Ed25519 public key."""
-        return _key_id(self.signing_key)
+        return key_id(self.signing_key)
 
     def describe(self) -> str:
         """One-line ``key <id> (<name>, <role> at <organisation>)`` for messages."""
@@ -390,7 +390,8 @@ def new_identity(role: str, organisation: str, name: str) -> Identity:
     ConfigError
         An unknown role, or a name or organisation that is not valid.
     """
-    _check_fields(name, organisation, role, _utc_now(), "new identity")
+    created = format_seconds_z(utc_now())
+    _check_fields(name, organisation, role, created, "new identity")
     signing = Ed25519PrivateKey.generate()
     sealing = X25519PrivateKey.generate()
     public = PublicIdentity(
@@ -399,7 +400,7 @@ def new_identity(role: str, organisation: str, name: str) -> Identity:
         role=role,
         signing_key=signing.public_key(),
         sealing_key=sealing.public_key(),
-        created=_utc_now(),
+        created=created,
     )
     return Identity(signing=signing, sealing=sealing, public=public)
 

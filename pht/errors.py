@@ -74,5 +74,11 @@ class ConvergenceError(PhtError):
     exit_code = 8
 
 
+class ReviewPending(PhtError):
+    """Stations hold the output for a person's review; collect it after approval."""
+
+    exit_code = 9
+
+
 class PhtWarning(UserWarning):
     """Base of pht's warnings about statistical caveats."""

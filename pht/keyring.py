@@ -40,7 +40,7 @@ import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import yaml
@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pht import yamlcfg
 from pht.crypto import ROLES, PublicIdentity, load_public
 from pht.errors import ConfigError, TrustError
+from pht.timefmt import TimeFormatError, format_iso_z, parse_utc, utc_now
 
 __all__ = ["USER_PATTERN", "REQUESTER_ROLE_PATTERN", "Keyring", "KeyringEntry"]
 
@@ -65,11 +66,6 @@ USER_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """A user name: 1-64 letters, digits, '.', '_' or '-' (use with ``fullmatch``)."""
 REQUESTER_ROLE_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 """A role a requester may claim, such as ``analyst`` (use with ``fullmatch``)."""
-
-
-def _iso(when: datetime) -> str:
-    """UTC ISO 8601 with a ``Z`` suffix."""
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _aware(when: datetime, what: str) -> datetime:
@@ -130,16 +126,16 @@ class KeyringEntry:
                 "use a key listed for that role in the keyring"
             )
         if self.revoked_at is not None and self.revoked_at <= at:
-            return f"{who} was revoked at {_iso(self.revoked_at)}"
+            return f"{who} was revoked at {format_iso_z(self.revoked_at)}"
         if at < self.valid_from:
             return (
-                f"{who} is not valid yet: valid from {_iso(self.valid_from)}, checked "
-                f"at {_iso(at)}"
+                f"{who} is not valid yet: valid from "
+                f"{format_iso_z(self.valid_from)}, checked at {format_iso_z(at)}"
             )
         if self.valid_until is not None and at >= self.valid_until:
             return (
-                f"{who} expired at {_iso(self.valid_until)}, checked at {_iso(at)}; "
-                "ask its owner for a new key or extend valid_until"
+                f"{who} expired at {format_iso_z(self.valid_until)}, checked at "
+                f"{format_iso_z(at)}; ask its owner for a new key or extend valid_until"
             )
         return None
 
@@ -200,8 +196,8 @@ def _check_window(
 ) -> tuple[datetime, datetime | None]:
     if valid_until is not None and valid_until <= valid_from:
         raise ConfigError(
-            f"valid_until {_iso(valid_until)} must be after valid_from "
-            f"{_iso(valid_from)}"
+            f"valid_until {format_iso_z(valid_until)} must be after valid_from "
+            f"{format_iso_z(valid_from)}"
         )
     return valid_from, valid_until
 
@@ -212,9 +208,9 @@ def _time(node: yamlcfg.Node) -> datetime:
     hint = "give a date and time with a time zone, such as 2026-01-01T00:00:00Z"
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise node.error(f"expected a time, got {node.value()!r}; {hint}") from None
+            value = parse_utc(value)
+        except TimeFormatError as exc:
+            raise node.error(f"time {yamlcfg.quote(value)} {exc}; {hint}") from None
     if not isinstance(value, datetime):
         kind = "a date without a time" if isinstance(value, date) else repr(value)
         raise node.error(f"expected a time, got {kind}; {hint}")
@@ -297,7 +293,7 @@ class Keyring:
         """
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-        when = datetime.now(UTC) if at is None else _aware(at, "at")
+        when = utc_now() if at is None else _aware(at, "at")
         return {
             key_id: entry.identity.signing_key
             for key_id, entry in self._entries.items()
@@ -398,12 +394,12 @@ class Keyring:
             item: dict[str, object] = {
                 "public": public,
                 "roles": list(entry.roles),
-                "valid_from": _iso(entry.valid_from),
+                "valid_from": format_iso_z(entry.valid_from),
             }
             if entry.valid_until is not None:
-                item["valid_until"] = _iso(entry.valid_until)
+                item["valid_until"] = format_iso_z(entry.valid_until)
             if entry.revoked_at is not None:
-                item["revoked_at"] = _iso(entry.revoked_at)
+                item["revoked_at"] = format_iso_z(entry.revoked_at)
             if entry.user != entry.identity.name:
                 item["user"] = entry.user
             if entry.requester_roles:

@@ -34,8 +34,12 @@ from pht.errors import ConfigError
 from pht.wire import TrainRef
 
 DISCLOSURE_CLASSES = ("aggregate", "model", "event_table", "risk_set_sums")
-COLUMN_ROLES = ("time", "event", "group", "covariate")
-COLUMN_KINDS = ("numeric", "binary", "categorical")
+COLUMN_ROLES = ("time", "event", "group", "covariate", "period", "measure", "site")
+"""What a column may serve as: ``period`` is a date released only as its year,
+``measure`` a quantity released only as sums, ``site`` a care site (hospital) whose
+name is released only where the station's policy says ``show_station_name``."""
+COLUMN_KINDS = ("numeric", "binary", "categorical", "date")
+"""``date``: a date or timestamp column, or whole years (for ``period`` columns)."""
 PARAM_TYPES = ("column", "columns", "number", "integer", "string", "boolean", "mapping")
 
 TRAINS_DIR = Path(__file__).resolve().parent.parent / "train_images"
@@ -60,6 +64,9 @@ class ParamSpec:
     maximum: float | None = None
     doc: str = ""
     role: str | None = None
+    if_present: bool = False
+    """A column a station may lack: it then says so in its output instead of
+    refusing the request (e.g. administrations, recorded by some registries only)."""
 
     def check(self, value: Any) -> str | None:
         """Return why ``value`` is not acceptable, or None when it is."""
@@ -206,6 +213,18 @@ class Manifest:
                     pairs.append(pair)
         return pairs
 
+    def optional_columns(self, parameters: Mapping[str, Any]) -> frozenset[str]:
+        """Columns ``parameters`` name through ``if_present`` parameters only."""
+        optional: set[str] = set()
+        required: set[str] = set()
+        for spec in self.column_params():
+            value = parameters.get(spec.name)
+            if value is None:
+                continue
+            names = [value] if isinstance(value, str) else list(value)
+            (optional if spec.if_present else required).update(names)
+        return frozenset(optional - required)
+
     def columns_of(self, parameters: Mapping[str, Any]) -> dict[str, str]:
         """Columns named by ``parameters`` with the kind each must have."""
         columns: dict[str, str] = {}
@@ -249,6 +268,7 @@ def _param(name: str, node: yamlcfg.Node) -> ParamSpec:
             "minimum",
             "maximum",
             "doc",
+            "if_present",
         }
     )
     kind_type = m.require("type").as_str()
@@ -278,6 +298,7 @@ def _param(name: str, node: yamlcfg.Node) -> ParamSpec:
         maximum=m.get("maximum").as_type(float) if m.get("maximum") else None,  # type: ignore[union-attr]
         doc=m.get("doc").as_str() if m.get("doc") else "",  # type: ignore[union-attr]
         role=role,
+        if_present=m.get("if_present").as_type(bool) if m.get("if_present") else False,  # type: ignore[union-attr]
     )
 
 

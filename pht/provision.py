@@ -73,6 +73,18 @@ class Provisioned:
     methodologist_key: Path
 
 
+def default_trains(catalogue: Catalogue | None = None) -> list[str]:
+    """The catalogue's trains whose plugin belongs in a default policy."""
+    from pht.trains import plugins
+
+    registered = plugins()
+    return [
+        name
+        for name in (catalogue or Catalogue()).names()
+        if name in registered and registered[name].in_default_policy
+    ]
+
+
 def policy_document(
     *,
     columns: Sequence[str] = CLINICAL_COLUMNS,
@@ -85,6 +97,7 @@ def policy_document(
     budget: Mapping[str, int] | None = None,
     review: str = "automatic",
     trains: Sequence[Mapping[str, Any]] | None = None,
+    catalogue: Catalogue | None = None,
 ) -> dict[str, Any]:
     """A policy (as a YAML-ready dict) for every dataset of a station."""
     entry: dict[str, Any] = {
@@ -94,7 +107,7 @@ def policy_document(
             trains
             or [
                 {"name": n, "versions": ">=1.0.0,<2.0.0", "signers": ["keyring"]}
-                for n in ("survival.km", "survival.cox")
+                for n in default_trains(catalogue)
             ]
         ),
         # the clinical columns with their roles; any other list: every role
@@ -204,7 +217,10 @@ def provision(
     network = root / "network.yaml"
     network.write_text(
         "# A pht network: stations, their keys, keyrings, policies and data.\n"
-        + yaml.safe_dump({"trains": "trains", "stations": entries}, sort_keys=False),
+        + yaml.safe_dump(
+            {"engine": "embedded", "trains": "trains", "stations": entries},
+            sort_keys=False,
+        ),
         encoding="utf-8",
     )
     return Provisioned(root, network, analyst_key, method_key)

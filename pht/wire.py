@@ -117,6 +117,9 @@ class TrainInput:
     grid: tuple[float, ...] | None = None
     """The station's time boundaries for per-time outputs (times are released as
     the smallest boundary at or above them), or None."""
+    rules: Mapping[str, Any] = field(default_factory=dict)
+    """The station's disclosure rules beyond ``min_count`` (``dominance_share``,
+    ``rounding_base``): a train applies them exactly as the station will."""
 
     def to_json(self) -> str:
         """Canonical JSON."""
@@ -136,6 +139,7 @@ class TrainInput:
             columns=tuple(columns),
             min_count=_require(data, "min_count", int),
             grid=_grid(data.get("grid")),
+            rules=_require(data, "rules", dict) if "rules" in data else {},
         )
 
 

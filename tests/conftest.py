@@ -104,7 +104,7 @@ def run_embedded(
     """
     from pht.crypto import load_identity
     from pht.orchestrator.config import load_network, load_study
-    from pht.orchestrator.engine import EmbeddedEngine
+    from pht.orchestrator.engine import make_engine
     from pht.orchestrator.requester import Requester
     from pht.orchestrator.run import run_study
     from pht.wire import Reply
@@ -124,7 +124,8 @@ def run_embedded(
         load_identity(identity_of(network)),
         {s: e.public_key for s, e in net.stations.items()},
     )
-    return run_study(st, net, EmbeddedEngine(net, catalogue), requester)
+    with make_engine(net, catalogue) as engine:
+        return run_study(st, net, engine, requester)
 
 
 def released_grid(outputs: Sequence[Mapping[str, Any]]) -> np.ndarray:

@@ -102,9 +102,11 @@ def test_station_without_events_refuses_and_others_go_on(tmp_path, rossi) -> Non
     result = run(tmp_path, frames, {"show_station_name": True})
     by_id = {s["id"]: s for s in result["stations"]}
     assert not by_id["s2"]["participated"]
-    # the train's own reason (fewer than 10 events) stays in the station's log
-    assert by_id["s2"]["reason"] == Code.TRAIN_REFUSED.reason
+    # the station refuses before the train runs, with its own fixed code, and the
+    # result says that those patients are not in the fit
+    assert by_id["s2"]["reason"] == Code.FEW_EVENTS.reason
     assert set(result["cox"]["per_station"]) == {"s0", "s1"}
+    assert any("1 station(s) refused" in w for w in result["cox"]["warnings"])
 
 
 def test_small_level_is_refused_at_the_station(tmp_path, rossi) -> None:

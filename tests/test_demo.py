@@ -18,7 +18,7 @@ def test_demo_end_to_end(tmp_path, capsys) -> None:
     for station in ("nkr", "dica", "umc"):
         assert station in captured.err  # progress per station
     result = json.loads((work / "results" / "result.json").read_text())
-    assert result["train"] == "survival.km@1.1.0"
+    assert result["train"] == "survival.km@1.2.0"
     assert [s["id"] for s in result["stations"]] == ["nkr", "dica", "umc"]
     # a station takes part, or refuses with a fixed code when a regimen cannot get
     # k events and k censorings in every interval of its grid (nkr: almost only

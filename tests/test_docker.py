@@ -385,7 +385,7 @@ def test_malicious_images_through_a_station_are_reported_and_it_keeps_serving(
     from pht.images import train_image
     from pht.manifest import TRAINS_DIR, Catalogue
     from pht.orchestrator.config import load_network
-    from pht.orchestrator.engine import EmbeddedEngine
+    from pht.orchestrator.embedded import EmbeddedEngine
     from pht.orchestrator.requester import Requester, signed_train
     from pht.provision import policy_document, provision
     from pht.station.executors import Limits

@@ -587,7 +587,7 @@ def test_a_station_refuses_swapped_code_signed_with_the_genuine_digest(
     from pht.crypto import load_identity
     from pht.manifest import Catalogue
     from pht.orchestrator.config import load_network
-    from pht.orchestrator.engine import EmbeddedEngine
+    from pht.orchestrator.embedded import EmbeddedEngine
     from pht.orchestrator.requester import Requester, signed_train
     from pht.provision import policy_document, provision
 

@@ -74,9 +74,14 @@ def _result() -> dict[str, Any]:
         "cox": {
             "params": {
                 "arm[treated]": {"coef": -0.6931, "se": 0.3, "hr": 0.5}
-                | {"ci_lower": 0.2777, "ci_upper": 0.9002, "z": -2.31, "p": 0.0209},
+                | {
+                    "ci_lower": 0.2777,
+                    "ci_upper": 0.9002,
+                    "z": -2.31,
+                    "p_value": 0.0209,
+                },
                 "age": {"coef": 0.02, "se": 0.01, "hr": 1.0202}
-                | {"ci_lower": 1.0004, "ci_upper": 1.0404, "z": 2.0, "p": 0.0455},
+                | {"ci_lower": 1.0004, "ci_upper": 1.0404, "z": 2.0, "p_value": 0.0455},
             },
             "loglik": -120.5,
             "lr_test": {"statistic": 7.9, "df": 2, "p_value": 0.0193},
@@ -123,7 +128,7 @@ def test_self_contained_and_safe(page: str) -> None:
 
 
 def test_km_sections(page: str) -> None:
-    assert "Number at risk by day" in page
+    assert "Number at risk (time in days)" in page
     assert "not reached" in page  # the treated arm's median is null
     assert "250" in page
     assert "0.0014" in page

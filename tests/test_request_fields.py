@@ -34,7 +34,7 @@ from pht.crypto import (
 from pht.errors import ConfigError, TrustError
 from pht.keyring import Keyring
 from pht.orchestrator.config import load_network
-from pht.orchestrator.engine import EmbeddedEngine
+from pht.orchestrator.embedded import EmbeddedEngine
 from pht.signing import (
     NONCE,
     REQUEST_ID,
@@ -500,7 +500,7 @@ def station_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {
         "engine": engine,
         "identity": load_identity(identity_of(network)),
-        "workdir": load_network(network).stations["s1"].workdir,
+        "workdir": load_network(network).stations["s1"].hosted().workdir,
     }
 
 

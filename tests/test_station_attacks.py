@@ -21,7 +21,7 @@ import pytest
 from pht.crypto import load_identity
 from pht.manifest import TRAINS_DIR, Catalogue
 from pht.orchestrator.config import load_network
-from pht.orchestrator.engine import EmbeddedEngine
+from pht.orchestrator.embedded import EmbeddedEngine
 from pht.orchestrator.requester import Requester, signed_train
 from pht.provision import policy_document, provision
 from pht.station.codes import Code
@@ -426,7 +426,7 @@ def test_f2_federated_cox_still_fits_on_the_path(world) -> None:
     from conftest import write_study  # noqa: F401 - same fixtures as the oracle tests
 
     from pht.orchestrator.config import Study  # noqa: F401
-    from pht.orchestrator.drivers import drive_survival_cox
+    from pht.trains import plugin_for, run_strategy
 
     body, envelope = request(
         world, "survival.cox", time="os_days", event="death", covariates=["age", "sex"]
@@ -435,16 +435,21 @@ def test_f2_federated_cox_still_fits_on_the_path(world) -> None:
         {"s1": envelope, "s2": envelope},
         opener=lambda r: world["requester"].open(r, body.request_id),
     )
+    strategy = plugin_for("survival.cox").strategy
+    assert strategy is not None
     with group:
-        result = drive_survival_cox(
+        result = run_strategy(
+            strategy(
+                group.opened,
+                {
+                    "time": "os_days",
+                    "event": "death",
+                    "covariates": ["age", "sex"],
+                    "mode": "stratified",
+                    "ties": "efron",
+                },
+            ),
             group,
-            {
-                "time": "os_days",
-                "event": "death",
-                "covariates": ["age", "sex"],
-                "mode": "stratified",
-                "ties": "efron",
-            },
         )
     assert result["cox"]["converged"]
 

@@ -30,7 +30,7 @@ from pht.errors import TrustError
 from pht.keyring import Keyring
 from pht.manifest import TRAINS_DIR, Catalogue
 from pht.orchestrator.config import load_network
-from pht.orchestrator.engine import EmbeddedEngine
+from pht.orchestrator.embedded import EmbeddedEngine
 from pht.orchestrator.requester import Requester, signed_train
 from pht.provision import policy_document, provision
 from pht.signing import new_request, sign_train
@@ -276,7 +276,7 @@ def test_train_cannot_read_another_stations_data(world) -> None:
 def test_train_cannot_write_outside_its_run_folder(world) -> None:
     reply = handle(world, request(world, train="evil.escape")[1])
     assert reply.status in ("refused", "error")
-    workdir = world["network"].stations["s1"].workdir
+    workdir = world["network"].stations["s1"].hosted().workdir
     assert not (workdir / "planted.txt").exists()
 
 
@@ -453,12 +453,12 @@ def test_tampered_sealed_output_or_receipt_is_detected(world) -> None:
 def test_audit_logs_verify_after_all_attacks(world) -> None:
     for station_id, entry in world["network"].stations.items():
         public = load_public(entry.public_key)
-        report = verify_log(entry.workdir / "audit", public.signing_key)
+        report = verify_log(entry.hosted().workdir / "audit", public.signing_key)
         assert report.size > 0
-        refusals = query(entry.workdir / "audit", outcome="refused")
+        refusals = query(entry.hosted().workdir / "audit", outcome="refused")
         if station_id == "s1":
             assert refusals and all(r.reason for r in refusals)
-        events = {r.event for r in query(entry.workdir / "audit")}
+        events = {r.event for r in query(entry.hosted().workdir / "audit")}
         assert {
             "policy_change",
             "key_change",
@@ -502,5 +502,5 @@ def test_manual_review_holds_outputs_until_approved(tmp_path) -> None:
     assert approved.ok
     collected = station.collect(body.request_id)
     assert requester.open(collected, body.request_id).output["n"] == 40
-    events = [r.event for r in query(net.stations["s1"].workdir / "audit")]
+    events = [r.event for r in query(net.stations["s1"].hosted().workdir / "audit")]
     assert "review" in events and "release" in events

@@ -41,6 +41,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from pht.algorithms.levels import labels as level_labels
+
 Ties = Literal["efron", "breslow"]
 _CHUNK = 1 << 16  # rows per block in weighted Gram matrices
 FloatArray = npt.NDArray[np.float64]
@@ -384,8 +386,8 @@ class Design:
 def design_matrix(columns: dict[str, np.ndarray], design: Design) -> FloatArray:
     """Numeric covariates as they are, categorical ones as 0/1 dummies, centred.
 
-    ``columns`` maps column name to its values (numbers, or labels for categorical
-    covariates, compared as strings).
+    ``columns`` maps column name to its values (numbers, or the values of categorical
+    covariates, compared by their canonical labels: :mod:`pht.algorithms.levels`).
     """
     blocks: list[FloatArray] = []
     for cov in design.covariates:
@@ -393,7 +395,7 @@ def design_matrix(columns: dict[str, np.ndarray], design: Design) -> FloatArray:
         if not cov.categorical:
             blocks.append(np.asarray(values, dtype=np.float64)[:, None])
             continue
-        labels = np.asarray([str(v) for v in values], dtype=object)
+        labels = level_labels(values)[0]
         for level in cov.levels:
             if level != cov.reference:
                 blocks.append((labels == level).astype(np.float64)[:, None])

@@ -5,7 +5,8 @@ grid of intervals that the *station* chooses from its own data, never from the
 request. Intervals are ``(b[i-1], b[i]]`` with ``b[-1] = -inf``, the last one open
 above; a time ``t`` is released as the smallest boundary ``b[i] >= t``, or the last
 boundary when there is none (:func:`coarsen`). Boundaries lie on a lattice
-``step * j`` (``j >= 1``), so a label is a lattice point, never a patient's time; the
+``step * j`` (``j >= 1``; :func:`lattice`, without floating-point noise, in any time
+unit), so a label is a lattice point, never a patient's time; the
 open last interval is labelled one step after the boundary before it (not by the
 largest time, which would be one patient's follow-up).
 
@@ -33,6 +34,7 @@ Example
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -53,9 +55,33 @@ def coarsen(time: npt.ArrayLike, boundaries: npt.ArrayLike) -> FloatArray:
     return b[np.minimum(index, b.size - 1)]
 
 
+def lattice(index: npt.ArrayLike, step: float) -> FloatArray:
+    """The lattice points ``step * j``, with the floating-point noise rounded away.
+
+    ``3 * 0.1`` is ``0.30000000000000004`` in floating point; the point released is
+    ``0.3``. Points are rounded to ``10^-d`` with ``10^-d <= 1e-9 step``, so they stay
+    strictly increasing, and integral steps give exact integers.
+
+    >>> lattice([1, 2, 3], 0.1).tolist()
+    [0.1, 0.2, 0.3]
+    """
+    digits = min(15, max(0, math.ceil(9 - math.log10(step))))
+    return np.round(np.asarray(index, dtype=np.float64) * step, digits)
+
+
 def _lattice_index(time: FloatArray, step: float) -> npt.NDArray[np.int64]:
-    cells = np.ceil(time / step).astype(np.int64)
-    return np.maximum(cells, 1)
+    """Per time, the ``j >= 1`` of the smallest lattice point at or above it.
+
+    The same comparison :func:`coarsen` makes with the boundaries, so the counts the
+    grid is built on are the counts it releases (``ceil(t / step)`` alone misplaces a
+    time on a lattice point when the division rounds: 3 days in years, 3/365.25,
+    divided by a one-day step 1/365.25 gives 3.0000000000000004).
+    """
+    cells = np.maximum(np.ceil(time / step), 1.0)
+    cells[lattice(cells, step) < time] += 1
+    above = (cells > 1) & (lattice(cells - 1, step) >= time)
+    cells[above] -= 1
+    return cells.astype(np.int64)
 
 
 def _greedy(counts: npt.NDArray[np.int64], k: int) -> list[int] | None:
@@ -119,9 +145,9 @@ def station_grid(
     closes = _greedy(counts, k)
     if closes is None:
         return None
-    boundaries = unique[closes].astype(np.float64) * step
-    boundaries[-1] = boundaries[-2] + step if boundaries.size > 1 else step
-    return boundaries
+    cells = unique[closes]
+    cells[-1] = cells[-2] + 1 if cells.size > 1 else 1
+    return lattice(cells, step)
 
 
 def merge_until_safe(
@@ -198,8 +224,9 @@ def coarser(boundaries: npt.ArrayLike, step: float) -> FloatArray:
     if b.size == 0:
         return b
     # boundary i is the first at or above some multiple m of step exactly when a
-    # multiple lies in (b[i-1], b[i]] (in (0, b[0]] for the first)
-    q = np.floor(b / step)
+    # multiple lies in (b[i-1], b[i]] (in (0, b[0]] for the first); the ratio is
+    # rounded first, so 0.3 / 0.1 = 2.9999999999999996 counts as reaching 3
+    q = np.floor(np.round(b / step, 9))
     previous = np.concatenate(([0.0], q[:-1]))
     keep = q > previous
     keep[-1] = True

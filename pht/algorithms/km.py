@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from pht.algorithms.levels import LevelType, agree_level_type, labels, sort_levels
 from pht.columns import missing
 from pht.errors import DataError, DisclosureError
 
@@ -141,10 +142,15 @@ def at_risk_before(table: EventTable, times: npt.ArrayLike) -> IntArray:
 # -- station side --------------------------------------------------------------------
 @dataclass(frozen=True)
 class GroupedEventTables:
-    """A station's aggregate for the KM train: one event table per group."""
+    """A station's aggregate for the KM train: one event table per group.
+
+    Group labels are canonical (:mod:`pht.algorithms.levels`); ``level_type`` is the
+    type of the group column's values at this station (``text`` without a group).
+    """
 
     tables: Mapping[str, EventTable]
     excluded: int = 0
+    level_type: LevelType = "text"
 
     @property
     def n(self) -> int:
@@ -167,6 +173,8 @@ def local_event_tables(
     """Station side of ``survival.km``: event tables per group, under a minimum count.
 
     Rows with a missing time, event or group are excluded (complete cases) and counted.
+    Groups are labelled canonically (:func:`pht.algorithms.levels.labels`: ``1`` for
+    both ``1`` and ``1.0``).
 
     Parameters
     ----------
@@ -184,11 +192,7 @@ def local_event_tables(
     """
     t = np.asarray(time, dtype=np.float64)
     e_raw = np.asarray(event, dtype=np.float64)
-    g = (
-        np.full(t.shape[0], ALL, dtype=object)
-        if group is None
-        else np.asarray(group, dtype=object)
-    )
+    g = np.full(t.shape[0], ALL, dtype=object) if group is None else np.asarray(group)
     g_missing = missing(g)
     keep = np.isfinite(t) & np.isfinite(e_raw) & ~g_missing
     excluded = int(t.shape[0] - keep.sum())
@@ -201,17 +205,20 @@ def local_event_tables(
         raise DisclosureError(
             f"the dataset has fewer than {min_count} usable patients (the minimum)"
         )
-    labels = np.array([str(v) for v in g], dtype=object)
+    kind: LevelType = "text"
+    named = g
+    if group is not None:
+        named, kind = labels(g)
     tables: dict[str, EventTable] = {}
-    for label in sorted(set(labels.tolist())):
-        mask = labels == label
+    for label in sort_levels(named.tolist(), kind):
+        mask = named == label
         count = int(mask.sum())
         if count < min_count:
             raise DisclosureError(
                 f"a group has fewer than {min_count} patients at this station"
             )
         tables[label] = EventTable.from_rows(t[mask], e_raw[mask])
-    return GroupedEventTables(tables, excluded)
+    return GroupedEventTables(tables, excluded, kind)
 
 
 # -- orchestrator side ---------------------------------------------------------------
@@ -389,34 +396,55 @@ def logrank_test(
 
 @dataclass(frozen=True)
 class KMPooled:
-    """Pooled survival.km result: a curve per group and both log-rank tests."""
+    """Pooled survival.km result: a curve per group and both log-rank tests.
+
+    ``curves`` are in level order (numbers by value, texts by text, as R's
+    ``factor()``); ``level_type`` is the group column's type the stations agree on.
+    """
 
     curves: Mapping[str, KMCurve]
     logrank: LogRankResult | None
     logrank_stratified: LogRankResult | None
+    level_type: LevelType | None = None
 
 
-def pool_km(stations: Sequence[GroupedEventTables], alpha: float = 0.05) -> KMPooled:
+def pool_km(
+    stations: Sequence[GroupedEventTables],
+    alpha: float = 0.05,
+    *,
+    names: Sequence[str] | None = None,
+    group: str = "group",
+) -> KMPooled:
     """Orchestrator side of ``survival.km``: pool the stations' event tables.
 
     The curves equal lifelines ``KaplanMeierFitter`` on the concatenated rows; the
     tests equal ``multivariate_logrank_test`` (unstratified) and ``survdiff`` with the
     station as stratum. With fewer than two groups there is no test (None).
+    ``names`` (station ids, in the order of ``stations``) and ``group`` (the group
+    column) name the culprits when stations hold the group column with different
+    types (a :class:`DataError`).
     """
     if not stations:
         raise DataError("no station returned an event table; nothing to pool")
-    groups = sorted({g for s in stations for g in s.tables})
+    ids = list(names) if names is not None else [str(i) for i in range(len(stations))]
+    kind = agree_level_type(
+        group,
+        {i: s.level_type for i, s in zip(ids, stations, strict=True)},
+        "group column",
+    )
+    groups = sort_levels({g for s in stations for g in s.tables}, kind)
     pooled = {
         g: merge_event_tables([s.tables[g] for s in stations if g in s.tables])
         for g in groups
     }
     curves = {g: kaplan_meier(pooled[g], alpha) for g in groups}
     if len(groups) < 2:
-        return KMPooled(curves, None, None)
+        return KMPooled(curves, None, None, kind)
     return KMPooled(
         curves,
         logrank_test([pooled], groups, stratified=False),
         logrank_test([s.tables for s in stations], groups, stratified=True),
+        kind,
     )
 
 

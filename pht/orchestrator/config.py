@@ -19,6 +19,7 @@ from typing import Any
 
 from pht import yamlcfg
 from pht.errors import ConfigError
+from pht.keyring import REQUESTER_ROLE_PATTERN
 from pht.manifest import Catalogue, TrainPackage
 from pht.wire import TrainRef
 
@@ -29,40 +30,74 @@ PURPOSE = re.compile(r"^[a-z0-9-]+(/[a-z0-9-]+)+$")
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """A dataset a station holds."""
+    """A dataset a station holds (its file: on the station's side only)."""
 
     id: str
     path: Path
 
 
 @dataclass(frozen=True)
-class StationEntry:
-    """A station as the network file describes it."""
+class StationHost:
+    """What only the station itself holds: keys, policy, data and working folder.
 
-    id: str
-    name: str
+    A real deployment keeps this on the station's machine; the analyst's network file
+    has none of it. The embedded engine runs stations from a network file that does.
+    """
+
     datasets: Mapping[str, DatasetConfig]
     policy: Path
     executor: str
     workdir: Path
     identity: Path
     keyring: Path
-    public_key: Path
     witness: Path | None = None
 
 
 @dataclass(frozen=True)
+class StationEntry:
+    """A station as the analyst's side knows it: id, name, public key, address.
+
+    ``datasets`` are the ids the station publishes; ``host`` is set only where the
+    same file also configures the station itself (the embedded engine).
+    """
+
+    id: str
+    name: str
+    public_key: Path
+    datasets: tuple[str, ...]
+    address: str | None = None
+    host: StationHost | None = None
+
+    def hosted(self) -> StationHost:
+        """The station's own configuration, or a :class:`ConfigError` saying why not."""
+        if self.host is None:
+            raise ConfigError(
+                f"station '{self.id}' has no local configuration in the network file "
+                "(policy, identity, keyring, dataset paths); the embedded engine runs "
+                "stations from this file: add them, or choose another engine"
+            )
+        return self.host
+
+
+@dataclass(frozen=True)
 class Network:
-    """The stations of a network, in file order."""
+    """The stations of a network, in file order, and the engine that reaches them."""
 
     source: Path
     stations: Mapping[str, StationEntry]
     trains: Path
+    engine: str = "embedded"
+    address: str | None = None
 
 
 @dataclass(frozen=True)
 class Study:
-    """An analyst's question, resolved against the train catalogue."""
+    """An analyst's question, resolved against the train catalogue.
+
+    ``role`` (default ``analyst``) is the role the signed request claims; a station
+    accepts it only when the requester key's keyring entry lists it in
+    ``requester_roles`` and the station's policy allows the organisation in that role.
+    """
 
     source: Path
     question: str
@@ -83,29 +118,42 @@ def _check_id(node: yamlcfg.Node, what: str) -> str:
     return value
 
 
-def _station(node: yamlcfg.Node, base: Path) -> StationEntry:
-    m = node.mapping(
-        {
-            "id",
-            "name",
-            "datasets",
-            "policy",
-            "executor",
-            "workdir",
-            "witness",
-            "identity",
-            "keyring",
-            "public_key",
-        }
-    )
-    station_id = _check_id(m.require("id"), "station")
-    datasets: dict[str, DatasetConfig] = {}
-    for item in m.require("datasets").items():
+HOST_KEYS = frozenset(
+    {"policy", "executor", "workdir", "witness", "identity", "keyring"}
+)
+"""Keys of a station entry that only the station itself holds."""
+
+
+def _file(node: yamlcfg.Node, base: Path, key: str, fix: str) -> Path:
+    path = (base / node.as_str()).resolve()
+    if not path.is_file():
+        raise node.error(
+            f"{key} file '{node.as_str()}' not found (looked in {path}); {fix}"
+        )
+    return path
+
+
+def _datasets(
+    node: yamlcfg.Node, base: Path, hosted: bool
+) -> tuple[tuple[str, ...], dict[str, DatasetConfig]]:
+    ids: list[str] = []
+    files: dict[str, DatasetConfig] = {}
+    for item in node.items():
         d = item.mapping({"id", "path"})
         dataset_id = _check_id(d.require("id"), "dataset")
-        if dataset_id in datasets:
+        if dataset_id in ids:
             raise d.require("id").error(f"dataset '{dataset_id}' is listed twice")
-        path_node = d.require("path")
+        ids.append(dataset_id)
+        path_node = d.get("path")
+        if path_node is None:
+            if hosted:
+                d.require("path")  # raises, naming the missing key
+            continue
+        if not hosted:
+            raise path_node.error(
+                "a dataset 'path' belongs to the station's own configuration; give "
+                "the station its policy, identity and keyring too, or leave 'path' out"
+            )
         path = (base / path_node.as_str()).resolve()
         if path.suffix.lower() not in (".parquet", ".csv"):
             raise path_node.error(
@@ -116,9 +164,15 @@ def _station(node: yamlcfg.Node, base: Path) -> StationEntry:
                 f"dataset file '{path_node.as_str()}' not found (looked in {path}); "
                 "fix the path, relative to the network file"
             )
-        datasets[dataset_id] = DatasetConfig(dataset_id, path)
-    if not datasets:
-        raise m.require("datasets").error("a station must hold at least one dataset")
+        files[dataset_id] = DatasetConfig(dataset_id, path)
+    if not ids:
+        raise node.error("a station must hold at least one dataset")
+    return tuple(ids), files
+
+
+def _host(
+    m: yamlcfg.Mapping, base: Path, station_id: str, files: dict[str, DatasetConfig]
+) -> StationHost:
     policy_node = m.require("policy")
     policy = (base / policy_node.as_str()).resolve()
     if not policy.is_file():
@@ -139,38 +193,60 @@ def _station(node: yamlcfg.Node, base: Path) -> StationEntry:
         else (base / ".pht" / "stations" / station_id).resolve()
     )
     witness_node = m.get("witness")
-    witness = (base / witness_node.as_str()).resolve() if witness_node else None
-    files = {}
-    for key, fix in (
-        ("identity", "create one with `pht keys new --role station`"),
-        ("keyring", "list the trusted requester and methodologist keys in it"),
-        ("public_key", "point it at the station's .pub.json"),
-    ):
-        file_node = m.require(key)
-        path = (base / file_node.as_str()).resolve()
-        if not path.is_file():
-            raise file_node.error(
-                f"{key} file '{file_node.as_str()}' not found (looked in {path}); {fix}"
-            )
-        files[key] = path
+    return StationHost(
+        datasets=files,
+        policy=policy,
+        executor=executor,
+        workdir=workdir,
+        identity=_file(
+            m.require("identity"),
+            base,
+            "identity",
+            "create one with `pht keys new --role station`",
+        ),
+        keyring=_file(
+            m.require("keyring"),
+            base,
+            "keyring",
+            "list the trusted requester and methodologist keys in it",
+        ),
+        witness=(base / witness_node.as_str()).resolve() if witness_node else None,
+    )
+
+
+def _station(node: yamlcfg.Node, base: Path) -> StationEntry:
+    m = node.mapping({"id", "name", "datasets", "public_key", "address", *HOST_KEYS})
+    station_id = _check_id(m.require("id"), "station")
+    hosted = any(m.get(key) is not None for key in HOST_KEYS)
+    ids, files = _datasets(m.require("datasets"), base, hosted)
+    address_node = m.get("address")
     name_node = m.get("name")
     return StationEntry(
         id=station_id,
         name=name_node.as_str() if name_node else station_id,
-        datasets=datasets,
-        policy=policy,
-        executor=executor,
-        workdir=workdir,
-        identity=files["identity"],
-        keyring=files["keyring"],
-        public_key=files["public_key"],
-        witness=witness,
+        public_key=_file(
+            m.require("public_key"),
+            base,
+            "public_key",
+            "point it at the station's .pub.json",
+        ),
+        datasets=ids,
+        address=address_node.as_str() if address_node else None,
+        host=_host(m, base, station_id, files) if hosted else None,
     )
 
 
 def load_network(path: Path) -> Network:
     """Parse and validate ``network.yaml``."""
-    root = yamlcfg.load(path).mapping({"stations", "trains"})
+    from pht.orchestrator.engine import ENGINES
+
+    root = yamlcfg.load(path).mapping({"stations", "trains", "engine", "address"})
+    engine_node = root.get("engine")
+    engine = engine_node.as_str() if engine_node else "embedded"
+    if engine not in ENGINES:
+        raise engine_node.error(  # type: ignore[union-attr]
+            f"engine '{engine}' is not available; use one of {', '.join(ENGINES)}"
+        )
     stations: dict[str, StationEntry] = {}
     items = root.require("stations").items()
     if not items:
@@ -189,7 +265,14 @@ def load_network(path: Path) -> Network:
             f"train signatures folder '{trains_node.as_str()}' not found; sign trains "
             "into it with `pht train sign`"
         )
-    return Network(path, stations, trains)
+    address_node = root.get("address")
+    return Network(
+        path,
+        stations,
+        trains,
+        engine=engine,
+        address=address_node.as_str() if address_node else None,
+    )
 
 
 def load_study(
@@ -204,9 +287,27 @@ def load_study(
             "dataset",
             "stations",
             "parameters",
+            "role",
             "requester",
         }
     )
+    requester_node = root.get("requester")
+    if requester_node is not None:
+        raise requester_node.error(
+            "not a study key: the request is signed by the key you pass to "
+            "`pht run --identity KEY`, and stations take your user and organisation "
+            "from that key's keyring entry; remove this line"
+        )
+    role = "analyst"
+    role_node = root.get("role")
+    if role_node is not None:
+        role = role_node.as_str()
+        if not REQUESTER_ROLE_PATTERN.fullmatch(role):
+            raise role_node.error(
+                f"role {yamlcfg.quote(role)} must be a lower-case name such as "
+                "analyst (a letter, then up to 31 letters, digits, '-' or '_'); use "
+                "a role listed in your key's requester_roles in the stations' keyrings"
+            )
     question = root.require("question").as_str()
     purpose_node = root.require("purpose")
     purpose = purpose_node.as_str()
@@ -240,6 +341,15 @@ def load_study(
     if params_node is not None:
         given = {key: node.value() for key, node in params_node.raw_mapping_nodes()}
     parameters, problems = package.manifest.resolve(given)
+    if not problems:
+        # rules over several parameters, from the train's plugin
+        from pht.trains import plugin_for
+
+        try:
+            check = plugin_for(package.manifest.name).check
+        except ConfigError:  # a train without a plugin cannot run; said at run time
+            check = None
+        problems = list(check(parameters)) if check is not None else []
     if problems:
         key = problems[0].split(":", 1)[0]
         node = params_node.mapping(None).get(key) if params_node else None
@@ -257,7 +367,6 @@ def load_study(
                 f"no target station holds dataset '{dataset}'; check 'dataset' "
                 "against the datasets in the network file"
             )
-    role_node = root.get("role")
     return Study(
         source=path,
         question=question,
@@ -266,5 +375,5 @@ def load_study(
         dataset=dataset,
         stations=stations,
         parameters=parameters,
-        role=role_node.as_str() if role_node else "analyst",
+        role=role,
     )

@@ -1,28 +1,13 @@
-"""Drivers of iterative trains: the orchestrator's side of a multi-round session.
+"""Cox helpers of the orchestrator: design agreement, wire decoding, the result section.
 
-A driver gets the opened :class:`~pht.orchestrator.engine.SessionGroup` (round 0 has
-been answered) and the study parameters, runs the rounds and returns the result sections
-of ``result.json``. Drivers are looked up by train name in :data:`DRIVERS`.
-
-``survival.cox``:
-
-1. *design*: from the stations' round-0 descriptions (sizes, covariate sums, level
-   counts) agree the covariate kinds, levels, reference levels and a common centre;
-   send it once (pooled mode also sends the union of event times);
-2. *Newton-Raphson*: each evaluation of the log-likelihood is one round: stations
-   return (loglik, gradient, Hessian) of their stratum (stratified), or their
-   first-order risk-set sums which are added per event time and reduced here
-   (pooled); in pooled mode a second round sends the per-time weights back and adds
-   the stations' curvature matrices, only when the Hessian is needed (not for a
-   rejected step);
-3. *result*: coefficients, standard errors from the observed information, hazard ratios
-   with Wald CIs, the likelihood-ratio test against the null model.
+The strategy that drives a federated Cox fit is the ``survival.cox`` train plugin
+(:mod:`pht.trains.survival_cox`); these are the pieces it uses.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from statistics import NormalDist
 from typing import Any
 
@@ -32,33 +17,46 @@ from pht.algorithms.cox import (
     Covariate,
     CoxTerms,
     Design,
-    FirstOrder,
     RiskSetSums,
-    add_terms,
-    first_order,
-    newton_raphson,
 )
+from pht.algorithms.levels import agree_level_type, canonical_level, sort_levels
 from pht.algorithms.numeric import chi2_sf, dependent_columns
 from pht.errors import (
     ConfigError,
-    ConvergenceError,
     DataError,
-    ExecutorError,
-    PolicyError,
 )
-from pht.orchestrator.engine import SessionGroup
-from pht.wire import Reply, decode_array, encode_array
+from pht.wire import Reply, decode_array
 
-Driver = Callable[[SessionGroup, Mapping[str, Any]], dict[str, Any]]
+FEW_EVENTS = "few-events:"
+"""How a station's refusal for fewer than k events begins (its fixed reason code)."""
 
 
-def _fail(replies: Mapping[str, Reply], stage: str) -> None:
-    bad = {s: r for s, r in replies.items() if not r.ok}
-    if bad:
-        station, reply = next(iter(bad.items()))
-        raise ExecutorError(
-            f"station {station} {reply.status} during {stage}: {reply.reason}"
-        )
+def population_warnings(opened: Mapping[str, Reply], mode: str) -> list[str]:
+    """Say when stations with patients were left out for too few events.
+
+    Their rows (censored ones included) belong in the pooled risk sets (and, with a
+    few events, in a stratified fit), so the estimate describes a different
+    population than all patients. Stations are counted, never named (a policy may
+    hide a station's name).
+    """
+    few = sum(
+        1
+        for r in opened.values()
+        if not r.ok and (r.reason or "").startswith(FEW_EVENTS)
+    )
+    if not few:
+        return []
+    where = (
+        "the pooled risk sets"
+        if mode == "pooled"
+        else "the fit (their strata are missing)"
+    )
+    return [
+        f"{few} station(s) refused for fewer events than their minimum cell size: "
+        f"their patients, censored ones included, are not in {where}, so the "
+        "estimate describes the other stations' patients only and can differ from "
+        "a fit on all patients"
+    ]
 
 
 def agree_design(
@@ -109,14 +107,19 @@ def agree_design(
             for level, count in info["levels"].items():
                 counts[level] = counts.get(level, 0) + int(count)
                 seen_at.setdefault(level, []).append(station)
-        levels = tuple(sorted(counts))
+        # labels are canonical at every station (1 and 1.0 are one level); the
+        # stations must agree on the type behind them; levels in R's factor() order
+        kind = agree_level_type(
+            column, {s: i.get("level_type") for s, i in infos.items()}, "covariate"
+        )
+        levels = tuple(sort_levels(counts, kind))
         if len(levels) < 2:
             raise DataError(
                 f"covariate '{column}' has a single level ({levels[0]}) at the stations "
                 f"that took part; drop '{column}' from covariates"
             )
-        reference = references.get(column, levels[0])
-        reference = str(reference)
+        given = references.get(column)
+        reference = levels[0] if given is None else canonical_level(given, kind)
         if reference not in counts:
             raise DataError(
                 f"reference level '{reference}' of '{column}' does not occur; use one "
@@ -175,28 +178,6 @@ def _curvature(output: Mapping[str, Any], p: int) -> np.ndarray:
         raise DataError(f"a station returned a malformed curvature ({exc})") from None
 
 
-class LazyTerms:
-    """Pooled-mode terms at one ``beta``, the Hessian fetched only when needed.
-
-    The curvature costs a round, so it is asked for only when Newton-Raphson needs the
-    Hessian (not for a rejected, halved step).
-    """
-
-    def __init__(self, first: FirstOrder, fetch: Callable[[FirstOrder], np.ndarray]):
-        self._first = first
-        self._fetch = fetch
-        self._hessian: np.ndarray | None = None
-        self.loglik = first.loglik
-        self.gradient = first.gradient
-
-    @property
-    def hessian(self) -> np.ndarray:
-        """``outer - curvature``, the curvature summed over the stations."""
-        if self._hessian is None:
-            self._hessian = self._first.terms(self._fetch(self._first)).hessian
-        return self._hessian
-
-
 def _terms(output: Mapping[str, Any], p: int) -> CoxTerms:
     try:
         return CoxTerms(
@@ -228,116 +209,6 @@ def check_estimable(information: np.ndarray, names: Sequence[str]) -> None:
         )
 
 
-def drive_survival_cox(
-    group: SessionGroup, parameters: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Run the federated Cox fit over open sessions (see module docstring)."""
-    mode = parameters.get("mode", "stratified")
-    ties = parameters.get("ties", "efron")
-    described = {s: group.opened[s].output or {} for s in group.active}
-    while True:  # agree a design; stations refusing it (e.g. the dof rule) drop out
-        if not described:
-            raise PolicyError("no station accepted the model design")
-        design, warnings = agree_design(described, parameters)
-        p = design.p
-        message: dict[str, Any] = {"op": "design", "design": _design_message(design)}
-        times = np.empty(0)
-        if mode == "pooled":
-            times = np.unique(
-                np.concatenate(
-                    [np.asarray(d["event_times"], float) for d in described.values()]
-                )
-            )
-            message["times"] = times.tolist()
-        replies = group.round({s: message for s in described})
-        errors = {s: r for s, r in replies.items() if r.status == "error"}
-        _fail(errors, "the design round")
-        refused = [s for s, r in replies.items() if r.status == "refused"]
-        if not refused:
-            break
-        for station in refused:
-            group.drop(station, replies[station])
-            del described[station]
-
-    counts = {s: replies[s].output or {} for s in described}
-    designed = dict(replies)
-    # the stations answer only the Newton path: each evaluation message proves the
-    # pooled terms of the last one with every station's output and signed receipt
-    # (with every station's design reply, stamped with the design it agreed)
-    previous: dict[str, Reply] = {}
-
-    def evidence() -> list[dict[str, Any]]:
-        return [
-            {"station": s, "output": r.output, "receipt": r.receipt}
-            for part in (designed, previous)
-            for s, r in sorted(part.items())
-        ]
-
-    def curvature(beta: np.ndarray, first: FirstOrder) -> np.ndarray:
-        message = {
-            "op": "curvature",
-            "beta": beta.tolist(),
-            "w1": encode_array(first.w1),
-            "w2": encode_array(first.w2),
-            "evidence": evidence(),
-        }
-        answers = group.round({s: message for s in described})
-        _fail(answers, "Newton-Raphson (curvature)")
-        previous.clear()
-        previous.update(answers)
-        return sum(
-            (_curvature(answers[s].output or {}, p) for s in sorted(answers)),
-            np.zeros((p, p)),
-        )
-
-    def evaluate(beta: np.ndarray) -> Any:
-        op = "terms" if mode == "stratified" else "sums"
-        message: dict[str, Any] = {"op": op, "beta": beta.tolist()}
-        if previous:
-            message["evidence"] = evidence()
-        answers = group.round({s: message for s in described})
-        _fail(answers, "Newton-Raphson")
-        previous.clear()
-        previous.update(answers)
-        if mode == "stratified":
-            return add_terms(
-                [_terms(answers[s].output or {}, p) for s in sorted(answers)]
-            )
-        sums = [
-            _sums(answers[s].output or {}, counts[s], times, p) for s in sorted(answers)
-        ]
-        pooled = sums[0]
-        for part in sums[1:]:
-            pooled = pooled + part
-        first = first_order(pooled, beta, ties)
-        at = beta.copy()
-        return LazyTerms(first, lambda f: curvature(at, f))
-
-    first = evaluate(np.zeros(p))
-    check_estimable(-first.hessian, design.names)
-    cache = {np.zeros(p).tobytes(): first}
-
-    def cached(beta: np.ndarray) -> CoxTerms:
-        key = beta.tobytes()
-        return cache.pop(key) if key in cache else evaluate(beta)
-
-    fit = newton_raphson(cached, p, max_iter=int(parameters.get("max_iter", 50)))
-    if not fit.converged or not np.all(np.isfinite(fit.beta)):
-        big = [n for n, b in zip(design.names, fit.beta, strict=True) if abs(b) > 15]
-        raise ConvergenceError(
-            f"the Cox fit did not converge in {fit.iterations} iterations"
-            + (
-                f"; {', '.join(big)} grow without bound (a level without events?)"
-                if big
-                else ""
-            )
-            + ": merge sparse levels, drop covariates or raise max_iter"
-        )
-    return {
-        "cox": cox_section(design, fit, mode, ties, described, warnings),
-    }
-
-
 def cox_section(
     design: Design,
     fit: Any,
@@ -362,7 +233,7 @@ def cox_section(
             "ci_lower": math.exp(coef - z_crit * se[i]),
             "ci_upper": math.exp(coef + z_crit * se[i]),
             "z": float(z),
-            "p": math.erfc(abs(z) / math.sqrt(2)),  # 2 * normal upper tail
+            "p_value": math.erfc(abs(z) / math.sqrt(2)),  # 2 * normal upper tail
         }
     lr = 2 * (fit.terms.loglik - fit.null_loglik)
     return {
@@ -396,18 +267,3 @@ def cox_section(
         },
         "warnings": warnings,
     }
-
-
-DRIVERS: dict[str, Driver] = {
-    "survival.cox": drive_survival_cox,
-}
-
-
-def driver_for(train: str) -> Driver:
-    """The driver of an iterative train."""
-    try:
-        return DRIVERS[train]
-    except KeyError:
-        raise DataError(
-            f"no driver is registered for iterative train '{train}'"
-        ) from None

@@ -26,23 +26,50 @@ from pht.algorithms.km import (
     rmst,
     survival_at,
 )
-from pht.errors import ConfigError, DataError
+from pht.algorithms.levels import LEVEL_TYPES, canonical_level
+from pht.errors import DataError
 
 Pooler = Callable[[Mapping[str, Mapping[str, Any]], Mapping[str, Any]], dict[str, Any]]
 
-_NICE_STEPS = (1, 2, 5, 7, 10, 14, 28, 30, 60, 90, 180, 365, 730, 1825)
+_NICE_STEPS: dict[str, tuple[float, ...]] = {
+    "days": (1, 2, 5, 7, 10, 14, 28, 30, 60, 90, 180, 365, 730, 1825),
+    "weeks": (1, 2, 4, 8, 13, 26, 52, 104, 260),
+    "months": (1, 2, 3, 6, 12, 24, 60),
+    "years": (0.25, 0.5, 1, 2, 5, 10),
+}
 
 
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def nice_step(max_time: float, columns: int = 8) -> float:
-    """A readable step for a numbers-at-risk table with about ``columns`` columns."""
-    for step in _NICE_STEPS:
+def nice_step(max_time: float, columns: int = 8, unit: str = "days") -> float:
+    """A readable step for a numbers-at-risk table with about ``columns`` columns.
+
+    The smallest of the unit's own steps (a week, a month, a year in days; a quarter
+    in years) that gives at most ``columns`` and at least two steps; else 1, 2 or 5
+    times a power of ten (a follow-up of 0.3 years gets 0.05).
+
+    >>> nice_step(1000), nice_step(1.5, unit="years"), nice_step(0.3, unit="years")
+    (180.0, 0.25, 0.05)
+    """
+    if not max_time > 0:
+        return 1.0
+    for step in _NICE_STEPS.get(unit, _NICE_STEPS["days"]):
+        if 2 <= max_time / step <= columns:
+            return float(step)
+    decade = 10.0 ** math.floor(math.log10(max_time / columns))
+    for step in (m * decade * f for f in (1, 10) for m in (1, 2, 5)):
         if max_time / step <= columns:
             return float(step)
     return float(math.ceil(max_time / columns))
+
+
+def step_times(max_time: float, step: float) -> np.ndarray:
+    """``0, step, 2 step, ...`` up to ``max_time``, without floating-point noise."""
+    count = int(math.floor(max_time / step * (1 + 1e-12))) + 1
+    digits = max(0, 12 - math.floor(math.log10(step)))
+    return np.round(np.arange(count) * step, digits)
 
 
 def _grouped(output: Mapping[str, Any], station: str) -> GroupedEventTables:
@@ -51,7 +78,10 @@ def _grouped(output: Mapping[str, Any], station: str) -> GroupedEventTables:
             str(label): EventTable.from_dict(table)
             for label, table in output["groups"].items()
         }
-        return GroupedEventTables(tables, int(output.get("excluded") or 0))
+        kind = output.get("level_type", "text")
+        if kind not in LEVEL_TYPES:
+            raise ValueError(f"unknown level type {kind!r}")
+        return GroupedEventTables(tables, int(output.get("excluded") or 0), kind)
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(
             f"station {station} returned a malformed event table ({exc})"
@@ -95,8 +125,14 @@ def pool_survival_km(
     outputs: Mapping[str, Mapping[str, Any]], parameters: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Pool ``survival.km`` outputs into ``km``, ``at_risk_table`` and log-rank tests."""
-    stations = [_grouped(outputs[s], s) for s in sorted(outputs)]
-    result = pool_km(stations, alpha=float(parameters.get("alpha", 0.05)))
+    ids = sorted(outputs)
+    stations = [_grouped(outputs[s], s) for s in ids]
+    result = pool_km(
+        stations,
+        alpha=float(parameters.get("alpha", 0.05)),
+        names=ids,
+        group=str(parameters.get("group") or "group"),
+    )
     if parameters.get("group") is not None and len(result.curves) < 2:
         only = ", ".join(result.curves) or "none"
         raise DataError(
@@ -109,7 +145,8 @@ def pool_survival_km(
         for g in result.curves
     }
     max_time = max(float(t.time[-1]) for t in pooled.values())
-    times = np.arange(0.0, max_time + 1e-9, nice_step(max_time))
+    unit = str(parameters.get("time_unit") or "days")
+    times = step_times(max_time, nice_step(max_time, unit=unit))
     sections: dict[str, Any] = {
         "km": {g: _curve_json(c) for g, c in result.curves.items()},
         "at_risk_table": {
@@ -119,7 +156,12 @@ def pool_survival_km(
         "logrank": _test_json(result.logrank),
         "logrank_stratified": _test_json(result.logrank_stratified),
     }
-    reference = str(parameters.get("reference_group") or next(iter(result.curves)))
+    given = parameters.get("reference_group")
+    reference = (
+        next(iter(result.curves))  # the first level, in R's factor() order
+        if given is None or given == ""
+        else canonical_level(given, result.level_type)
+    )
     if reference not in result.curves:
         raise DataError(
             f"reference_group '{reference}' has no patients; use one of "
@@ -140,35 +182,40 @@ def pool_survival_km(
             ],
         }
     if parameters.get("at") is not None:
-        at = float(parameters["at"])
-        beyond = [g for g, c in result.curves.items() if float(c.time[-1]) < at]
-        if beyond:
-            raise DataError(
-                f"'at' = {at:g} is beyond the last follow-up time of group(s) "
-                f"{', '.join(beyond)}; choose a smaller 'at'"
-            )
-        fixed = {g: survival_at(c, at) for g, c in result.curves.items()}
-        sections["survival_at"] = {
-            "time": at,
-            "groups": {
-                g: {**asdict(e), "at_risk": int(at_risk_before(pooled[g], [at])[0])}
-                for g, e in fixed.items()
-            },
-            "differences": [asdict(d) for d in differences(fixed, reference, alpha)],
-        }
+        sections["survival_at"] = _survival_at(
+            result.curves, pooled, float(parameters["at"]), reference, alpha
+        )
     return sections
 
 
-POOLERS: dict[str, Pooler] = {
-    "survival.km": pool_survival_km,
-}
+def _survival_at(
+    curves: Mapping[str, KMCurve],
+    pooled: Mapping[str, EventTable],
+    at: float,
+    reference: str,
+    alpha: float,
+) -> dict[str, Any]:
+    """S(at) per group; not estimable (None) where follow-up ends before ``at``.
 
-
-def pooler_for(train: str) -> Pooler:
-    """The pooler of a train name."""
-    try:
-        return POOLERS[train]
-    except KeyError:
-        raise ConfigError(
-            f"no pooling is registered for train '{train}'; add it to POOLERS"
-        ) from None
+    As R's ``summary(fit, times = at)``, which leaves such a group out: its S(at)
+    would extrapolate past the last observed time. Differences are reported between
+    estimable groups only.
+    """
+    beyond = [g for g, c in curves.items() if float(c.time[-1]) < at]
+    fixed = {g: survival_at(c, at) for g, c in curves.items() if g not in beyond}
+    empty = {"estimate": None, "se": None, "ci_lower": None, "ci_upper": None}
+    return {
+        "time": at,
+        "groups": {
+            g: {
+                **(asdict(fixed[g]) if g in fixed else empty),
+                "at_risk": int(at_risk_before(pooled[g], [at])[0]),
+                "estimable": g in fixed,
+            }
+            for g in curves
+        },
+        "differences": []
+        if reference in beyond
+        else [asdict(d) for d in differences(fixed, reference, alpha)],
+        "beyond_follow_up": beyond,
+    }

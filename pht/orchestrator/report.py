@@ -1,7 +1,8 @@
 """``report.html``: a self-contained page for a study's ``result.json``.
 
-The page is a header followed by one section per result key. :data:`SECTIONS` maps
-a key to its renderer; several keys may share one renderer (``km`` and
+The page is a header followed by one section per result key. Each train plugin maps
+its result keys to renderers (:attr:`pht.trains.TrainPlugin.sections`); several keys
+may share one renderer (``km`` and
 ``at_risk_table``, ``logrank`` and ``logrank_stratified``), which then runs once.
 A key without a renderer is shown as JSON, so results of new trains stay readable.
 Plots are embedded as base64 PNG; the page loads no external resources.
@@ -38,7 +39,7 @@ MISSING = "\u2014"
 NOT_REACHED = "not reached"
 HEADER_KEYS = frozenset(
     {"train", "train_digest", "question", "purpose", "dataset", "parameters"}
-    | {"created", "pht_version"}
+    | {"created", "pht_version", "schema_version"}
 )
 LONG_JSON_LINES = 40
 LOG_TICK_SETS = (
@@ -392,34 +393,48 @@ def _plot_curve(ax: Axes, label: str, curve: Mapping[str, Any], color: str) -> N
         )
 
 
-def _style_km_axes(ax: Axes, end: float, ticks: Sequence[float]) -> None:
-    """Survival axes: 0-1 on y, days on x with the at-risk times as ticks."""
+def _unit(result: Mapping[str, Any]) -> str:
+    """The study's time unit (parameter ``time_unit``; ``days`` when not given)."""
+    parameters = result.get("parameters")
+    unit = parameters.get("time_unit") if isinstance(parameters, Mapping) else None
+    return str(unit) if unit else "days"
+
+
+def _style_km_axes(
+    ax: Axes, end: float, ticks: Sequence[float], unit: str = "days"
+) -> None:
+    """Survival axes: 0-1 on y, time on x with the at-risk times as ticks."""
     ax.set_ylim(0, 1.02)
     ax.set_xlim(0, end * 1.02 if end > 0 else 1)
     if len(ticks) > 1:
         ax.xaxis.set_major_locator(FixedLocator(list(ticks)))
     else:
         ax.xaxis.set_major_locator(MaxNLocator(nbins=10, steps=[1, 2, 2.5, 5, 10]))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax.set_xlabel("Time (days)")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.6g}"))
+    ax.set_xlabel(f"Time ({_mpl_text(unit)})")
     ax.set_ylabel("Survival probability")
     ax.grid(alpha=0.3, linewidth=0.6)
     ax.legend(frameon=False, loc="upper right", fontsize=9)
 
 
 def _km_figure(
-    km: Mapping[str, Any], colors: Mapping[str, str], ticks: Sequence[float]
+    km: Mapping[str, Any],
+    colors: Mapping[str, str],
+    ticks: Sequence[float],
+    unit: str = "days",
 ) -> Figure:
     """Plot the Kaplan-Meier curves of all groups."""
     fig, ax = _new_axes(9.5, 5.0)
     for label, curve in km.items():
         _plot_curve(ax, label, curve, colors[str(label)])
     end = max((max(c["time"], default=0) for c in km.values()), default=0)
-    _style_km_axes(ax, float(max(end, *ticks) if ticks else end), ticks)
+    _style_km_axes(ax, float(max(end, *ticks) if ticks else end), ticks, unit)
     return fig
 
 
-def _at_risk(table: Mapping[str, Any], colors: Mapping[str, str]) -> str:
+def _at_risk(
+    table: Mapping[str, Any], colors: Mapping[str, str], unit: str = "days"
+) -> str:
     """Tabulate the numbers at risk (shown under the plot)."""
     times = table["times"]
     header = ["Group", *(_num(float(t)) for t in times)]
@@ -427,10 +442,13 @@ def _at_risk(table: Mapping[str, Any], colors: Mapping[str, str]) -> str:
         [_group_cell(g, colors), *(_num(int(c)) for c in counts)]
         for g, counts in table["groups"].items()
     )
-    return "<h3>Number at risk by day</h3>" + _table(header, rows)
+    title = f"Number at risk (time in {_e(unit)})"
+    return f"<h3>{title}</h3>" + _table(header, rows)
 
 
-def _medians(km: Mapping[str, Any], colors: Mapping[str, str]) -> str:
+def _medians(
+    km: Mapping[str, Any], colors: Mapping[str, str], unit: str = "days"
+) -> str:
     """Median survival with its CI per group; ``None`` means not reached."""
     rows = []
     for label, curve in km.items():
@@ -445,7 +463,7 @@ def _medians(km: Mapping[str, Any], colors: Mapping[str, str]) -> str:
                 _ci(median.get("ci_lower"), median.get("ci_upper"), NOT_REACHED),
             ]
         )
-    header = ["Group", "Patients", "Events", "Median (days)", "95% CI"]
+    header = ["Group", "Patients", "Events", f"Median ({unit})", "95% CI"]
     return "<h3>Median survival</h3>" + _table(header, rows)
 
 
@@ -455,15 +473,16 @@ def _km(result: Mapping[str, Any]) -> str:
     table = result.get("at_risk_table") or {}
     colors = _colors([*km, *table.get("groups", {})])
     ticks = [float(t) for t in table.get("times", [])]
+    unit = _unit(result)
     parts = []
     if km:
         alt = "Kaplan-Meier survival curves per group with 95% confidence bands"
         caption = "Shaded: pointwise 95% confidence band; ticks mark censored times."
-        parts.append(_png(_km_figure(km, colors, ticks), alt, caption))
+        parts.append(_png(_km_figure(km, colors, ticks, unit), alt, caption))
     if table:
-        parts.append(_at_risk(table, colors))
+        parts.append(_at_risk(table, colors, unit))
     if km:
-        parts.append(_medians(km, colors))
+        parts.append(_medians(km, colors, unit))
     return _section("km", "Kaplan\u2013Meier survival", "".join(parts))
 
 
@@ -553,14 +572,15 @@ def _estimates(key: str, title: str, section: Mapping[str, Any], digits: int) ->
 def _rmst(result: Mapping[str, Any]) -> str:
     """Restricted mean survival time up to ``tau``."""
     section = result["rmst"]
-    title = f"Restricted mean survival time up to {_num(section.get('tau'))} days"
+    tau = _num(section.get("tau"))
+    title = f"Restricted mean survival time up to {tau} {_unit(result)}"
     return _estimates("rmst", title, section, digits=1)
 
 
 def _survival_at(result: Mapping[str, Any]) -> str:
     """Survival probability at a fixed time."""
     section = result["survival_at"]
-    title = f"Survival at {_num(section.get('time'))} days"
+    title = f"Survival at {_num(section.get('time'))} {_unit(result)}"
     return _estimates("survival_at", title, section, digits=3)
 
 
@@ -635,7 +655,7 @@ def _cox_table(params: Mapping[str, Mapping[str, Any]]) -> str:
             _num(p.get("hr"), 3),
             _ci(p.get("ci_lower"), p.get("ci_upper"), digits=3),
             _num(p.get("z"), 2),
-            _p(p.get("p")),
+            _p(p.get("p_value")),
         ]
         for name, p in params.items()
     )
@@ -707,28 +727,31 @@ def _generic(key: str, value: Any, note: str = "") -> str:
     return _section(key, key, f'<p class="note">{_e(note)}</p>{_pre(value)}')
 
 
-SECTIONS: dict[str, Renderer] = {
-    "stations": _stations,
-    "km": _km,
-    "at_risk_table": _km,
-    "logrank": _logrank,
-    "logrank_stratified": _logrank,
-    "rmst": _rmst,
-    "survival_at": _survival_at,
-    "cox": _cox,
-    "provenance": _provenance,
-}
-"""Result key to section renderer, in page order (``provenance`` comes last)."""
+def _sections() -> dict[str, Renderer]:
+    """Result key to section renderer, in page order (``provenance`` comes last).
+
+    The header's ``stations``, then every train plugin's sections
+    (:attr:`pht.trains.TrainPlugin.sections`), then ``provenance``.
+    """
+    from pht.trains import renderers
+
+    sections: dict[str, Renderer] = {"stations": _stations}
+    for key, renderer in renderers():
+        sections.setdefault(key, renderer)
+    sections["provenance"] = _provenance
+    return sections
+
 
 LAST = ("provenance",)
 
 
 # -- assembly ---------------------------------------------------------------------
 def _order(result: Mapping[str, Any]) -> list[str]:
-    """Keys to show: known ones in :data:`SECTIONS` order, unknown ones, then last."""
+    """Keys to show: known ones in plugin order, unknown ones, then last."""
+    sections = _sections()
     present = [k for k in result if k not in HEADER_KEYS and result[k] is not None]
-    known = [k for k in SECTIONS if k in present and k not in LAST]
-    unknown = [k for k in present if k not in SECTIONS]
+    known = [k for k in sections if k in present and k not in LAST]
+    unknown = [k for k in present if k not in sections]
     return known + unknown + [k for k in LAST if k in present]
 
 
@@ -748,14 +771,15 @@ def _render(renderer: Renderer, keys: Sequence[str], result: Mapping[str, Any]) 
 def _body(result: Mapping[str, Any]) -> str:
     """All sections, each shared renderer run once."""
     keys = _order(result)
+    sections = _sections()
     parts, done = [], set()
     for key in keys:
-        renderer = SECTIONS.get(key)
+        renderer = sections.get(key)
         if renderer is None:
             parts.append(_generic(key, result[key]))
         elif renderer not in done:
             done.add(renderer)
-            shared = [k for k in keys if SECTIONS.get(k) is renderer]
+            shared = [k for k in keys if sections.get(k) is renderer]
             parts.append(_render(renderer, shared, result))
     return "".join(parts)
 
@@ -799,3 +823,16 @@ def render_report(result: Mapping[str, Any], out_dir: Path) -> Path:
     path = out_dir / "report.html"
     path.write_text(_page(result), encoding="utf-8")
     return path
+
+
+# -- toolkit for train plugins ----------------------------------------------------
+# A train plugin renders its own sections (a Renderer over the whole result) with
+# these; they escape and format exactly as the built-in sections do.
+escape = _e
+number = _num
+p_value = _p
+table = _table
+section = _section
+new_axes = _new_axes
+png = _png
+colors = _colors

@@ -7,29 +7,34 @@ into place only when complete, so a failed run never destroys an earlier result.
 
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
 import json
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pht import __version__
-from pht.errors import ConfigError, DataError, PolicyError
+from pht.errors import ConfigError, DataError, PolicyError, ReviewPending
 from pht.orchestrator.config import Network, Study
-from pht.orchestrator.drivers import driver_for
 from pht.orchestrator.engine import Engine, ProgressCallback
-from pht.orchestrator.pooling import pooler_for
 from pht.orchestrator.requester import Requester, signed_train
 from pht.signing import SignedRequestBody
+from pht.timefmt import format_seconds_offset, utc_now
+from pht.trains import plugin_for, run_strategy
 from pht.wire import Reply
 
 log = logging.getLogger(__name__)
 
+SCHEMA_VERSION = 2
+"""Version of the keys of ``result.json``: 2 renamed Cox ``params.*.p`` to ``p_value``
+and added ``schema_version`` and ``provenance.budget``."""
+
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return format_seconds_offset(utc_now())
 
 
 def plan_request(
@@ -76,6 +81,16 @@ def _station_rows(
     return rows
 
 
+def _pool(
+    pool: Any, released: Mapping[str, Mapping[str, Any]], study: Study
+) -> dict[str, Any]:
+    """Pool the released outputs (a parameter problem found there names the study)."""
+    try:
+        return dict(pool(released, study.parameters))
+    except (ConfigError, DataError) as exc:
+        raise type(exc)(f"{study.source}: {exc}") from None
+
+
 def _check_participation(
     study: Study, replies: Mapping[str, Reply]
 ) -> dict[str, Mapping[str, Any]]:
@@ -96,18 +111,6 @@ def _check_participation(
     return released
 
 
-# A Cox study that names a group (with tau and/or at) also gets the group-wise answers
-# of survival.km: KM curves, log-rank, RMST at tau and survival at a time. They come
-# from a second, separately signed request (its own disclosure class, policy decision,
-# budget use and receipts at every station), so a station may allow one and not the other.
-COMPANIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "survival.cox": (
-        "survival.km",
-        ("time", "event", "group", "reference_group", "tau", "at"),
-    ),
-}
-
-
 def _run_companion(
     study: Study,
     network: Network,
@@ -116,15 +119,17 @@ def _run_companion(
     progress: ProgressCallback | None,
 ) -> dict[str, Any] | None:
     """Run the companion train of ``study`` if its parameters ask for one."""
-    spec = COMPANIONS.get(study.train.manifest.name)
-    if spec is None or study.parameters.get("group") is None:
+    spec = plugin_for(study.train.manifest.name).companion
+    if spec is None or study.parameters.get(spec.trigger) is None:
         return None
     from pht.manifest import Catalogue
     from pht.wire import TrainRef
 
-    name, keys = spec
+    name = spec.train
     parameters = {
-        k: study.parameters[k] for k in keys if study.parameters.get(k) is not None
+        k: study.parameters[k]
+        for k in spec.parameters
+        if study.parameters.get(k) is not None
     }
     companion = Study(
         source=study.source,
@@ -158,11 +163,37 @@ def _run_companion(
     }
     try:
         released = _check_participation(companion, replies)
-        record["sections"] = pooler_for(name)(released, parameters)
+        pool = plugin_for(name).pool
+        if pool is None:
+            raise ConfigError(f"companion train '{name}' is not a single-round train")
+        record["sections"] = pool(released, parameters)
     except (DataError, PolicyError) as exc:  # the Cox result stands; say why not
         record["error"] = f"{name}: {exc}"
         log.warning("companion %s did not give a result: %s", name, exc)
     return record
+
+
+def budget_use(study: Study) -> dict[str, Any]:
+    """Query-budget units this study spends at each target station, and why.
+
+    One unit per signed request (an iterative session costs one more per
+    ``rounds_per_query`` rounds at stations whose policy says so); a companion
+    train is a second request, so a second unit.
+    """
+    trains = [str(study.train.manifest.ref)]
+    spec = plugin_for(study.train.manifest.name).companion
+    if spec is not None and study.parameters.get(spec.trigger) is not None:
+        trains.append(spec.train)
+    return {
+        "queries_per_station": len(trains),
+        "requests": trains,
+        "note": (
+            f"'{spec.trigger}' adds a {spec.train} request: each station's query "
+            "budget is spent twice"
+            if len(trains) > 1 and spec is not None
+            else "one request per station"
+        ),
+    }
 
 
 def run_study(
@@ -174,39 +205,182 @@ def run_study(
 ) -> dict[str, Any]:
     """Dispatch the study's train and pool the released aggregates into a result."""
     manifest = study.train.manifest
+    plugin = plugin_for(manifest.name)
+    if plugin.rounds != manifest.rounds:
+        raise ConfigError(
+            f"train {manifest.ref} says rounds: {manifest.rounds} but its plugin is "
+            f"{plugin.rounds}; fix the manifest or the plugin"
+        )
     body, envelope = plan_request(study, network, requester)
     requests = {s: envelope for s in body.targets}
 
     def opener(reply: Reply) -> Reply:
         return requester.open(reply, body.request_id)
 
-    if manifest.rounds == "iterative":
-        driver = driver_for(manifest.name)
+    if plugin.strategy is not None:
         with engine.open_sessions(requests, progress, opener) as group:
-            replies = group.opened
-            _check_participation(study, replies)
-            sections = driver(group, study.parameters)
+            _check_participation(study, group.opened)
+            # every round-0 reply, refusals included (a strategy may say who is
+            # missing from its result); only active stations get messages
+            strategy = plugin.strategy(dict(group.opened), study.parameters)
+            sections = run_strategy(strategy, group)
             rounds = group.rounds + 1
             replies = group.outcome
     else:
-        replies = {s: opener(r) for s, r in engine.dispatch(requests, progress).items()}
+        assert plugin.pool is not None
+        raw = engine.dispatch(requests, progress)
+        held = sorted(s for s, r in raw.items() if r.status == "pending")
+        if held:
+            raise StudyPending(
+                f"{len(held)} station(s) ({', '.join(held)}) hold the output for manual "
+                "review; after their operators approve, run `pht collect` on the "
+                "output folder",
+                PendingRun(study.source, network.source, body, raw, engine.name),
+            )
+        replies = {s: opener(r) for s, r in raw.items()}
         released = _check_participation(study, replies)
-        sections = pooler_for(manifest.name)(released, study.parameters)
+        sections = _pool(plugin.pool, released, study)
         rounds = 1
+    return _result(
+        study, network, engine, requester, body, replies, sections, rounds, progress
+    )
+
+
+PENDING_FILE = "pending.json"
+"""In ``--out``: a run whose outputs wait for manual review (``pht collect`` ends it)."""
+
+
+@dataclass(frozen=True)
+class PendingRun:
+    """A dispatched single-round study some of whose stations hold the output for review.
+
+    ``replies`` are the stations' raw replies (outputs still sealed to the requester);
+    the requester opens them, checking every receipt, when the run is collected.
+    """
+
+    study: Path
+    network: Path
+    body: SignedRequestBody
+    replies: Mapping[str, Reply]
+    engine: str
+
+    @property
+    def waiting(self) -> list[str]:
+        """Stations whose reply is still ``pending``."""
+        return sorted(s for s, r in self.replies.items() if r.status == "pending")
+
+    def save(self, out_dir: Path) -> Path:
+        """Write ``out_dir/pending.json`` (atomically)."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / PENDING_FILE
+        doc = {
+            "format": "pht.pending/1",
+            "study": str(self.study),
+            "network": str(self.network),
+            "engine": self.engine,
+            "body": dataclasses.asdict(self.body),
+            "replies": {s: json.loads(r.to_json()) for s, r in self.replies.items()},
+        }
+        _atomic_write(path, json.dumps(doc, indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, out_dir: Path) -> PendingRun:
+        """Read ``out_dir/pending.json``; a one-line error if there is none."""
+        path = out_dir / PENDING_FILE
+        if not path.is_file():
+            raise ConfigError(
+                f"{path}: no pending run here; `pht collect` takes the --out folder "
+                "of a `pht run` that stopped for manual review"
+            )
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if doc.get("format") != "pht.pending/1":
+                raise ValueError("format")
+            return cls(
+                study=Path(doc["study"]),
+                network=Path(doc["network"]),
+                body=SignedRequestBody(**doc["body"]),
+                replies={
+                    s: Reply.from_json(json.dumps(r)) for s, r in doc["replies"].items()
+                },
+                engine=str(doc["engine"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, ConfigError):
+            raise ConfigError(
+                f"{path}: not a pending run written by `pht run`; run the study again"
+            ) from None
+
+
+class StudyPending(ReviewPending):
+    """:class:`ReviewPending` with the run to save (see :meth:`PendingRun.save`)."""
+
+    def __init__(self, message: str, pending: PendingRun) -> None:
+        super().__init__(message)
+        self.pending = pending
+
+
+def collect_study(
+    pending: PendingRun,
+    study: Study,
+    network: Network,
+    engine: Engine,
+    requester: Requester,
+) -> dict[str, Any]:
+    """Finish a pending run: collect reviewed replies, open, pool, build the result.
+
+    Raises :class:`StudyPending` (with the updated run) while a station still waits.
+    """
+    body = pending.body
+    if (
+        str(study.train.manifest.ref) != body.train
+        or dict(study.parameters) != dict(body.parameters)
+        or study.dataset != body.dataset
+    ):
+        raise ConfigError(
+            f"{study.source}: the study changed since the run was sent (train, "
+            "dataset or parameters); run it again with `pht run`"
+        )
+    replies = dict(pending.replies)
+    for station in pending.waiting:
+        reviewed = engine.collect(station, body.request_id)
+        if reviewed is not None:
+            replies[station] = reviewed
+    updated = dataclasses.replace(pending, replies=replies)
+    if updated.waiting:
+        raise StudyPending(
+            f"still waiting for review at {', '.join(updated.waiting)}; run "
+            "`pht collect` again after their operators approve or reject",
+            updated,
+        )
+    plugin = plugin_for(study.train.manifest.name)
+    if plugin.pool is None:
+        raise ConfigError("only single-round trains are held for review")
+    opened = {s: requester.open(r, body.request_id) for s, r in replies.items()}
+    released = _check_participation(study, opened)
+    sections = _pool(plugin.pool, released, study)
+    return _result(study, network, engine, requester, body, opened, sections, 1)
+
+
+def _result(
+    study: Study,
+    network: Network,
+    engine: Engine,
+    requester: Requester,
+    body: SignedRequestBody,
+    replies: Mapping[str, Reply],
+    sections: dict[str, Any],
+    rounds: int,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """The result dict: header, station rows, sections, provenance."""
+    manifest = study.train.manifest
+    requests = list(body.targets)
     companion = _run_companion(study, network, engine, requester, progress)
     if companion is not None:
         sections = {**companion.pop("sections"), **sections}
-    hidden = {
-        s
-        for s, r in replies.items()
-        if r.ok and not r.details.get("show_station_name", False)
-    }
-    cox = sections.get("cox")
-    if isinstance(cox, dict) and isinstance(cox.get("per_station"), dict):
-        cox["per_station"] = {
-            s: v for s, v in cox["per_station"].items() if s not in hidden
-        }
     return {
+        "schema_version": SCHEMA_VERSION,
         "train": str(manifest.ref),
         "train_digest": study.train.digest,
         "question": study.question,
@@ -236,6 +410,7 @@ def run_study(
             "receipts": requester.receipts,
             "disclosure_class": manifest.output_class_for(study.parameters),
             "rounds": rounds,
+            "budget": budget_use(study),
             **({"companion": companion} if companion is not None else {}),
             "requests": [
                 {

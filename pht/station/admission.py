@@ -172,15 +172,30 @@ class Admitting(StationBase):
         policy: DatasetPolicy,
     ) -> None:
         manifest = package.manifest
-        columns = manifest.columns_of(parameters)
-        if policy.column_refusal(list(columns)):
-            raise Refusal("refused", Code.COLUMN)
-        if policy.role_refusal(manifest.roles_of(parameters)):
-            raise Refusal("refused", Code.COLUMN)
         try:
             schema = dataset_schema(self.config.datasets[dataset])
         except DataError:
             raise Refusal("error", Code.DATA) from None
+        # an if_present column the dataset does not hold is simply absent (the
+        # train says so); a held one is checked like any other
+        absent = {
+            c
+            for c in manifest.optional_columns(parameters)
+            if schema.get_field_index(c) < 0
+        }
+        columns = {
+            c: kind
+            for c, kind in manifest.columns_of(parameters).items()
+            if c not in absent
+        }
+        roles = [(c, r) for c, r in manifest.roles_of(parameters) if c not in absent]
+        if policy.column_refusal(list(columns)):
+            raise Refusal("refused", Code.COLUMN)
+        if policy.role_refusal(roles):
+            raise Refusal("refused", Code.COLUMN)
+        if not policy.show_station_name and any(role == "site" for _, role in roles):
+            # a care site's name is a label only where the station shows names
+            raise Refusal("refused", Code.SITE)
         for column, kind in columns.items():
             index = schema.get_field_index(column)
             if index < 0 or kind_problem(kind, schema.field(index).type):

@@ -39,6 +39,7 @@ from pht.station.population import (
     Population,
     VersionStore,
 )
+from pht.timefmt import parse_utc
 from pht.wire import STATUSES, Reply
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,12 @@ def kind_problem(kind: str, dtype: Any) -> bool:
         return not numeric
     if kind == "binary":
         return not (numeric or pa.types.is_boolean(dtype))
+    if kind == "date":
+        return not (
+            pa.types.is_timestamp(dtype)
+            or pa.types.is_date(dtype)
+            or pa.types.is_integer(dtype)
+        )
     return not (
         numeric
         or pa.types.is_string(dtype)
@@ -212,5 +219,9 @@ def trust_code(message: str) -> Code:
 
 
 def parse_time(text: str) -> dt.datetime:
-    """An audit record's UTC time (``...Z``) as an aware datetime."""
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An audit record's UTC time (``...Z``) as an aware UTC datetime.
+
+    Read like :func:`pht.station.audit.encoding.parse_time` (a naive time is UTC);
+    raises :class:`~pht.timefmt.TimeFormatError` (a ``ValueError``) otherwise.
+    """
+    return parse_utc(text, naive_as_utc=True)

@@ -31,6 +31,7 @@ class Code(Enum):
     TRAIN = "the train, its version, signer or digest is not allowed at this station"
     PARAMETERS = "the parameters do not fit the train's manifest"
     COLUMN = "a column is missing, of the wrong kind, or not allowed in that role"
+    SITE = "results by care site need show_station_name: true in the station's policy"
     CLASS = "the output's disclosure class is not allowed by this station's policy"
     REVIEW_ITERATIVE = "manual review cannot hold the rounds of an iterative train"
     BUDGET = "the query budget for this dataset is spent; try again next period"
@@ -41,6 +42,10 @@ class Code(Enum):
     SMALL_POPULATION = "the dataset has too few complete patients for this analysis"
     SMALL_CELL = "a group or level holds fewer patients than the minimum cell size"
     GRID = "no time grid gives every released cell the minimum cell size"
+    FEW_EVENTS = (
+        "fewer events than the minimum cell size at this station; its patients are "
+        "not in the analysis"
+    )
     DOF = "fewer than 10 patients per estimated parameter at this station"
     ROUND = "the round message does not fit the train's declared input"
     DESIGN = "the design does not fit this station's own description of its data"

@@ -67,7 +67,7 @@ class ContainerLimits:
 
 @functools.lru_cache(maxsize=1)
 def _client() -> Any:
-    """One Docker client per process (its connection pool is reused)."""
+    """A Docker client that answered a ping."""
     try:
         import docker
     except ImportError:
@@ -86,7 +86,7 @@ def _client() -> Any:
 def available() -> str | None:
     """None if a Docker engine answers, else why not."""
     try:
-        _client()
+        _client().close()  # only asking: no connection left for the collector
     except ExecutorError as exc:
         return str(exc)
     return None

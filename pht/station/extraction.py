@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pht.algorithms.disclosure import coarser, refine_for_groups
+from pht.algorithms.levels import labels
 from pht.errors import DataError, DisclosureError, PhtError
 from pht.station.base import (
     Admission,
@@ -40,6 +41,14 @@ log = logging.getLogger(__name__)
 
 CELL_LEVELS = 20
 """A covariate with at most this many distinct values defines cells of per-time sums."""
+
+SURVIVAL_CLASSES = ("event_table", "risk_set_sums", "model")
+"""Classes whose outputs need at least k events at a station (per-time tables, models)."""
+
+
+def _events(population: Population, column: str) -> int:
+    """Number of events (value 1) in a 0/1 column of the population."""
+    return int(np.sum(np.asarray(population.column(column), dtype=np.float64) == 1.0))
 
 
 class Extracting(StationBase):
@@ -77,20 +86,33 @@ class Extracting(StationBase):
             raise Refusal("refused", Code.DATA_CHANGED)
         admitted.version = version
         roles = manifest.roles_of(params)
-        columns = list(manifest.columns_of(params))
+        # if_present columns the dataset lacks are left out (the train says so)
+        columns = [
+            c for c in manifest.columns_of(params) if c in population.table.column_names
+        ]
         for column, role in roles:
-            if role == "group":
+            if role in ("group", "site") and column in columns:
                 held = population.labels.get(column)
-                values = {str(v) for v in population.column(column).tolist()}
+                values = set(labels(population.column(column))[0].tolist())
                 if held is None or not values <= held:
                     raise Refusal("refused", Code.SMALL_CELL)
+        event = next((c for c, r in roles if r == "event"), None)
+        if (
+            event is not None
+            and event in population.table.column_names
+            and admitted.disclosure_class in SURVIVAL_CLASSES
+            and _events(population, event) < k
+        ):
+            # said as such (not as a failed grid or a train's refusal), so the result
+            # can say that these patients are not in the estimate
+            raise Refusal("refused", Code.FEW_EVENTS)
         grid = None
         per_time = admitted.disclosure_class in ("event_table", "risk_set_sums")
         if per_time:
             grid = self._grid(admitted, population, roles)
         admitted.population = population
         admitted.grid = None if grid is None else tuple(float(b) for b in grid)
-        labelled = [c for c, r in roles if r in ("group", "covariate")]
+        labelled = [c for c, r in roles if r in ("group", "covariate", "site")]
         admitted.limits = GuardLimits(
             k,
             max_count=population.n,
@@ -158,9 +180,7 @@ class Extracting(StationBase):
             group = next((c for c, r in roles if r == "group"), None)
             if group is None:
                 return None
-            return np.asarray(
-                [str(v) for v in population.column(group).tolist()], dtype=object
-            )
+            return labels(population.column(group))[0]
         # every covariate with few distinct values is a cell maker, whatever its type
         # or whether the request calls it categorical (a 0/1 integer column is one)
         categorical = [
@@ -171,7 +191,7 @@ class Extracting(StationBase):
         ]
         if not categorical:
             return None
-        parts = [[str(v) for v in population.column(c).tolist()] for c in categorical]
+        parts = [labels(population.column(c))[0].tolist() for c in categorical]
         return np.asarray(
             ["\x1f".join(p) for p in zip(*parts, strict=True)], dtype=object
         )
@@ -194,9 +214,15 @@ class Extracting(StationBase):
             request_id=admitted.body.request_id,
             train=str(manifest.ref),
             parameters=dict(admitted.parameters),
-            columns=tuple(manifest.columns_of(admitted.parameters)),
+            columns=tuple(
+                c
+                for c in manifest.columns_of(admitted.parameters)
+                if admitted.population is None
+                or c in admitted.population.table.column_names
+            ),
             min_count=admitted.policy.min_cell_size,
             grid=admitted.grid,
+            rules=admitted.policy.rules,
         )
         input_file = run_dir / "input.json"
         input_file.write_text(train_input.to_json(), encoding="utf-8")
@@ -228,7 +254,7 @@ class Extracting(StationBase):
             tables = local_event_tables(
                 coarsen(population.column(column["time"]), grid),
                 population.column(column["event"]),
-                None if group is None else population.column(group).astype(object),
+                None if group is None else population.column(group),
                 min_count=admitted.policy.min_cell_size,
             )
         except PhtError:
@@ -237,5 +263,6 @@ class Extracting(StationBase):
             "n": tables.n,
             "events": tables.n_events,
             "excluded": 0,
+            "level_type": tables.level_type,
             "groups": {label: t.to_dict() for label, t in tables.tables.items()},
         }

@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import json
 import math
-import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pht.errors import DisclosureError
 
-LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+/()\[\]-]{0,63}$")
+MAX_LABEL_LENGTH = 64
+"""The most characters a label (a map key or a ``label`` input) may have."""
+_NOT_IN_LABELS = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 MAX_DEPTH = 8
 DEFAULT_MAX_BYTES = 64 * 1024**2
 
@@ -55,6 +57,28 @@ class GuardLimits:
     labels: frozenset[str] = frozenset()
     columns: frozenset[str] = frozenset()
     grid: frozenset[float] = frozenset()
+
+
+def is_label(value: Any) -> bool:
+    """Whether ``value`` may be a label: a real name, never a carrier of hidden data.
+
+    Accepted: 1 to :data:`MAX_LABEL_LENGTH` characters of letters, marks, digits,
+    punctuation, symbols and the plain space (``'s-Hertogenbosch``, ``Sint Antonius
+    Ziekenhuis, Nieuwegein``, ``Hôpital Erasme``), in Unicode NFC. Refused: control
+    and format characters (zero-width, bidi overrides), surrogates, private-use and
+    unassigned code points, line and paragraph separators, any space but U+0020, a
+    leading or trailing space, and text that is not NFC (the same name in two
+    encodings would be two labels).
+    """
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_LABEL_LENGTH:
+        return False
+    if value != value.strip(" ") or not unicodedata.is_normalized("NFC", value):
+        return False
+    for char in value:
+        category = unicodedata.category(char)
+        if category in _NOT_IN_LABELS or (category == "Zs" and char != " "):
+            return False
+    return True
 
 
 def _reject_constant(name: str) -> Any:
@@ -136,7 +160,11 @@ class Guard:
             return
         if kind in ("label", "column"):
             allowed = self.limits.labels if kind == "label" else self.limits.columns
-            if not isinstance(value, str) or value not in allowed:
+            if (
+                not isinstance(value, str)
+                or value not in allowed
+                or (kind == "label" and not is_label(value))
+            ):
                 raise DisclosureError(f"{where}: not a {kind} this station knows")
             return
         if kind == "evidence":
@@ -178,7 +206,7 @@ class Guard:
                 else self.limits.labels
             )
             for key, item in value.items():
-                if not LABEL.match(key) or key not in known:
+                if not is_label(key) or key not in known:
                     raise DisclosureError(
                         f"{where}: key is not a label this station observed with at "
                         "least the minimum cell size"

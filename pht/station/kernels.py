@@ -20,6 +20,7 @@ import numpy as np
 
 from pht.algorithms.cox import Covariate, Design, SortedRows, design_matrix
 from pht.algorithms.disclosure import coarsen
+from pht.algorithms.levels import labels
 from pht.errors import DisclosureError, PhtError
 from pht.station.population import Population
 from pht.wire import decode_array, encode_array
@@ -96,9 +97,7 @@ class CoxKernel:
         for cov in design.covariates:
             raw = self.raw[cov.column]
             values[cov.column] = (
-                np.asarray([str(v) for v in raw.tolist()], dtype=object)
-                if cov.categorical
-                else np.asarray(raw, dtype=np.float64)
+                labels(raw)[0] if cov.categorical else np.asarray(raw, dtype=np.float64)
             )
         self.rows = SortedRows(self.time, self.event, design_matrix(values, design))
         out: dict[str, Any] = {"p": design.p}

@@ -43,18 +43,19 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from pht import yamlcfg
-from pht.manifest import DISCLOSURE_CLASSES
+from pht.manifest import COLUMN_ROLES, DISCLOSURE_CLASSES
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
 """The documented strict default shipped in ``policies/default.yaml``."""
 
 ANY_DATASET = "*"
 KEYRING_SIGNERS = "keyring"
-ROLES = ("time", "event", "group", "covariate")
+ROLES = COLUMN_ROLES
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _COMPARATOR = re.compile(r"^(>=|<=|>|<|==)?\s*(\d+\.\d+\.\d+)$")
 
@@ -152,6 +153,19 @@ class DatasetPolicy:
     time_grid: Mapping[str, float] = field(default_factory=dict)
     max_rounds: int = 60
     unsafe_process_sandbox: bool = False
+    dominance_share: float = 0.9
+    """(n=1, k) dominance rule: no released cell where one patient contributes more
+    than this share of a measure's total."""
+    rounding_base: int = 1
+    """Released counts and sums are rounded to a multiple of this (1: exact)."""
+
+    @property
+    def rules(self) -> dict[str, Any]:
+        """The disclosure rules beyond ``min_cell_size`` a train must apply."""
+        return {
+            "dominance_share": self.dominance_share,
+            "rounding_base": self.rounding_base,
+        }
 
     def roles_of(self, column: str) -> frozenset[str]:
         """The roles ``column`` may serve as (all roles for a plain column list)."""
@@ -253,6 +267,8 @@ _DATASET_KEYS = {
     "time_grid",
     "max_rounds",
     "unsafe_process_sandbox",
+    "dominance_share",
+    "rounding_base",
 }
 
 
@@ -337,6 +353,23 @@ def _dataset(node: yamlcfg.Node) -> DatasetPolicy:
     if max_rounds < 1:
         raise rounds_node.error("max_rounds must be >= 1")  # type: ignore[union-attr]
     unsafe_node = m.get("unsafe_process_sandbox")
+    dominance_node = m.get("dominance_share")
+    dominance = 0.9
+    if dominance_node is not None:
+        dominance = dominance_node.as_type((int, float))
+        if isinstance(dominance, bool) or not 0 < dominance <= 1:
+            raise dominance_node.error(
+                f"dominance_share {dominance!r} must be in (0, 1]: the largest share "
+                "of a cell's total one patient may contribute (0.9 is the default)"
+            )
+    rounding_node = m.get("rounding_base")
+    rounding = 1
+    if rounding_node is not None:
+        rounding = rounding_node.as_type(int)
+        if rounding < 1:
+            raise rounding_node.error(
+                "rounding_base must be a whole number >= 1 (1: no rounding)"
+            )
     show = m.get("show_station_name")
     review_node = m.get("review")
     review = review_node.as_str() if review_node else "automatic"
@@ -356,6 +389,8 @@ def _dataset(node: yamlcfg.Node) -> DatasetPolicy:
         time_grid=grid,
         max_rounds=max_rounds,
         unsafe_process_sandbox=unsafe_node.as_type(bool) if unsafe_node else False,
+        dominance_share=float(dominance),
+        rounding_base=rounding,
     )
 
 

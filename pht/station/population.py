@@ -8,7 +8,8 @@ a covariate with one missing value, not the event or group column, not another t
 * :func:`load_population` reads the allowed columns once (cached per file version),
   keeps the complete rows, and computes what the output guard needs from the station's
   own data: the population size (the bound of every released integer) and, per column,
-  the values held by at least ``k`` rows (the only labels an output may carry);
+  the values held by at least ``k`` rows (the only labels an output may carry), as
+  canonical labels (:mod:`pht.algorithms.levels`: ``1`` for both 1 and 1.0);
 * :meth:`Population.extract` writes just the columns a request needs, of the
   population's rows, to a Parquet file in the run folder: the train's only input;
 * :class:`GridStore` computes the station's time grid per time column once
@@ -35,6 +36,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pht.algorithms.disclosure import merge_until_safe, station_grid
+from pht.algorithms.levels import labels as canonical_labels
 from pht.columns import missing, to_numpy
 from pht.errors import DataError
 
@@ -78,9 +80,27 @@ def dataset_schema(path: Path) -> pa.Schema:
     return read_table(path).schema
 
 
-def _labels(values: np.ndarray) -> list[str]:
-    """Labels as the trains write them (``str`` of each value)."""
-    return [str(v) for v in values.astype(object).tolist()]
+def _frequent_labels(values: np.ndarray, k: int) -> frozenset[str] | None:
+    """The labels held by at least ``k`` rows, or None (too many, or mixed types).
+
+    Labels are as the trains write them (canonical: ``1`` for both 1 and 1.0); None
+    when there are more than :data:`MAX_LABELS_PER_COLUMN` or the column mixes value
+    types. Numbers are counted per value before labelling (distinct numbers have distinct
+    labels), so a time column of many values costs one ``np.unique``.
+    """
+    try:
+        if values.dtype.kind in "biuf":
+            unique, counts = np.unique(values, return_counts=True)
+            frequent = canonical_labels(unique[counts >= k])[0].tolist()
+        else:
+            named = canonical_labels(values)[0]
+            unique, counts = np.unique(named.astype(str), return_counts=True)
+            frequent = unique[counts >= k].tolist()
+    except DataError:
+        return None
+    if len(frequent) > MAX_LABELS_PER_COLUMN:
+        return None
+    return frozenset(str(label) for label in frequent)
 
 
 def _is_binary(values: np.ndarray) -> bool:
@@ -156,13 +176,9 @@ def load_population(path: Path, columns: Sequence[str], k: int) -> Population:
     table = table.filter(pa.array(keep)) if not keep.all() else table
     labels: dict[str, frozenset[str]] = {}
     for name, values in arrays.items():
-        kept = _labels(values[keep])
-        counts: dict[str, int] = {}
-        for label in kept:
-            counts[label] = counts.get(label, 0) + 1
-        frequent = sorted(lab for lab, c in counts.items() if c >= k)
-        if len(frequent) <= MAX_LABELS_PER_COLUMN:
-            labels[name] = frozenset(frequent)
+        frequent = _frequent_labels(values[keep], k)
+        if frequent is not None:
+            labels[name] = frequent
     population = Population(
         table=table,
         n=int(keep.sum()),

@@ -20,11 +20,10 @@ from pht.crypto import (
     seal,
     sealed_digest,
 )
-from pht.errors import ConfigError, DisclosureError
+from pht.errors import ConfigError, DisclosureError, PhtError
 from pht.signing import (
     Receipt,
     sign_receipt,
-    utc_now,
 )
 from pht.station.base import (
     Admission,
@@ -33,6 +32,7 @@ from pht.station.base import (
 )
 from pht.station.codes import Code
 from pht.station.guard import Guard, GuardLimits, parse_strict
+from pht.timefmt import format_iso_offset, utc_now
 from pht.wire import STATUSES, Reply
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,14 @@ class Releasing(StationBase):
                 replacement = expect(message["output"])
                 if replacement is not None:
                     message["output"] = replacement
+            if op is None:
+                own = self._recomputed(admitted)
+                if own is not None:
+                    # the plugin's own computation from the station's extract: the
+                    # train's output must equal it, and the station's is released
+                    if message["output"] != own:
+                        raise DisclosureError("the output differs from the station's")
+                    message["output"] = own
             if admitted.disclosure_class == "event_table" and op is None:
                 # the class is the station's: per group, events and censorings per
                 # interval of its grid. It recomputes the table from the extract it
@@ -86,6 +94,28 @@ class Releasing(StationBase):
         except ConfigError:
             raise Refusal("refused", Code.GUARD) from None
         return message["output"]  # type: ignore[no-any-return]
+
+    def _recomputed(self, admitted: Admission) -> dict[str, Any] | None:
+        """The output the train's plugin computes from the station's own extract.
+
+        None for a train without a station-side computation (its output passes the
+        guard alone). Plugins are the station's installed ones, never the train's.
+        """
+        from pht.trains import StationView, plugin_for
+
+        try:
+            plugin = plugin_for(admitted.package.manifest.name)
+        except ConfigError:
+            return None
+        if plugin.recompute is None:
+            return None
+        try:
+            return plugin.recompute(StationView(admitted))
+        except PhtError as exc:
+            log.info("station %s recomputation: %s", self.id, exc)
+            raise DisclosureError(
+                "the station's own output is not releasable"
+            ) from None
 
     def release(
         self,
@@ -177,6 +207,6 @@ class Releasing(StationBase):
             sealed_digest=sealed_digest(sealed),
             audit_size=checkpoint.size,
             audit_root=checkpoint.root,
-            time=utc_now().isoformat(),
+            time=format_iso_offset(utc_now()),
         )
         return sealed, sign_receipt(receipt, self.config.identity)

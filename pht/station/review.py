@@ -113,7 +113,15 @@ class Reviewing(StationBase):
                 details={"reviewer": clean_reason(reviewer) or "unknown"},
                 **fields,
             )
-            reply = self._reply(request_id, "refused", Code.REVIEW_REJECTED.reason)
+            # the operator's own words reach the analyst (cleaned: one short line)
+            why = clean_reason(reason)
+            reply = self._reply(
+                request_id,
+                "refused",
+                f"{Code.REVIEW_REJECTED.reason}: {why}"
+                if why
+                else Code.REVIEW_REJECTED.reason,
+            )
         else:
             self.audit.append(
                 "review",

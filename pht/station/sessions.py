@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from pht.algorithms.levels import labels
 from pht.algorithms.optimize import NewtonPath
 from pht.crypto import canonical_json, digest
 from pht.errors import DisclosureError, ExecutorError, PhtError
@@ -198,10 +199,15 @@ class StationSession:
         for column in params.get("covariates") or []:
             values = population.column(column)
             if column in declared or values.dtype.kind not in "iuf":
+                named, kind = labels(values)
                 counts: dict[str, int] = {}
-                for label in (str(v) for v in values.tolist()):
+                for label in named.tolist():
                     counts[label] = counts.get(label, 0) + 1
-                columns[column] = {"kind": "categorical", "levels": counts}
+                columns[column] = {
+                    "kind": "categorical",
+                    "levels": counts,
+                    "level_type": kind,
+                }
             else:
                 numbers = np.asarray(values, dtype=float)
                 columns[column] = {
@@ -307,7 +313,7 @@ class StationSession:
             raise Refusal("refused", Code.ROUND) from None
 
     def _absent_levels(self, message: Mapping[str, Any]) -> set[str]:
-        from pht.station.guard import LABEL
+        from pht.station.guard import is_label
 
         population = self.admitted.population
         design = message.get("design")
@@ -325,11 +331,11 @@ class StationSession:
             levels = cov.get("levels")
             if not isinstance(levels, list) or len(levels) > 200:
                 continue
-            held = {str(v) for v in population.column(cov["column"]).tolist()}
+            held = set(labels(population.column(cov["column"]))[0].tolist())
             absent |= {
                 lv
                 for lv in levels
-                if isinstance(lv, str) and LABEL.match(lv) and lv not in held
+                if isinstance(lv, str) and is_label(lv) and lv not in held
             }
         return absent
 
@@ -356,7 +362,7 @@ class StationSession:
                 p += 1
                 continue
             here = set((info.get("levels") or {}).keys())
-            held = {str(v) for v in population.column(cov["column"]).tolist()}
+            held = set(labels(population.column(cov["column"]))[0].tolist())
             if len(set(levels)) != len(levels) or cov.get("reference") not in levels:
                 raise Refusal("refused", Code.DESIGN)
             if not here <= set(levels):

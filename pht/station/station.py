@@ -105,6 +105,10 @@ class Station(Admitting, Extracting, Releasing, Reviewing):
             if isinstance(nonce, str):
                 self._seen.add(nonce)
 
+    def close(self) -> None:
+        """Close the audit log (its lock is then free for another station process)."""
+        self.audit.close()
+
     def _record_changes(self) -> None:
         """Log a policy_change / key_change record when the files changed."""
         current = {

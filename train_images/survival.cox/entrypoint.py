@@ -10,6 +10,7 @@ import numpy as np
 
 from pht.algorithms.cox import Covariate, Design, SortedRows, design_matrix
 from pht.algorithms.disclosure import coarsen
+from pht.algorithms.levels import labels
 from pht.columns import Columns, missing, numbers
 from pht.errors import DataError, DisclosureError
 from pht.runtime import Session, run_session
@@ -19,11 +20,6 @@ from pht.wire import TrainInput, decode_array, encode_array
 def _is_categorical(values: np.ndarray, declared: bool) -> bool:
     """Text, booleans and declared columns are categorical; other numbers numeric."""
     return declared or values.dtype.kind not in "iuf"
-
-
-def _labels(values: np.ndarray) -> np.ndarray:
-    """Category labels as strings (as pandas' ``astype(str)`` writes them)."""
-    return np.asarray([str(v) for v in values.tolist()], dtype=object)
 
 
 class CoxSession(Session):
@@ -57,11 +53,13 @@ class CoxSession(Session):
         self.time, self.event = time, event
         self.values: dict[str, np.ndarray] = {}
         self.kinds: dict[str, str] = {}
+        self.level_types: dict[str, str] = {}
         for column in self.covariates:
             values = complete[column]
             if _is_categorical(values, column in declared):
                 self.kinds[column] = "categorical"
-                self.values[column] = _labels(values)
+                # canonical labels: 1 for both 1 and 1.0 (pht.algorithms.levels)
+                self.values[column], self.level_types[column] = labels(values)
             else:
                 self.kinds[column] = "numeric"
                 self.values[column] = values.astype(np.float64, copy=False)
@@ -96,8 +94,8 @@ class CoxSession(Session):
                 continue
             # labels are strings already (few distinct objects): count without copies
             tally = sorted(Counter(values.tolist()).items())
-            labels, counts = [lab for lab, _ in tally], [c for _, c in tally]
-            small = [lab for lab, c in zip(labels, counts, strict=True) if c < self.k]
+            named, counts = [lab for lab, _ in tally], [c for _, c in tally]
+            small = [lab for lab, c in zip(named, counts, strict=True) if c < self.k]
             if small:
                 raise DisclosureError(
                     f"a level of '{column}' has fewer than {self.k} patients at this "
@@ -106,8 +104,9 @@ class CoxSession(Session):
             columns[column] = {
                 "kind": "categorical",
                 "levels": {
-                    str(lab): int(c) for lab, c in zip(labels, counts, strict=True)
+                    str(lab): int(c) for lab, c in zip(named, counts, strict=True)
                 },
+                "level_type": self.level_types[column],
             }
         described: dict[str, Any] = {
             "n": int(self.time.size),

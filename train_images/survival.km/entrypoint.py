@@ -23,7 +23,7 @@ def local(columns: Columns, train_input: TrainInput) -> Mapping[str, Any]:
     result = local_event_tables(
         time,
         numbers(columns[params["event"]]),
-        None if group is None else columns[group].astype(object),
+        None if group is None else columns[group],
         min_count=train_input.min_count,
     )
     return {
@@ -33,6 +33,8 @@ def local(columns: Columns, train_input: TrainInput) -> Mapping[str, Any]:
         "excluded": result.excluded
         if result.excluded == 0 or result.excluded >= train_input.min_count
         else None,
+        # labels are canonical (1 for both 1 and 1.0); the type behind them
+        "level_type": result.level_type,
         "groups": {label: table.to_dict() for label, table in result.tables.items()},
     }
 

@@ -8,7 +8,7 @@ Modules, one idea each::
 
     encoding     canonical JSON and time formats (pinned: part of the file format)
     records      AuditRecord, EVENTS, OUTCOMES
-    checkpoints  Checkpoint: a signed (station, size, root, time); key_id
+    checkpoints  Checkpoint: a signed (station, size, root, time)
     logfile      format 2: one line per record, committed with its checkpoint
     legacy       format 1 (audit.log + checkpoints.jsonl): read, migrate
     recovery     torn tails: what a crash mid-append leaves, and how it is dropped

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from pht.crypto import key_id
 from pht.errors import AuditError
 from pht.station.audit.encoding import canonical, one_line
 
@@ -29,11 +29,6 @@ __all__ = ["CHECKPOINT_DOMAIN", "Checkpoint", "key_id", "sign_checkpoint"]
 
 CHECKPOINT_DOMAIN = b"pht-audit-checkpoint/1\n"
 _HEX = re.compile(r"[0-9a-f]+")
-
-
-def key_id(public_key: Ed25519PublicKey) -> str:
-    """Return the first 16 hex digits of ``sha256(raw public key)``."""
-    return hashlib.sha256(public_key.public_bytes_raw()).hexdigest()[:16]
 
 
 def _signed_text(station: str, size: int, root: str, time: str) -> bytes:
@@ -55,7 +50,7 @@ class Checkpoint:
     time
         UTC signing time, ISO 8601 with microseconds.
     key_id
-        :func:`key_id` of the signing key.
+        :func:`pht.crypto.key_id` of the signing key.
     signature
         Base64 Ed25519 signature over the domain-separated text (module docstring).
     """

@@ -7,10 +7,11 @@ nothing here may change without a new format version.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pht.errors import AuditError
+from pht.timefmt import TimeFormatError, format_micros_z, parse_utc
 
 __all__ = ["canonical", "format_time", "one_line", "parse_time"]
 
@@ -30,19 +31,24 @@ def canonical(obj: Any) -> bytes:
 
 
 def format_time(when: datetime) -> str:
-    """Format an aware time as UTC ISO 8601 with microseconds (``...00.000001Z``)."""
+    """Format an aware time as UTC ISO 8601 with microseconds (``...00.000001Z``).
+
+    This is :func:`pht.timefmt.format_micros_z`, pinned by the file format.
+    """
     if when.tzinfo is None:
         raise AuditError("the audit clock returned a naive time; give it a time zone")
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_micros_z(when)
 
 
 def parse_time(text: str, what: str) -> datetime:
-    """Parse ISO 8601; naive times are taken as UTC. AuditError names ``what``."""
+    """Parse ISO 8601 as an aware UTC time; naive times are taken as UTC.
+
+    AuditError names ``what``.
+    """
     try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise AuditError(f"{what} is not an ISO 8601 time: {text!r}") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        return parse_utc(text, naive_as_utc=True)
+    except TimeFormatError as exc:
+        raise AuditError(f"{what} {exc}: {text!r}") from None
 
 
 def one_line(value: object, what: str) -> str:

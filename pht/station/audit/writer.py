@@ -23,7 +23,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from pht.station.audit.logfile import LOG_FILE, encode_entry
 from pht.station.audit.opening import Opening, unanchored
 from pht.station.audit.records import OPTIONAL_FIELDS, AuditRecord
 from pht.station.audit.scan import Scan
+from pht.timefmt import utc_now
 
 try:  # POSIX: one writer per log folder
     import fcntl
@@ -150,7 +151,7 @@ class AuditLog:
         witness = None if witness is None else Path(witness)
         one_line(station_id, "station id")
         check_placement(directory, anchor, witness)
-        now = clock or (lambda: datetime.now(UTC))
+        now = clock or utc_now
         roles = (("anchor", anchor),) + ((("witness", witness),) if witness else ())
         if not directory.exists():  # refuse before creating anything
             for role, path in roles:

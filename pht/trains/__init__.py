@@ -1,0 +1,137 @@
+"""The train plugins: one typed registry the orchestrator and the stations look up.
+
+Every module of this package except :mod:`.base` is a built-in plugin that calls
+:func:`register` when imported; installed packages add plugins through the
+``pht.trains`` entry-point group (each entry point is a module that registers its
+plugins). Tests and notebooks may :func:`register` a plugin directly.
+
+Example
+-------
+>>> from pht.trains import plugin_for
+>>> plugin_for("survival.km").rounds
+'single'
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+from pht.errors import ConfigError, PolicyError
+from pht.trains.base import (
+    Companion,
+    Message,
+    Pooler,
+    Recompute,
+    Renderer,
+    Rounds,
+    RoundsStrategy,
+    Sections,
+    StationView,
+    Strategy,
+    StrategyFactory,
+    TrainPlugin,
+)
+
+if TYPE_CHECKING:
+    from pht.orchestrator.engine import SessionGroup
+
+__all__ = [
+    "Companion",
+    "Message",
+    "Pooler",
+    "Recompute",
+    "Renderer",
+    "Rounds",
+    "RoundsStrategy",
+    "Sections",
+    "StationView",
+    "Strategy",
+    "StrategyFactory",
+    "TrainPlugin",
+    "plugin_for",
+    "plugins",
+    "register",
+    "run_strategy",
+    "unregister",
+]
+
+ENTRY_POINTS = "pht.trains"
+_plugins: dict[str, TrainPlugin] = {}
+_lock = threading.Lock()
+_loaded = False
+
+
+def register(plugin: TrainPlugin) -> TrainPlugin:
+    """Add ``plugin`` to the registry; a different plugin of the same name is an error."""
+    with _lock:
+        known = _plugins.get(plugin.name)
+        if known is not None and known is not plugin:
+            raise ConfigError(
+                f"train plugin '{plugin.name}' is registered twice; unregister the "
+                "old one first or give the train another name"
+            )
+        _plugins[plugin.name] = plugin
+    return plugin
+
+
+def unregister(name: str) -> None:
+    """Remove a plugin (tests that registered a toy train clean up with this)."""
+    with _lock:
+        _plugins.pop(name, None)
+
+
+def _load() -> None:
+    """Import the built-in plugin modules and the installed entry points, once."""
+    global _loaded
+    if _loaded:
+        return
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "base" and not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+    for entry in entry_points(group=ENTRY_POINTS):
+        entry.load()
+    _loaded = True
+
+
+def plugins() -> Mapping[str, TrainPlugin]:
+    """Every registered plugin by train name."""
+    _load()
+    return dict(sorted(_plugins.items()))
+
+
+def plugin_for(name: str) -> TrainPlugin:
+    """The plugin of a train name, or a :class:`ConfigError` naming the known ones."""
+    _load()
+    try:
+        return _plugins[name]
+    except KeyError:
+        known = ", ".join(sorted(_plugins)) or "none"
+        raise ConfigError(
+            f"no plugin is registered for train '{name}' (known: {known}); add a "
+            "module to pht/trains/ or register one (see README, 'Adding a train')"
+        ) from None
+
+
+def renderers() -> Iterator[tuple[str, Renderer]]:
+    """Every plugin's (result key, renderer), in plugin then declaration order."""
+    for plugin in plugins().values():
+        yield from plugin.sections
+
+
+def run_strategy(strategy: Strategy, group: SessionGroup) -> Sections:
+    """Drive an iterative train's strategy over open sessions to its result."""
+    while True:
+        active: Sequence[str] = group.active
+        if not active:
+            raise PolicyError("no station is left in the session")
+        messages = strategy.configure_round(active)
+        if messages is None:
+            return strategy.result()
+        replies = group.round(messages)
+        for station in strategy.aggregate_round(replies):
+            group.drop(station, replies[station])
