@@ -46,6 +46,12 @@ CLINICAL_COLUMNS = (
     "line",
     "tox_grade3",
     "response",
+    "diagnosis_date",
+    "start_date",
+    "cost_eur",
+    "n_administrations",
+    "dose_mg_total",
+    "hospital",
 )
 
 CLINICAL_ROLES: dict[str, list[str]] = {
@@ -56,6 +62,12 @@ CLINICAL_ROLES: dict[str, list[str]] = {
         if column in ("death", "progression")
         else ["covariate"]
         if column == "age"
+        else ["period"]
+        if column in ("diagnosis_date", "start_date")
+        else ["measure"]
+        if column in ("cost_eur", "n_administrations", "dose_mg_total")
+        else ["site"]
+        if column == "hospital"
         else ["group", "covariate"]
     )
     for column in CLINICAL_COLUMNS
