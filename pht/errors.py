@@ -82,3 +82,23 @@ class ReviewPending(PhtError):
 
 class PhtWarning(UserWarning):
     """Base of pht's warnings about statistical caveats."""
+
+
+class SingleStationLevelWarning(PhtWarning):
+    """A covariate level occurs at one station only: its effect rests on that station."""
+
+
+class PopulationWarning(PhtWarning):
+    """Stations with patients were left out, so the estimate describes fewer patients."""
+
+
+class NotEstimableWarning(PhtWarning):
+    """An estimate asked for cannot be given (e.g. survival beyond the follow-up)."""
+
+
+class SuppressionWarning(PhtWarning):
+    """Cells suppressed at a station leave part of an answer unknown."""
+
+
+class CompanionWarning(PhtWarning):
+    """The companion train of a study gave no result; the main result stands."""

@@ -42,7 +42,7 @@ from pht.algorithms.levels import (
     labels,
     sort_levels,
 )
-from pht.errors import ConfigError, DataError
+from pht.errors import ConfigError, DataError, NotEstimableWarning
 from pht.orchestrator.pooling import pool_survival_km
 from pht.orchestrator.report import render_report
 from pht.provision import policy_document
@@ -390,7 +390,8 @@ def test_km_kernels_with_mixed_group_types_equal_R_on_lung() -> None:
         }
         for i, table in enumerate(tables)
     }
-    sections = pool_survival_km(outputs, {"group": "sex", "at": 1000, "tau": 365})
+    with pytest.warns(NotEstimableWarning, match="not estimable for group"):
+        sections = pool_survival_km(outputs, {"group": "sex", "at": 1000, "tau": 365})
     at = sections["survival_at"]
     r_at = oracle["survival_at_1000"]
     assert r_at["2"]["estimable"] is False and oracle["curves"]["2"]["last_time"] < 1000

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import pht
 from pht.crypto import load_identity
 from pht.manifest import TRAINS_DIR, Catalogue
 from pht.orchestrator.config import load_network
@@ -153,9 +154,8 @@ def hostile_catalogue(root: Path) -> Catalogue:
         .read_text()
         .replace("name: survival.cox", "name: evil.coxn")
     )
-    cox = (TRAINS_DIR / "survival.cox" / "entrypoint.py").read_text()
     (folder / "entrypoint.py").write_text(
-        cox.replace('"n": int(self.time.size),', '"n": int(self.time.size) - 1,', 1)
+        hostile_cox('"n": int(self.time.size),', '"n": int(self.time.size) - 1,')
     )
     # sessions whose answers hide bits in the low digits of the gradient, or lie
     folder = root / "evil.coxexcluded"  # a chosen count in round 0's `excluded`
@@ -166,7 +166,7 @@ def hostile_catalogue(root: Path) -> Catalogue:
         .replace("name: survival.cox", "name: evil.coxexcluded")
     )
     (folder / "entrypoint.py").write_text(
-        cox.replace('"excluded": int(self.excluded)', '"excluded": 72', 1)
+        hostile_cox('"excluded": int(self.excluded)', '"excluded": 72')
     )
     for name, change in (
         ("coxbits", "(terms.gradient * (1 + 1e-12)).tolist()"),
@@ -180,11 +180,42 @@ def hostile_catalogue(root: Path) -> Catalogue:
             .replace("name: survival.cox", f"name: evil.{name}")
         )
         (folder / "entrypoint.py").write_text(
-            cox.replace(
-                '"gradient": terms.gradient.tolist(),', f'"gradient": {change},', 1
+            hostile_cox(
+                '"gradient": terms.gradient.tolist(),', f'"gradient": {change},'
             )
         )
     return Catalogue(root)
+
+
+COX_ADAPTER = """
+
+from pht.runtime import Session, run_session
+
+
+class CoxSession(Session):
+    def __init__(self, columns, train_input):
+        self.local = LocalCox(
+            columns, train_input.parameters, train_input.min_count, train_input.grid
+        )
+
+    def opened(self):
+        return self.local.describe()
+
+    def round(self, message):
+        return self.local.answer(message)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_session(CoxSession))
+"""
+
+
+def hostile_cox(honest: str, hostile: str) -> str:
+    """The survival.cox train with one line of its station code changed: a trusted
+    methodologist's key signs a train that lies (pht.algorithms.cox_local inlined)."""
+    local = (Path(pht.__file__).parent / "algorithms" / "cox_local.py").read_text()
+    assert local.count(honest) == 1, honest  # the lie really is in the train
+    return local.replace(honest, hostile) + COX_ADAPTER
 
 
 SNOOP = """\

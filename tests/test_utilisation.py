@@ -41,7 +41,12 @@ from pht.algorithms.utilisation import (
 )
 from pht.cli import main
 from pht.crypto import load_identity
-from pht.errors import ConfigError, DataError, DisclosureError
+from pht.errors import (
+    ConfigError,
+    DataError,
+    DisclosureError,
+    SuppressionWarning,
+)
 from pht.manifest import TRAINS_DIR, Catalogue
 from pht.orchestrator.config import load_network, load_study
 from pht.orchestrator.embedded import EmbeddedEngine
@@ -719,7 +724,8 @@ def test_a_suppressed_year_leaves_a_drug_unranked_with_the_reason() -> None:
             "s2": station([(2020, "b", None, 12, 1.0), (2021, "b", None, 14, 2.0)]),
         }
     )
-    rows = priority_list(pooled, [2020, 2021], Weights()).rows
+    with pytest.warns(SuppressionWarning, match="not ranked: suppressed in 2020"):
+        rows = priority_list(pooled, [2020, 2021], Weights()).rows
     assert [(r.drug, r.rank) for r in rows] == [("b", 1), ("a", None)]
     assert rows[1].note == "suppressed in 2020"
 

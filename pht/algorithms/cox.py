@@ -34,6 +34,7 @@ shift of ``x`` common to a risk set); in pooled mode every station uses the same
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -42,6 +43,8 @@ import numpy as np
 import numpy.typing as npt
 
 from pht.algorithms.levels import labels as level_labels
+from pht.algorithms.numeric import chi2_sf, normal_two_sided_p, z_critical
+from pht.algorithms.optimize import Fit, Terms, maximise
 
 Ties = Literal["efron", "breslow"]
 _CHUNK = 1 << 16  # rows per block in weighted Gram matrices
@@ -91,20 +94,9 @@ class RiskSetSums:
         )
 
 
-@dataclass(frozen=True)
-class CoxTerms:
-    """Partial log-likelihood with its gradient and Hessian at one coefficient vector."""
-
-    loglik: float
-    gradient: FloatArray
-    hessian: FloatArray
-
-    def __add__(self, other: CoxTerms) -> CoxTerms:
-        return CoxTerms(
-            self.loglik + other.loglik,
-            self.gradient + other.gradient,
-            self.hessian + other.hessian,
-        )
+CoxTerms = Terms
+"""The partial log-likelihood with its gradient and Hessian at one coefficient vector
+(the generic :class:`pht.algorithms.optimize.Terms`)."""
 
 
 @dataclass(frozen=True)
@@ -407,17 +399,9 @@ def design_matrix(columns: dict[str, np.ndarray], design: Design) -> FloatArray:
     return x
 
 
-# -- Newton-Raphson ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class NewtonResult:
-    """The maximiser of a concave log-likelihood found by Newton-Raphson."""
-
-    beta: FloatArray
-    terms: CoxTerms
-    null_loglik: float
-    iterations: int
-    converged: bool
-    step_halvings: int
+# -- Newton-Raphson and the result -----------------------------------------------------
+NewtonResult = Fit
+"""The maximiser found by :func:`pht.algorithms.optimize.newton`."""
 
 
 def newton_raphson(
@@ -430,45 +414,80 @@ def newton_raphson(
 ) -> NewtonResult:
     """Maximise a partial log-likelihood given a function returning its terms.
 
-    Convergence rule: stop at ``beta`` when the Newton step from it would move no
-    coefficient by ``tol`` or more *and* the last accepted step changed the
-    log-likelihood by less than ``tol * (1 + |loglik|)``; ``iterations`` counts the
-    accepted steps.
-    A step that lowers the log-likelihood by more than rounding noise
-    (``1e-11 * (1 + |loglik|)``) is halved (at most ``max_halvings`` times).
-    Each call of ``evaluate`` is one federated round.
+    The rule is :func:`pht.algorithms.optimize.newton` (step-halving, convergence when
+    the next step would move no coefficient by ``tol``); each call of ``evaluate`` is
+    one federated round.
     """
-    beta = np.zeros(p)
-    terms = evaluate(beta)
-    null = terms.loglik
-    halvings = 0
-    change = 0.0  # log-likelihood change of the last accepted step
-    for iteration in range(max_iter + 1):
-        try:
-            step = np.linalg.solve(-terms.hessian, terms.gradient)
-        except np.linalg.LinAlgError:  # information became singular: diverging
-            return NewtonResult(beta, terms, null, iteration, False, halvings)
-        if np.max(np.abs(step), initial=0.0) < tol and change < tol * (
-            1 + abs(terms.loglik)
-        ):
-            # the next step would move no coefficient by tol: beta is the maximiser
-            # (and its terms are known), so no further evaluation is needed
-            return NewtonResult(beta, terms, null, iteration, True, halvings)
-        if iteration == max_iter:
-            break
-        candidate = beta + step
-        new = evaluate(candidate)
-        tries = 0
-        # a decrease within rounding noise of a sum over many patients is no decrease
-        slack = 1e-11 * (1.0 + abs(terms.loglik))
-        while (not np.isfinite(new.loglik) or new.loglik < terms.loglik - slack) and (
-            tries < max_halvings
-        ):
-            step = step / 2
-            candidate = beta + step
-            new = evaluate(candidate)
-            tries += 1
-        halvings += tries
-        change = abs(new.loglik - terms.loglik)
-        beta, terms = candidate, new
-    return NewtonResult(beta, terms, null, max_iter, False, halvings)
+    return maximise(evaluate, p, max_iter=max_iter, tol=tol, max_halvings=max_halvings)
+
+
+@dataclass(frozen=True)
+class Coefficient:
+    """One coefficient of a fitted Cox model with its Wald statistics."""
+
+    name: str
+    coef: float
+    se: float
+    hr: float
+    ci_lower: float
+    ci_upper: float
+    z: float
+    p_value: float
+
+
+@dataclass(frozen=True)
+class CoxResult:
+    """A fitted Cox model: coefficients, likelihoods, the LR test, how the fit went."""
+
+    coefficients: tuple[Coefficient, ...]
+    loglik: float
+    null_loglik: float
+    lr_statistic: float
+    lr_df: int
+    lr_p_value: float
+    covariance: FloatArray
+    iterations: int
+    step_halvings: int
+    converged: bool
+
+
+def cox_result(design: Design, fit: Fit, alpha: float = 0.05) -> CoxResult:
+    """The fitted model's Wald statistics, hazard ratios and likelihood-ratio test.
+
+    SEs from the observed information, hazard-ratio CIs at ``1 - alpha``, the LR test
+    against the null model.
+
+    Matches lifelines ``CoxPHFitter.summary`` and R ``summary(coxph)``.
+    """
+    cov = np.linalg.inv(-fit.terms.hessian)
+    se = np.sqrt(np.diag(cov))
+    z_crit = z_critical(alpha)
+    coefficients = []
+    for i, name in enumerate(design.names):
+        coef = float(fit.beta[i])
+        z = coef / float(se[i])
+        coefficients.append(
+            Coefficient(
+                name=name,
+                coef=coef,
+                se=float(se[i]),
+                hr=math.exp(coef),
+                ci_lower=math.exp(coef - z_crit * se[i]),
+                ci_upper=math.exp(coef + z_crit * se[i]),
+                z=z,
+                p_value=normal_two_sided_p(z),
+            )
+        )
+    lr = 2 * (fit.terms.loglik - fit.null_loglik)
+    return CoxResult(
+        coefficients=tuple(coefficients),
+        loglik=fit.terms.loglik,
+        null_loglik=fit.null_loglik,
+        lr_statistic=lr,
+        lr_df=design.p,
+        lr_p_value=chi2_sf(lr, design.p),
+        covariance=np.asarray(cov, dtype=np.float64),
+        iterations=fit.iterations,
+        step_halvings=fit.step_halvings,
+        converged=fit.converged,
+    )

@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pht.algorithms.levels import LevelType, agree_level_type, labels, sort_levels
+from pht.algorithms.numeric import chi2_sf, normal_two_sided_p, z_critical
 from pht.columns import missing
 from pht.errors import DataError, DisclosureError
 
@@ -276,8 +277,6 @@ def kaplan_meier(table: EventTable, alpha: float = 0.05) -> KMCurve:
     The timeline is 0 followed by every distinct time in ``table``; values are those of
     lifelines ``KaplanMeierFitter`` (same formula, same order of operations).
     """
-    from scipy import stats
-
     if table.time.size == 0:
         raise DataError("cannot estimate a survival curve without patients")
     time, events, censored = table.time, table.events, table.censored
@@ -295,7 +294,7 @@ def kaplan_meier(table: EventTable, alpha: float = 0.05) -> KMCurve:
         increments[np.isinf(increments)] = 0.0
         greenwood = np.cumsum(increments)
         survival = np.exp(log_s)
-        z = stats.norm.ppf(1 - alpha / 2)
+        z = z_critical(alpha)
         v = np.log(survival)
         half = z * np.sqrt(greenwood) / v
         lower = np.exp(-np.exp(np.log(-v) - half))
@@ -346,8 +345,6 @@ def logrank_test(
     groups : all group labels, in a fixed order
     stratified : whether ``strata`` are real strata (recorded in the result)
     """
-    from scipy import stats
-
     k = len(groups)
     if k < 2:
         raise DataError("a log-rank test needs at least two groups; check 'group'")
@@ -387,7 +384,7 @@ def logrank_test(
     return LogRankResult(
         statistic=statistic,
         df=df,
-        p_value=float(stats.chi2.sf(statistic, df)),
+        p_value=chi2_sf(float(statistic), int(df)),
         stratified=stratified,
         observed=dict(zip(groups, observed.tolist(), strict=True)),
         expected=dict(zip(groups, (observed - u).tolist(), strict=True)),
@@ -474,9 +471,7 @@ class Difference:
 
 
 def _normal_ci(estimate: float, se: float, alpha: float) -> Estimate:
-    from scipy import stats
-
-    z = float(stats.norm.ppf(1 - alpha / 2))
+    z = z_critical(alpha)
     return Estimate(estimate, se, estimate - z * se, estimate + z * se)
 
 
@@ -523,9 +518,7 @@ def differences(
     estimates: Mapping[str, Estimate], reference: str, alpha: float = 0.05
 ) -> list[Difference]:
     """Each group's estimate minus the reference group's, with a Wald test."""
-    from scipy import stats
-
-    z_crit = float(stats.norm.ppf(1 - alpha / 2))
+    z_crit = z_critical(alpha)
     ref = estimates[reference]
     out = []
     for group, est in estimates.items():
@@ -543,7 +536,7 @@ def differences(
                 ci_lower=diff - z_crit * se,
                 ci_upper=diff + z_crit * se,
                 z=z,
-                p_value=float(2 * stats.norm.sf(abs(z))) if se > 0 else float("nan"),
+                p_value=normal_two_sided_p(z) if se > 0 else float("nan"),
             )
         )
     return out

@@ -70,11 +70,12 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from warnings import warn
 
 import numpy as np
 
 from pht.algorithms.levels import labels
-from pht.errors import ConfigError, DataError, DisclosureError
+from pht.errors import ConfigError, DataError, DisclosureError, SuppressionWarning
 
 MEASURES = ("administrations", "mg", "cost")
 """Measures in output order; ``cost`` is released on every entry."""
@@ -925,6 +926,12 @@ def priority_list(
         if not ranked and not note:
             note = "no " + ", ".join(
                 c for c in COMPONENTS if w[c] > 0 and values[c] is None
+            )
+        if not ranked:
+            label = d[0] if d[1] is None else f"{d[0]} ({d[1]})"
+            warn(
+                SuppressionWarning(f"{label} is not ranked: {note}"),
+                stacklevel=2,
             )
         rows.append(
             Priority(

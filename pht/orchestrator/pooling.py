@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
+from warnings import warn
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from pht.algorithms.km import (
     survival_at,
 )
 from pht.algorithms.levels import LEVEL_TYPES, canonical_level
-from pht.errors import DataError
+from pht.errors import DataError, NotEstimableWarning
 
 Pooler = Callable[[Mapping[str, Mapping[str, Any]], Mapping[str, Any]], dict[str, Any]]
 
@@ -202,6 +203,14 @@ def _survival_at(
     estimable groups only.
     """
     beyond = [g for g, c in curves.items() if float(c.time[-1]) < at]
+    if beyond:
+        warn(
+            NotEstimableWarning(
+                f"survival at {at:g} is not estimable for group(s) "
+                f"{', '.join(beyond)}: their follow-up ends earlier"
+            ),
+            stacklevel=2,
+        )
     fixed = {g: survival_at(c, at) for g, c in curves.items() if g not in beyond}
     empty = {"estimate": None, "se": None, "ci_lower": None, "ci_upper": None}
     return {

@@ -721,6 +721,19 @@ def _provenance(result: Mapping[str, Any]) -> str:
     )
 
 
+def _warnings(result: Mapping[str, Any]) -> str:
+    """The statistical caveats of the result (``warnings``), one line each."""
+    items = result.get("warnings") or []
+    if not items:
+        return ""
+    body = "".join(
+        f"<li><strong>{_e(w.get('category', ''))}</strong>: {_e(w.get('message', ''))}"
+        "</li>"
+        for w in items
+    )
+    return _section("warnings", "Caveats", f"<ul>{body}</ul>")
+
+
 def _generic(key: str, value: Any, note: str = "") -> str:
     """Any result key without a dedicated renderer, as JSON."""
     note = note or "No dedicated view for this result key; its content as JSON:"
@@ -735,7 +748,7 @@ def _sections() -> dict[str, Renderer]:
     """
     from pht.trains import renderers
 
-    sections: dict[str, Renderer] = {"stations": _stations}
+    sections: dict[str, Renderer] = {"stations": _stations, "warnings": _warnings}
     for key, renderer in renderers():
         sections.setdefault(key, renderer)
     sections["provenance"] = _provenance

@@ -11,13 +11,21 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pht import __version__
-from pht.errors import ConfigError, DataError, PolicyError, ReviewPending
+from pht.errors import (
+    CompanionWarning,
+    ConfigError,
+    DataError,
+    PhtWarning,
+    PolicyError,
+    ReviewPending,
+)
 from pht.orchestrator.config import Network, Study
 from pht.orchestrator.engine import Engine, ProgressCallback
 from pht.orchestrator.requester import Requester, signed_train
@@ -169,6 +177,7 @@ def _run_companion(
         record["sections"] = pool(released, parameters)
     except (DataError, PolicyError) as exc:  # the Cox result stands; say why not
         record["error"] = f"{name}: {exc}"
+        warnings.warn(CompanionWarning(record["error"]), stacklevel=2)
         log.warning("companion %s did not give a result: %s", name, exc)
     return record
 
@@ -196,6 +205,27 @@ def budget_use(study: Study) -> dict[str, Any]:
     }
 
 
+def _with_caveats(compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``compute``; put the statistical caveats it raised into ``warnings``.
+
+    Caveats are :class:`~pht.errors.PhtWarning` subclasses (each once, in order);
+    other warnings are passed on as usual.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = compute()
+    caveats: list[dict[str, str]] = []
+    for w in caught:
+        if issubclass(w.category, PhtWarning):
+            item = {"category": w.category.__name__, "message": str(w.message)}
+            if item not in caveats:
+                caveats.append(item)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    provenance = result.pop("provenance")
+    return {**result, "warnings": caveats, "provenance": provenance}
+
+
 def run_study(
     study: Study,
     network: Network,
@@ -203,7 +233,22 @@ def run_study(
     requester: Requester,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
-    """Dispatch the study's train and pool the released aggregates into a result."""
+    """Dispatch the study's train and pool the released aggregates into a result.
+
+    Statistical caveats (:class:`~pht.errors.PhtWarning`) land in ``warnings``.
+    """
+    return _with_caveats(
+        lambda: _run_study(study, network, engine, requester, progress)
+    )
+
+
+def _run_study(
+    study: Study,
+    network: Network,
+    engine: Engine,
+    requester: Requester,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
     manifest = study.train.manifest
     plugin = plugin_for(manifest.name)
     if plugin.rounds != manifest.rounds:
@@ -358,8 +403,13 @@ def collect_study(
         raise ConfigError("only single-round trains are held for review")
     opened = {s: requester.open(r, body.request_id) for s, r in replies.items()}
     released = _check_participation(study, opened)
-    sections = _pool(plugin.pool, released, study)
-    return _result(study, network, engine, requester, body, opened, sections, 1)
+    pool = plugin.pool
+
+    def compute() -> dict[str, Any]:
+        sections = _pool(pool, released, study)
+        return _result(study, network, engine, requester, body, opened, sections, 1)
+
+    return _with_caveats(compute)
 
 
 def _result(

@@ -14,35 +14,179 @@ The strategy (orchestrator side of the session):
    message after the first carries the signed evidence of the last round, so each
    station can replay the path;
 3. *result*: coefficients, standard errors, hazard ratios with Wald CIs, the
-   likelihood-ratio test (:func:`pht.orchestrator.drivers.cox_section`).
+   likelihood-ratio test (:func:`pht.algorithms.cox.cox_result`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from warnings import warn
 
 import numpy as np
 
-from pht.algorithms.cox import FirstOrder, add_terms, first_order
-from pht.algorithms.optimize import Ask, Value, newton
-from pht.errors import ConvergenceError, ExecutorError, PolicyError
-from pht.orchestrator.drivers import (
-    _curvature,
-    _design_message,
-    _sums,
-    _terms,
-    agree_design,
-    check_estimable,
-    cox_section,
-    population_warnings,
+from pht.algorithms.cox import (
+    CoxTerms,
+    Design,
+    FirstOrder,
+    RiskSetSums,
+    add_terms,
+    cox_result,
+    first_order,
+)
+from pht.algorithms.design import agree_design, check_estimable
+from pht.algorithms.optimize import Ask, Fit, Value, newton
+from pht.errors import (
+    ConfigError,
+    ConvergenceError,
+    DataError,
+    ExecutorError,
+    PolicyError,
+    PopulationWarning,
 )
 from pht.orchestrator.report import _cox
 from pht.trains import register
 from pht.trains.base import Companion, Rounds, RoundsStrategy, TrainPlugin
-from pht.wire import Reply, encode_array
+from pht.wire import Reply, decode_array, encode_array
+
+# -- wire: what the stations send, decoded; the result section --------------------------
+FEW_EVENTS = "few-events:"
+"""How a station's refusal for fewer than k events begins (its fixed reason code)."""
 
 
+def population_warnings(opened: Mapping[str, Reply], mode: str) -> list[str]:
+    """Say when stations with patients were left out for too few events.
+
+    Their rows (censored ones included) belong in the pooled risk sets (and, with a
+    few events, in a stratified fit), so the estimate describes a different
+    population than all patients. Stations are counted, never named (a policy may
+    hide a station's name).
+    """
+    few = sum(
+        1
+        for r in opened.values()
+        if not r.ok and (r.reason or "").startswith(FEW_EVENTS)
+    )
+    if not few:
+        return []
+    where = (
+        "the pooled risk sets"
+        if mode == "pooled"
+        else "the fit (their strata are missing)"
+    )
+    return [
+        f"{few} station(s) refused for fewer events than their minimum cell size: "
+        f"their patients, censored ones included, are not in {where}, so the "
+        "estimate describes the other stations' patients only and can differ from "
+        "a fit on all patients"
+    ]
+
+
+def _design_message(design: Design) -> dict[str, Any]:
+    return {
+        "covariates": [
+            {"column": c.column, "levels": list(c.levels), "reference": c.reference}
+            for c in design.covariates
+        ],
+        "centre": list(design.centre),
+    }
+
+
+def _sums(
+    output: Mapping[str, Any], counts: Mapping[str, Any], times: np.ndarray, p: int
+) -> RiskSetSums:
+    """One station's first-order sums (``counts``: its design reply, sent once)."""
+    m = times.size
+    try:
+        x_death = np.zeros((m, p))  # only the total over times enters the fit
+        x_death[0] = np.asarray(counts["x_death"], dtype=np.float64).reshape(p)
+        return RiskSetSums(
+            time=times,
+            deaths=decode_array(counts["deaths"], (m,)),
+            x_death=x_death,
+            s0=decode_array(output["s0"], (m,)),
+            s1=decode_array(output["s1"], (m, p)),
+            d0=decode_array(output["d0"], (m,)),
+            d1=decode_array(output["d1"], (m, p)),
+        )
+    except (KeyError, ValueError, TypeError, ConfigError) as exc:
+        raise DataError(f"a station returned malformed risk-set sums ({exc})") from None
+
+
+def _curvature(output: Mapping[str, Any], p: int) -> np.ndarray:
+    try:
+        return np.asarray(output["curvature"], dtype=np.float64).reshape(p, p)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"a station returned a malformed curvature ({exc})") from None
+
+
+def _terms(output: Mapping[str, Any], p: int) -> CoxTerms:
+    try:
+        return CoxTerms(
+            float(output["loglik"]),
+            np.asarray(output["gradient"], dtype=np.float64).reshape(p),
+            np.asarray(output["hessian"], dtype=np.float64).reshape(p, p),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"a station returned malformed model terms ({exc})") from None
+
+
+def cox_section(
+    design: Design,
+    fit: Fit,
+    mode: str,
+    ties: str,
+    described: Mapping[str, Mapping[str, Any]],
+    warnings: list[str],
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """The ``cox`` section of ``result.json`` (from :func:`cox_result`)."""
+    result = cox_result(design, fit, alpha)
+    return {
+        "params": {
+            c.name: {
+                "coef": c.coef,
+                "se": c.se,
+                "hr": c.hr,
+                "ci_lower": c.ci_lower,
+                "ci_upper": c.ci_upper,
+                "z": c.z,
+                "p_value": c.p_value,
+            }
+            for c in result.coefficients
+        },
+        "loglik": result.loglik,
+        "null_loglik": result.null_loglik,
+        "lr_test": {
+            "statistic": result.lr_statistic,
+            "df": result.lr_df,
+            "p_value": result.lr_p_value,
+        },
+        "n": sum(int(d["n"]) for d in described.values()),
+        "events": sum(int(d["events"]) for d in described.values()),
+        "excluded": sum(int(d.get("excluded") or 0) for d in described.values()),
+        "per_station": {
+            s: {
+                "n": int(d["n"]),
+                "events": int(d["events"]),
+                "excluded": int(d.get("excluded") or 0),
+            }
+            for s, d in described.items()
+        },
+        "mode": mode,
+        "ties": ties,
+        "iterations": result.iterations,
+        "step_halvings": result.step_halvings,
+        "converged": result.converged,
+        "covariance": result.covariance.tolist(),
+        "reference_levels": {
+            c.column: c.reference for c in design.covariates if c.categorical
+        },
+        "warnings": warnings,
+    }
+
+
+# -- the strategy --------------------------------------------------------------------
 def _fail(replies: Mapping[str, Reply], stage: str) -> None:
     bad = {s: r for s, r in replies.items() if not r.ok}
     if bad:
@@ -71,6 +215,8 @@ class CoxStrategy(RoundsStrategy):
 
     def rounds(self) -> Rounds:
         """Design, then Newton-Raphson rounds, then the ``cox`` section."""
+        for caveat in self.left_out:
+            warn(PopulationWarning(caveat), stacklevel=2)
         described = self.described
         while True:  # agree a design; stations refusing it leave the session
             if not described:
