@@ -6,7 +6,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from rich.console import Console
 from pht import __version__
 from pht.errors import PhtError
 from pht.orchestrator.run import StudyPending
+
+if TYPE_CHECKING:
+    from pht.crypto import Identity
 from pht.wire import Reply
 
 app = typer.Typer(
@@ -68,7 +71,7 @@ def _run(study_path: Path, network_path: Path, out_dir: Path, identity: Path) ->
         try:
             result = run_study(study, network, engine, requester, progress=_progress)
         except StudyPending as held:
-            _held(held, out_dir)
+            _held(held, out_dir, requester.identity)
     return _write(result, out_dir)
 
 
@@ -82,9 +85,9 @@ def _write(result: dict[str, Any], out_dir: Path) -> Path:
     return report_path
 
 
-def _held(held: StudyPending, out_dir: Path) -> NoReturn:
-    """Save the pending run into ``out_dir`` and stop with exit code 9."""
-    path = held.pending.save(out_dir)
+def _held(held: StudyPending, out_dir: Path, identity: Identity) -> NoReturn:
+    """Save the pending run (signed by the requester) and stop with exit code 9."""
+    path = held.pending.save(out_dir, identity)
     console.print(f"[yellow]pending:[/] {held}", soft_wrap=True)
     out.print(f"pending: {path}")
     raise typer.Exit(held.exit_code)
@@ -107,19 +110,18 @@ def collect(
     from pht.orchestrator.requester import Requester
     from pht.orchestrator.run import PendingRun, collect_study
 
-    pending = PendingRun.load(out_dir)
+    PendingRun.file(out_dir)
+    key = load_identity(identity)
+    pending = PendingRun.load(out_dir, key)
     catalogue = Catalogue()
     network = load_network(pending.network)
     study = load_study(pending.study, catalogue, network)
-    requester = Requester(
-        load_identity(identity),
-        {s: e.public_key for s, e in network.stations.items()},
-    )
+    requester = Requester(key, {s: e.public_key for s, e in network.stations.items()})
     with make_engine(network, catalogue) as engine:
         try:
             result = collect_study(pending, study, network, engine, requester)
         except StudyPending as held:
-            _held(held, out_dir)
+            _held(held, out_dir, requester.identity)
     _write(result, out_dir)
 
 

@@ -316,3 +316,89 @@ def _tiny(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.parquet"
     pd.DataFrame({"os_days": np.arange(30.0)}).to_parquet(path)
     return path
+
+
+def _km_request(tmp_path: Path, catalogue: Catalogue, train: str) -> Any:
+    """A fresh network and one signed request for ``train`` to its station s1."""
+    from pht.orchestrator.requester import signed_train
+    from pht.wire import TrainRef
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    made, _, _ = _network(tmp_path, catalogue)
+    network = load_network(made.network)
+    requester = Requester(
+        load_identity(made.requester_key),
+        {s: e.public_key for s, e in network.stations.items()},
+    )
+    package = catalogue.get(TrainRef.parse(train))
+    _, envelope = requester.request(
+        role="analyst",
+        purpose="package-management/reassessment",
+        train=str(package.manifest.ref),
+        train_digest=package.digest,
+        train_envelope=signed_train(network.trains, package),
+        dataset="melanoma",
+        parameters={"time": "os_days", "event": "death"},
+        targets=["s1"],
+    )
+    return network, envelope
+
+
+def _handle(network: Any, envelope: Any, catalogue: Catalogue) -> Any:
+    from pht.orchestrator.embedded import local_station
+
+    station = local_station(network, "s1", catalogue)
+    try:
+        return station.handle(envelope)
+    finally:
+        station.close()
+
+
+def _handle_km(tmp_path: Path, catalogue: Catalogue, train: str) -> Any:
+    network, envelope = _km_request(tmp_path, catalogue, train)
+    return _handle(network, envelope, catalogue)
+
+
+def test_a_signed_train_breaking_its_plugins_contract_is_refused(tmp_path) -> None:
+    """A trusted key signs survival.km@1.9.0 whose manifest gives a column another
+    role: the station's own computation for survival.km assumes the honest roles, so
+    it refuses the train before it runs."""
+    from pht.station.codes import Code
+
+    root = tmp_path / "catalogue"
+    shutil.copytree(TRAINS_DIR, root)
+    evil = root / "survival.km-evil"
+    shutil.copytree(root / "survival.km", evil)
+    manifest = (evil / "manifest.yaml").read_text()
+    assert "    role: event\n" in manifest
+    (evil / "manifest.yaml").write_text(
+        manifest.replace("version: 1.2.0", "version: 1.9.0").replace(
+            "    kind: binary\n    role: event\n",
+            "    kind: numeric\n    role: event\n",
+        )
+    )
+    catalogue = Catalogue(root)
+    reply = _handle_km(tmp_path / "a", catalogue, "survival.km@1.9.0")
+    assert reply.status == "refused" and reply.reason == Code.CONTRACT.reason
+    honest = _handle_km(tmp_path / "b", catalogue, "survival.km@1.2.0")
+    assert honest.ok, honest.reason
+
+
+def test_a_broken_plugin_registry_fails_closed(tmp_path, monkeypatch) -> None:
+    """An installed plugin that does not load must not make known trains look
+    plugin-less (released after the guard alone): the station refuses everything."""
+    import pht.trains as registry
+
+    class Broken:
+        name = "broken"
+
+        def load(self) -> None:
+            raise ImportError("no module named broken_plugin")
+
+    network, envelope = _km_request(tmp_path, Catalogue(), "survival.km")
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [Broken()])
+    reply = _handle(network, envelope, Catalogue())
+    assert not reply.ok and reply.sealed is None
+    with pytest.raises(registry.RegistryError, match="did not load"):
+        registry.lookup("survival.km")

@@ -101,3 +101,44 @@ def test_collect_without_a_pending_run_is_one_line(tmp_path, capsys) -> None:
     code, text = _cli(capsys, "collect", tmp_path, "--identity", tmp_path / "k.json")
     assert code == 2
     assert "no pending run here" in text
+
+
+def test_a_tampered_pending_run_is_not_collected(tmp_path, capsys) -> None:
+    """pending.json names the network whose keys check the receipts: it is signed by
+    the analyst's key, so pointing it at another network (or editing replies) fails."""
+    network = write_network(tmp_path / "net", _frames(), review="manual")
+    study = write_study(tmp_path, parameters={"time": "os_days", "event": "death"})
+    out = tmp_path / "out"
+    key = identity_of(network)
+    code, text = _cli(
+        capsys, "run", study, "--network", network, "--out", out, "--identity", key
+    )
+    assert code == 9, text
+    path = out / "pending.json"
+    envelope = json.loads(path.read_text())
+    import base64
+
+    doc = json.loads(base64.b64decode(envelope["payload"]))
+    doc["network"] = str(tmp_path / "forged-network.yaml")
+    envelope["payload"] = base64.b64encode(json.dumps(doc).encode()).decode()
+    path.write_text(json.dumps(envelope))
+    code, text = _cli(capsys, "collect", out, "--identity", key)
+    assert code == 5, text
+    assert "not signed by your key" in text
+    assert not (out / "result.json").exists()
+    assert not (tmp_path / "forged-network.yaml").exists()
+
+
+def test_a_changed_network_file_is_not_trusted_by_collect(tmp_path, capsys) -> None:
+    network = write_network(tmp_path / "net", _frames(), review="manual")
+    study = write_study(tmp_path, parameters={"time": "os_days", "event": "death"})
+    out = tmp_path / "out"
+    key = identity_of(network)
+    code, _ = _cli(
+        capsys, "run", study, "--network", network, "--out", out, "--identity", key
+    )
+    assert code == 9
+    network.write_text(network.read_text() + "\n# edited\n")
+    code, text = _cli(capsys, "collect", out, "--identity", key)
+    assert code == 2, text
+    assert "changed since the run was sent" in text

@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from pht import __version__
+from pht.crypto import Identity, canonical_json, digest, sign_envelope, verify_envelope
 from pht.errors import (
     CompanionWarning,
     ConfigError,
     DataError,
+    PhtError,
     PhtWarning,
     PolicyError,
     ReviewPending,
+    TrustError,
 )
 from pht.orchestrator.config import Network, Study
 from pht.orchestrator.engine import Engine, ProgressCallback
@@ -292,6 +295,7 @@ def _run_study(
 
 
 PENDING_FILE = "pending.json"
+PENDING_TYPE = "application/vnd.pht.pending+json"
 """In ``--out``: a run whose outputs wait for manual review (``pht collect`` ends it)."""
 
 
@@ -314,34 +318,64 @@ class PendingRun:
         """Stations whose reply is still ``pending``."""
         return sorted(s for s, r in self.replies.items() if r.status == "pending")
 
-    def save(self, out_dir: Path) -> Path:
-        """Write ``out_dir/pending.json`` (atomically)."""
+    def save(self, out_dir: Path, identity: Identity) -> Path:
+        """Write ``out_dir/pending.json`` (atomically), signed by the requester.
+
+        The signature makes the file tamper-evident: ``pht collect`` trusts the
+        network (the stations' public keys) and study it names only because the
+        analyst's own key signed them.
+        """
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / PENDING_FILE
         doc = {
             "format": "pht.pending/1",
-            "study": str(self.study),
-            "network": str(self.network),
+            "study": str(self.study.resolve()),
+            "network": str(self.network.resolve()),
+            "network_sha256": digest(self.network.read_bytes()),
             "engine": self.engine,
             "body": dataclasses.asdict(self.body),
             "replies": {s: json.loads(r.to_json()) for s, r in self.replies.items()},
         }
-        _atomic_write(path, json.dumps(doc, indent=1) + "\n")
+        envelope = sign_envelope(canonical_json(doc), PENDING_TYPE, identity)
+        _atomic_write(path, json.dumps(envelope, indent=1) + "\n")
         return path
 
-    @classmethod
-    def load(cls, out_dir: Path) -> PendingRun:
-        """Read ``out_dir/pending.json``; a one-line error if there is none."""
+    @staticmethod
+    def file(out_dir: Path) -> Path:
+        """``out_dir/pending.json``, or a one-line error when there is none."""
         path = out_dir / PENDING_FILE
         if not path.is_file():
             raise ConfigError(
                 f"{path}: no pending run here; `pht collect` takes the --out folder "
                 "of a `pht run` that stopped for manual review"
             )
+        return path
+
+    @classmethod
+    def load(cls, out_dir: Path, identity: Identity) -> PendingRun:
+        """Read ``out_dir/pending.json`` signed by ``identity``; one line if not."""
+        path = cls.file(out_dir)
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            envelope = json.loads(path.read_text(encoding="utf-8"))
+            raw, _ = verify_envelope(
+                envelope,
+                PENDING_TYPE,
+                {identity.key_id: identity.signing.public_key()},
+            )
+        except (ValueError, TypeError, AttributeError, PhtError):
+            raise TrustError(
+                f"{path}: not signed by your key {identity.key_id} (changed since "
+                "`pht run` wrote it, or another analyst's run); run the study again"
+            ) from None
+        try:
+            doc = json.loads(raw)
             if doc.get("format") != "pht.pending/1":
                 raise ValueError("format")
+            if digest(Path(doc["network"]).read_bytes()) != doc["network_sha256"]:
+                raise ConfigError(
+                    f"{doc['network']} changed since the run was sent (its stations' "
+                    "keys may differ); run the study again"
+                )
             return cls(
                 study=Path(doc["study"]),
                 network=Path(doc["network"]),
@@ -351,7 +385,9 @@ class PendingRun:
                 },
                 engine=str(doc["engine"]),
             )
-        except (ValueError, KeyError, TypeError, AttributeError, ConfigError):
+        except ConfigError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError, OSError):
             raise ConfigError(
                 f"{path}: not a pending run written by `pht run`; run the study again"
             ) from None

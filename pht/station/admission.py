@@ -43,6 +43,7 @@ from pht.station.policy import DatasetPolicy
 from pht.station.population import (
     dataset_schema,
 )
+from pht.trains import lookup
 from pht.wire import Reply, TrainRef
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,17 @@ class Admitting(StationBase):
             raise Refusal("refused", Code.TRAIN, "digest mismatch")
         if policy.train_refusal(m.name, m.version, signer.key_id, signer.name):
             raise Refusal("refused", Code.TRAIN)
+        plugin = lookup(m.name)  # a broken registry raises: refused as internal
+        if plugin is not None and plugin.contract is not None:
+            broken = plugin.contract.differs(m)
+            if broken is not None:
+                log.info(
+                    "station %s: %s breaks its plugin's contract: %s",
+                    self.id,
+                    m.ref,
+                    broken,
+                )
+                raise Refusal("refused", Code.CONTRACT)
         parameters, problems = m.resolve(body.parameters)
         if problems:
             raise Refusal("error", Code.PARAMETERS)

@@ -29,6 +29,7 @@ class Code(Enum):
     PURPOSE = "the purpose is not allowed by this station's policy"
     REQUESTER = "the requester's organisation or role is not allowed by this station"
     TRAIN = "the train, its version, signer or digest is not allowed at this station"
+    CONTRACT = "the train's manifest differs from what this station computes for it"
     PARAMETERS = "the parameters do not fit the train's manifest"
     COLUMN = "a column is missing, of the wrong kind, or not allowed in that role"
     SITE = "results by care site need show_station_name: true in the station's policy"

@@ -56,6 +56,7 @@ DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "default.yam
 ANY_DATASET = "*"
 KEYRING_SIGNERS = "keyring"
 ROLES = COLUMN_ROLES
+PLAIN_ROLES = frozenset(r for r in ROLES if r != "site")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _COMPARATOR = re.compile(r"^(>=|<=|>|<|==)?\s*(\d+\.\d+\.\d+)$")
 
@@ -168,10 +169,15 @@ class DatasetPolicy:
         }
 
     def roles_of(self, column: str) -> frozenset[str]:
-        """The roles ``column`` may serve as (all roles for a plain column list)."""
+        """The roles ``column`` may serve as.
+
+        A plain column list gives every role except ``site``: a care-site column must
+        be named as one in a mapping, and then serves as nothing else (its values are
+        names a policy hides unless ``show_station_name``).
+        """
         if column not in self.columns:
             return frozenset()
-        return self.roles.get(column, frozenset(ROLES))
+        return self.roles.get(column, PLAIN_ROLES)
 
     def role_refusal(self, used: Sequence[tuple[str, str]]) -> str | None:
         """Why columns may not serve in the roles a request uses, or None."""
@@ -404,6 +410,11 @@ def _columns(node: yamlcfg.Node) -> tuple[list[str], dict[str, frozenset[str]]]:
         unknown = [r for r in names if r not in ROLES]
         if unknown:
             raise roles_node.error(f"unknown role; use {', '.join(ROLES)}")
+        if "site" in names and len(set(names)) > 1:
+            raise roles_node.error(
+                f"'{column}' is a care site: give it the role site alone (its values "
+                "are names, shown only where show_station_name is true)"
+            )
         roles[column] = frozenset(names)
     if not roles:
         raise node.error("list at least one column (an empty list would fail closed)")

@@ -81,7 +81,7 @@ class Releasing(StationBase):
                     # train's output must equal it, and the station's is released
                     if message["output"] != own:
                         raise DisclosureError("the output differs from the station's")
-                    message["output"] = own
+                    message["output"] = self._finalized(admitted, own)
             if admitted.disclosure_class == "event_table" and op is None:
                 # the class is the station's: per group, events and censorings per
                 # interval of its grid. It recomputes the table from the extract it
@@ -101,18 +101,34 @@ class Releasing(StationBase):
         None for a train without a station-side computation (its output passes the
         guard alone). Plugins are the station's installed ones, never the train's.
         """
-        from pht.trains import StationView, plugin_for
+        from pht.trains import StationView, lookup
 
-        try:
-            plugin = plugin_for(admitted.package.manifest.name)
-        except ConfigError:
-            return None
-        if plugin.recompute is None:
+        # a broken registry raises (RegistryError): the request fails closed
+        plugin = lookup(admitted.package.manifest.name)
+        if plugin is None or plugin.recompute is None:
             return None
         try:
-            return plugin.recompute(StationView(admitted))
+            return plugin.recompute(StationView(admitted, self.config.workdir))
         except PhtError as exc:
             log.info("station %s recomputation: %s", self.id, exc)
+            raise DisclosureError(
+                "the station's own output is not releasable"
+            ) from None
+
+    def _finalized(self, admitted: Admission, own: dict[str, Any]) -> dict[str, Any]:
+        """The station's output after the plugin's second step (after the comparison).
+
+        The step may only withhold more (e.g. against the station's release history).
+        """
+        from pht.trains import StationView, lookup
+
+        plugin = lookup(admitted.package.manifest.name)
+        if plugin is None or plugin.finalize is None:
+            return own
+        try:
+            return plugin.finalize(StationView(admitted, self.config.workdir), own)
+        except PhtError as exc:
+            log.info("station %s release check: %s", self.id, exc)
             raise DisclosureError(
                 "the station's own output is not releasable"
             ) from None

@@ -21,9 +21,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from pht.errors import ConfigError, PolicyError
+from pht.errors import ConfigError, PhtError, PolicyError
 from pht.trains.base import (
     Companion,
+    Contract,
     Message,
     Pooler,
     Recompute,
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Companion",
+    "Contract",
+    "RegistryError",
+    "lookup",
     "Message",
     "Pooler",
     "Recompute",
@@ -85,17 +89,38 @@ def unregister(name: str) -> None:
         _plugins.pop(name, None)
 
 
+class RegistryError(PhtError):
+    """The plugin registry could not be loaded: nothing may rely on it."""
+
+
 def _load() -> None:
-    """Import the built-in plugin modules and the installed entry points, once."""
+    """Import the built-in plugin modules and the installed entry points, once.
+
+    Any failure (a module that does not import, two plugins of one name) is a
+    :class:`RegistryError` every time it is asked again: a station then refuses
+    (fails closed) rather than treat a known train as one without a plugin.
+    """
     global _loaded
     if _loaded:
         return
-    for module in pkgutil.iter_modules(__path__):
-        if module.name != "base" and not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
-    for entry in entry_points(group=ENTRY_POINTS):
-        entry.load()
+    try:
+        for module in pkgutil.iter_modules(__path__):
+            if module.name != "base" and not module.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{module.name}")
+        for entry in entry_points(group=ENTRY_POINTS):
+            entry.load()
+    except Exception as exc:  # noqa: BLE001 - whatever broke, the registry is broken
+        raise RegistryError(
+            f"the train plugin registry did not load ({type(exc).__name__}: {exc}); "
+            "fix or uninstall the plugin named"
+        ) from None
     _loaded = True
+
+
+def lookup(name: str) -> TrainPlugin | None:
+    """The plugin of ``name``, None if none is registered; a broken registry raises."""
+    _load()
+    return _plugins.get(name)
 
 
 def plugins() -> Mapping[str, TrainPlugin]:

@@ -12,7 +12,8 @@ station what the train's outputs mean:
 - :attr:`TrainPlugin.sections` render its result keys in ``report.html``;
 - :attr:`TrainPlugin.recompute` is the station's own computation of the output
   (the station releases its own values, never the train's: see
-  :mod:`pht.station.release`);
+  :mod:`pht.station.release`); :attr:`TrainPlugin.finalize`, a second step on it
+  after the comparison, may withhold more (e.g. against the station's history);
 - :attr:`TrainPlugin.companion` names a second train whose answers complete this one;
 - :attr:`TrainPlugin.check` checks the study's parameters together (rules one
   parameter's manifest entry cannot state, e.g. weights with a positive sum).
@@ -20,13 +21,19 @@ station what the train's outputs mean:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping, Sequence
+import fcntl
+import json
+import os
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pht.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pht.manifest import Manifest
     from pht.station.base import Admission
     from pht.wire import Reply
 
@@ -69,6 +76,49 @@ StrategyFactory = Callable[[Mapping[str, "Reply"], Mapping[str, Any]], Strategy]
 only the ``active`` stations :meth:`Strategy.configure_round` gets may be sent messages."""
 
 
+class ReleaseHistory:
+    """What a station released for one dataset version under one name, kept on disk.
+
+    A plugin that must protect against differencing across requests (linked tables)
+    reads every earlier release of the same data, checks the new one against all of
+    them, and records it, all while holding :meth:`locked` (one request at a time).
+    Records are JSON objects, one per line, appended and never rewritten.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextmanager
+    def locked(self) -> Iterator[ReleaseHistory]:
+        """Hold the history's lock (an ``flock`` on a sibling file) for a check."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.path.with_suffix(".lock"), "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield self
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record, oldest first (none for a new history)."""
+        if not self.path.is_file():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                out.append(json.loads(line))
+        return out
+
+    def add(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append records (flushed and synced before returning)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        text = "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in records)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
 @dataclass(frozen=True)
 class StationView:
     """What the station gives a plugin's :attr:`TrainPlugin.recompute`.
@@ -78,6 +128,20 @@ class StationView:
     """
 
     admitted: Admission
+    workdir: Path | None = None
+    """The station's working folder (for :meth:`history`)."""
+
+    def history(self, name: str) -> ReleaseHistory:
+        """This dataset version's release history under ``name`` (e.g. the train's)."""
+        if self.workdir is None or self.admitted.version is None:
+            raise ConfigError("this station keeps no release history here")
+        if not name.replace(".", "").replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"history name '{name}' must be letters, digits, .-_")
+        version = self.admitted.version.replace(":", "-")
+        dataset = self.admitted.body.dataset
+        return ReleaseHistory(
+            self.workdir / "history" / dataset / version / f"{name}.jsonl"
+        )
 
     @property
     def parameters(self) -> Mapping[str, Any]:
@@ -114,6 +178,52 @@ class StationView:
 
 Recompute = Callable[[StationView], dict[str, Any]]
 
+Finalize = Callable[[StationView, dict[str, Any]], dict[str, Any]]
+"""``(view, the station's own output, equal to the train's) -> the output released``:
+a second station-side step after the comparison (e.g. against the station's release
+history). It may only withhold more; it raises a PhtError to refuse."""
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What a plugin's station-side computation assumes of the train's manifest.
+
+    Every column parameter's ``(type, kind, role, if_present)`` and the output class
+    (per value of a ``class_by`` parameter). The station refuses a train whose signed
+    manifest says otherwise: a trusted key cannot sign a "utilisation" whose period
+    column is a measure, so that the station's own computation releases costs.
+    """
+
+    columns: Mapping[str, tuple[str, str | None, str | None, bool]]
+    output_class: str
+    class_by: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> Contract:
+        """The contract a manifest states."""
+        return cls(
+            columns={
+                s.name: (s.type, s.kind, s.role, s.if_present)
+                for s in manifest.column_params()
+            },
+            output_class=manifest.output_class,
+            class_by={k: dict(v) for k, v in manifest.output_class_by.items()},
+        )
+
+    def differs(self, manifest: Manifest) -> str | None:
+        """Why ``manifest`` breaks the contract (for the station's log), or None."""
+        stated = Contract.of(manifest)
+        for name in sorted(set(self.columns) | set(stated.columns)):
+            if self.columns.get(name) != stated.columns.get(name):
+                return f"column parameter '{name}' is {stated.columns.get(name)}"
+        if (self.output_class, dict(self.class_by)) != (
+            stated.output_class,
+            dict(stated.class_by),
+        ):
+            return f"output class {stated.output_class} {stated.class_by}"
+        return None
+
+
 Check = Callable[[Mapping[str, Any]], Sequence[str]]
 """``(resolved study parameters) -> problems`` as ``"key: what to fix"`` strings,
 checked when the study is loaded, before any request is sent."""
@@ -137,12 +247,21 @@ class TrainPlugin:
     strategy: StrategyFactory | None = None
     sections: tuple[tuple[str, Renderer], ...] = ()
     recompute: Recompute | None = None
+    finalize: Finalize | None = None
+    """Applied to :attr:`recompute`'s output once the train's output equalled it."""
+    contract: Contract | None = None
+    """The manifest the plugin's computations assume; required with ``recompute``."""
     companion: Companion | None = None
     check: Check | None = None
     in_default_policy: bool = True
     notes: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
+        if self.recompute is not None and self.contract is None:
+            raise ConfigError(
+                f"train plugin '{self.name}': a station-side recompute needs the "
+                "contract of the manifest it assumes"
+            )
         if (self.pool is None) == (self.strategy is None):
             raise ConfigError(
                 f"train plugin '{self.name}': give exactly one of pool (single-round) "

@@ -46,7 +46,13 @@ from pht.errors import (
 )
 from pht.orchestrator.report import _cox
 from pht.trains import register
-from pht.trains.base import Companion, Rounds, RoundsStrategy, TrainPlugin
+from pht.trains.base import (
+    Companion,
+    Contract,
+    Rounds,
+    RoundsStrategy,
+    TrainPlugin,
+)
 from pht.wire import Reply, decode_array, encode_array
 
 # -- wire: what the stations send, decoded; the result section --------------------------
@@ -348,6 +354,18 @@ PLUGIN = register(
     TrainPlugin(
         name="survival.cox",
         strategy=CoxStrategy,
+        # the station's Cox kernel answers from these roles and classes
+        contract=Contract(
+            columns={
+                "time": ("column", "numeric", "time", False),
+                "event": ("column", "binary", "event", False),
+                "covariates": ("columns", "categorical", "covariate", False),
+                "categorical": ("columns", "categorical", "covariate", False),
+                "group": ("column", "categorical", "group", False),
+            },
+            output_class="model",
+            class_by={"mode": {"pooled": "risk_set_sums"}},
+        ),
         sections=(("cox", _cox),),
         # a study naming a group also gets survival.km's group-wise answers (KM,
         # log-rank, RMST, survival at a time) from a second, separately signed

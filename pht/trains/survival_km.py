@@ -10,12 +10,21 @@ from __future__ import annotations
 from pht.orchestrator.pooling import pool_survival_km
 from pht.orchestrator.report import _km, _logrank, _rmst, _survival_at
 from pht.trains import register
-from pht.trains.base import TrainPlugin
+from pht.trains.base import Contract, TrainPlugin
 
 PLUGIN = register(
     TrainPlugin(
         name="survival.km",
         pool=pool_survival_km,
+        # the station recomputes event tables from these roles (class event_table)
+        contract=Contract(
+            columns={
+                "time": ("column", "numeric", "time", False),
+                "event": ("column", "binary", "event", False),
+                "group": ("column", "categorical", "group", False),
+            },
+            output_class="event_table",
+        ),
         sections=(
             ("km", _km),
             ("at_risk_table", _km),

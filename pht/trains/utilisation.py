@@ -40,7 +40,7 @@ from pht.orchestrator.report import (
     table,
 )
 from pht.trains import register
-from pht.trains.base import Sections, StationView, TrainPlugin
+from pht.trains.base import Contract, Sections, StationView, TrainPlugin
 
 WEIGHT_KEYS = tuple(f"weight_{c}" for c in COMPONENTS)
 SUPPRESSED = "suppressed"
@@ -407,6 +407,20 @@ PLUGIN = register(
         pool=pool,
         sections=(("utilisation", _utilisation), ("priority", _priority)),
         recompute=recompute,
+        # what recompute assumes of the manifest: the station refuses any other
+        contract=Contract(
+            columns={
+                "drug": ("column", "categorical", "group", False),
+                "regimen": ("column", "categorical", "group", False),
+                "period": ("column", "date", "period", False),
+                "indication": ("column", "categorical", "group", False),
+                "by": ("column", "categorical", "site", True),
+                "cost": ("column", "numeric", "measure", True),
+                "administrations": ("column", "numeric", "measure", True),
+                "mg": ("column", "numeric", "measure", True),
+            },
+            output_class="aggregate",
+        ),
         check=check,
     )
 )
