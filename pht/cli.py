@@ -205,6 +205,11 @@ def demo(
     )
     report = _run(made.study, made.network, made.out, made.identity)
     out.print(f"open {report.resolve()} in a browser")
+    out.print(
+        "next: pht run "
+        f"{made.root / 'study-utilisation.yaml'} --network {made.network} "
+        f"--identity {made.identity} --out {made.root / 'results-utilisation'}"
+    )
 
 
 @trains_app.command("list")

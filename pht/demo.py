@@ -27,6 +27,21 @@ parameters:
 """
 
 
+UTILISATION_STUDY = """\
+# Which expensive medicines should be re-assessed first? Patients, spend and growth per
+# drug, pooled over the registries with their disclosure rules (README: "utilisation").
+question: Which anti-PD-1/CTLA-4 medicines have the largest patient numbers, budget
+  impact and spend growth in daily practice?
+purpose: package-management/reassessment
+train: utilisation
+dataset: melanoma
+stations: [nkr, dica, umc]
+parameters:
+  {period: start_date, weight_patients: 1, weight_budget_impact: 2,
+   weight_relative_budget_impact: 1, weight_growth: 1}
+"""
+
+
 @dataclass(frozen=True)
 class Demo:
     """Where the demo's files are."""
@@ -62,4 +77,5 @@ def create_demo(
     )
     study = root / "study.yaml"
     study.write_text(STUDY, encoding="utf-8")
+    (root / "study-utilisation.yaml").write_text(UTILISATION_STUDY, encoding="utf-8")
     return Demo(root, made.network, study, root / "results", made.requester_key)

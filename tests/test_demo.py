@@ -50,6 +50,25 @@ def test_demo_end_to_end(tmp_path, capsys) -> None:
     assert not any(name in page for name in STATION_NAMES.values())
     # the orchestrator's provenance names a request per station
     assert len(result["provenance"]["requests"]) == 3
+    # the demo's second study, the command the demo prints, runs too
+    assert "study-utilisation.yaml" in captured.out
+    out = work / "results-utilisation"
+    code = main(
+        [
+            "run",
+            str(work / "study-utilisation.yaml"),
+            "--network",
+            str(work / "network.yaml"),
+            "--identity",
+            str(work / "keys" / "analyst.key.json"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    utilisation = json.loads((out / "result.json").read_text())
+    assert utilisation["train"].startswith("utilisation@")
+    assert utilisation["priority"]["rows"]
 
 
 def test_report_escapes_text_and_renders_unknown_sections(tmp_path) -> None:

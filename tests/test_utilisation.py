@@ -45,6 +45,7 @@ from pht.errors import (
     ConfigError,
     DataError,
     DisclosureError,
+    PopulationWarning,
     SuppressionWarning,
 )
 from pht.manifest import TRAINS_DIR, Catalogue
@@ -600,7 +601,8 @@ def test_the_kernel_refuses_when_its_suppression_would_not_protect(
     """Its final rank test is live: primary suppression alone is refused."""
     import pht.algorithms.utilisation as kernel
 
-    monkeypatch.setattr(kernel, "hypercube_suppression", lambda p, primary: primary)
+    monkeypatch.setattr(kernel, "hypercube_suppression", lambda p, primary, *a: primary)
+    monkeypatch.setattr(kernel, "protect_remainders", lambda p, pattern, *a: pattern)
     drug = np.array(["a"] * 5 + ["a"] * 15 + ["b"] * 20, dtype=object)
     with pytest.raises(DisclosureError, match="derivable"):
         local_utilisation(
@@ -907,3 +909,480 @@ def test_docker_and_process_executors_release_the_same_table(tmp_path) -> None: 
     assert {s["executor"] for s in b["stations"]} == {"docker"}
     for key in ("utilisation", "priority"):
         assert json.dumps(a[key], sort_keys=True) == json.dumps(b[key], sort_keys=True)
+
+
+# -- attacks on the released tables: bounds, linked tables, swapped axes -----------------
+def union_exposed(
+    frame: pd.DataFrame,
+    releases: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]],
+) -> list[tuple[Any, ...]]:
+    """The attacker's view of several releases of one station (independent of the kernel).
+
+    Unknowns: the station's rows grouped by every column the releases use (the year
+    of each period column too); equations: every released entry. Returns the
+    listed-but-suppressed entries under k that the equations determine (rank over
+    GF(p)) or pin to one value (linear programs with every listed entry >= 1 and
+    every group >= 0: their range holds fewer than two whole numbers).
+    """
+    from scipy.optimize import linprog
+
+    dims = ("drug", "regimen", "indication", "by")
+    data = frame.copy()
+    keys: list[str] = []
+    for params, _ in releases:
+        period = params.get("period", "start_date")
+        data[f"year:{period}"] = data[period].dt.year
+        keys.append(f"year:{period}")
+        keys += [params.get(d, d) for d in dims if params.get(d, d) in frame]
+    keys = sorted(set(keys))
+    cells = data.groupby(keys).size()
+    index = [
+        dict(zip(keys, c if isinstance(c, tuple) else (c,), strict=True))
+        for c in cells.index
+    ]
+
+    def vector(params: Mapping[str, Any], row: Mapping[str, Any]) -> list[int]:
+        want = {f"year:{params.get('period', 'start_date')}": row["year"]}
+        for d, field_ in (
+            ("drug", "drug"),
+            ("regimen", "regimen"),
+            ("indication", "indication"),
+            ("by", "site"),
+        ):
+            column = params.get(d, d if d in ("drug", "regimen") else None)
+            if column is not None and row.get(field_) is not None:
+                want[column] = row[field_]
+        return [
+            int(
+                all(
+                    str(c[k]) == str(v) if not k.startswith("year:") else c[k] == v
+                    for k, v in want.items()
+                )
+            )
+            for c in index
+        ]
+
+    known, values, hidden = [], [], []
+    for params, rows in releases:
+        for row in rows:
+            v = vector(params, row)
+            if row["patients"] is None:
+                hidden.append((params, row, v))
+            else:
+                known.append(v)
+                values.append(row["patients"])
+    truth = cells.to_numpy()
+    base = _rank_mod_p(known) if known else 0
+    a_eq = np.array(known, dtype=float) if known else None
+    presence = np.array([v for _, _, v in hidden], dtype=float)
+    exposed = []
+    for params, row, v in hidden:
+        n = int(np.dot(v, truth))
+        if not 0 < n < K:
+            continue
+        what = (
+            params.get("period", "start_date"),
+            row["year"],
+            row.get("drug"),
+            row.get("indication"),
+            row.get("regimen"),
+            row.get("site"),
+        )
+        if _rank_mod_p([*known, v]) == base:
+            exposed.append(("determined", *what))
+            continue
+        bounds = []
+        for sign in (1.0, -1.0):
+            res = linprog(
+                sign * np.array(v, dtype=float),
+                A_ub=-presence,
+                b_ub=-np.ones(len(presence)),
+                A_eq=a_eq,
+                b_eq=np.array(values, dtype=float) if known else None,
+                bounds=(0, None),
+                method="highs",
+            )
+            assert res.status in (0, 3)  # 3: unbounded (nothing holds it)
+            bounds.append(sign * res.fun if res.status == 0 else -sign * np.inf)
+        if bounds[1] - bounds[0] < 1 - 1e-7:
+            exposed.append(("pinned", *what))
+    return exposed
+
+
+def linked_network(root: Path, frame: pd.DataFrame) -> Path:
+    """One station holding ``frame`` (its columns with their roles), names shown."""
+    roles = {
+        c: ["site"]
+        if c == "hospital"
+        else ["period"]
+        if c.endswith("_date")
+        else ["measure"]
+        if c == "cost_eur"
+        else ["group"]
+        for c in frame.columns
+    }
+    document = policy_document(columns=sorted(frame.columns), min_cell_size=K)
+    document["datasets"]["*"]["columns"] = roles
+    document["datasets"]["*"]["show_station_name"] = True
+    return write_network(root, {"s1": frame}, policy=document)
+
+
+def ask(network: Path, root: Path, parameters: Mapping[str, Any]) -> Any:
+    study = write_study(root, train="utilisation", parameters=dict(parameters))
+    return dispatch(network, study)["s1"]
+
+
+def a4_frame() -> pd.DataFrame:
+    """The attacker's A4 table (one year): a row of 54 with cells 1, 52, 1."""
+    counts = {
+        ("a", "e"): 1,
+        ("a", "s"): 52,
+        ("a", "w"): 1,
+        ("b", "e"): 44,
+        ("b", "w"): 34,
+        ("c", "e"): 17,
+        ("c", "s"): 18,
+        ("c", "w"): 6,
+    }
+    rows = [(d, r) for (d, r), n in counts.items() for _ in range(n)]
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "drug": [d for d, _ in rows],
+            "regimen": [r for _, r in rows],
+            "start_date": pd.to_datetime(["2021-06-01"] * len(rows)),
+            "cost_eur": rng.integers(500, 5000, len(rows)).astype(float),
+        }
+    )
+
+
+def test_a4_one_request_pins_no_suppressed_cell_by_presence_and_margins(
+    tmp_path,
+) -> None:  # type: ignore[no-untyped-def]
+    """A4: listed suppressed cells hold >= 1; with the margins no cell may be pinned."""
+    frame = a4_frame()
+    reply = ask(linked_network(tmp_path / "net", frame), tmp_path, {})
+    assert reply.ok
+    rows = reply.output["rows"]
+    assert any(r["patients"] is None for r in rows)
+    assert union_exposed(frame, [({}, rows)]) == []
+    # the rule the kernel enforces: a released total leaves a suppressed remainder of
+    # no patients, or >= k and more than the number of suppressed cells in it
+    for total in (r for r in rows if r["patients"] is not None):
+        for axis in ("drug", "regimen"):
+            if total[axis] is not None:
+                continue
+            kids = [
+                r
+                for r in rows
+                if r[axis] is not None
+                and all(r[a] == total[a] for a in ("drug", "regimen") if a != axis)
+            ]
+            hidden = [r for r in kids if r["patients"] is None]
+            rest = total["patients"] - sum(
+                r["patients"] for r in kids if r["patients"] is not None
+            )
+            assert rest == 0 or (rest >= K and rest > len(hidden))
+
+
+def a1_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    cells = {
+        ("a", "mel", "std"): 40,
+        ("a", "mel", "ext"): 30,
+        ("a", "rcc", "std"): 1,
+        ("a", "rcc", "ext"): 20,
+        ("b", "mel", "std"): 30,
+        ("b", "mel", "ext"): 30,
+        ("b", "rcc", "std"): 25,
+        ("b", "rcc", "ext"): 25,
+    }
+    parts = [
+        pd.DataFrame(
+            {
+                "drug": [d] * n,
+                "ind": [i] * n,
+                "regimen": [r] * n,
+                "start_date": pd.to_datetime(["2021-05-01"] * n),
+                "cost_eur": rng.integers(1000, 3000, n).astype(float),
+            }
+        )
+        for (d, i, r), n in cells.items()
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def a2_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+
+    def block(drug: str, reg: str, n: int, diag: str, start: str) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "drug": [drug] * n,
+                "regimen": [reg] * n,
+                "diagnosis_date": pd.to_datetime([diag] * n),
+                "start_date": pd.to_datetime([start] * n),
+                "cost_eur": rng.integers(1000, 3000, n).astype(float),
+            }
+        )
+
+    return pd.concat(
+        [
+            block("a", "std", 40, "2020-02-01", "2020-03-01"),
+            block("a", "ext", 30, "2020-02-01", "2020-03-01"),
+            block("a", "std", 1, "2020-12-20", "2021-01-10"),  # the patient
+            block("a", "ext", 25, "2021-02-01", "2021-03-01"),
+            block("b", "std", 30, "2020-02-01", "2020-03-01"),
+            block("b", "ext", 30, "2020-02-01", "2020-03-01"),
+            block("b", "std", 30, "2021-02-01", "2021-03-01"),
+            block("b", "ext", 30, "2021-02-01", "2021-03-01"),
+        ],
+        ignore_index=True,
+    )
+
+
+def random_frame(trial: int, sparse: bool) -> pd.DataFrame:
+    """The attacker's searched stations (a3: seed 0 trial 58; a3b: trial 9, sparse)."""
+    rng = np.random.default_rng(0)
+    for _ in range(trial + 1):
+        n = int(rng.integers(60, 250))
+        if sparse:
+            d = rng.choice(list("abc"), n, p=rng.dirichlet(np.ones(3)))
+            r = rng.choice(["s", "e", "w"][: int(rng.integers(2, 4))], n)
+            h = rng.choice(["h1", "h2", "h3"], n, p=rng.dirichlet(np.ones(3)))
+        else:
+            d = rng.choice(list("abc"), n)
+            r = rng.choice(["s", "e", "w"][: int(rng.integers(2, 4))], n)
+            h = rng.choice(["h1", "h2", "h3"], n)
+        rng.choice(["x", "z"], n)
+        y1 = rng.choice([2020, 2021], n)
+        cost = rng.integers(100, 1000, n).astype(float)
+        np.where(rng.random(n) < 0.2, y1 - 1, y1)
+    return pd.DataFrame(
+        {
+            "drug": d,
+            "regimen": r,
+            "hospital": h,
+            "start_date": pd.to_datetime(pd.Series(y1).astype(str) + "-06-01"),
+            "cost_eur": cost,
+        }
+    )
+
+
+LINKED = {
+    "a1_indication": (a1_frame, {"indication": "ind"}, {}),
+    "a2_period": (a2_frame, {"period": "start_date"}, {"period": "diagnosis_date"}),
+    "a3_swapped": (
+        lambda: random_frame(58, False).drop(columns="hospital"),
+        {},
+        {"drug": "regimen", "regimen": "drug"},
+    ),
+    "a3b_by_site": (lambda: random_frame(9, True), {}, {"by": "hospital"}),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(LINKED))
+def test_two_linked_requests_recover_no_cell_together(tmp_path, attack) -> None:  # type: ignore[no-untyped-def]
+    """A1/A2/A3: each request alone is safe; the second is further suppressed or
+    refused so that the union of both releases determines and pins no cell."""
+    make, first, second = LINKED[attack]
+    frame = make()
+    network = linked_network(tmp_path / "net", frame)
+    one = ask(network, tmp_path, first)
+    assert one.ok
+    two = ask(network, tmp_path, second)
+    releases = [(first, one.output["rows"])]
+    if two.ok:
+        releases.append((second, two.output["rows"]))
+    else:  # refused by the station's audit (the guard's code), not by its policy
+        assert two.status == "refused" and two.reason == Code.GUARD.reason
+    assert union_exposed(frame, releases) == []
+    # the earlier release is kept: asking the first again adds nothing new
+    again = ask(network, tmp_path, first)
+    assert again.ok and again.output == one.output
+
+
+def test_the_second_request_is_suppressed_further_where_the_first_gave_a_margin(
+    tmp_path,
+) -> None:  # type: ignore[no-untyped-def]
+    """A1 by hand: (a, rcc, std) holds 1 patient; without the station's history the
+    plain table's (a, std) minus the released (a, mel, std) gives it exactly."""
+    frame = a1_frame()
+    network = linked_network(tmp_path / "net", frame)
+    with_ind = ask(network, tmp_path, {"indication": "ind"}).output["rows"]
+    plain = ask(network, tmp_path, {})
+    if plain.ok:
+        (total,) = [
+            r for r in plain.output["rows"] if (r["drug"], r["regimen"]) == ("a", "std")
+        ]
+        (mel,) = [
+            r
+            for r in with_ind
+            if (r["drug"], r["indication"], r["regimen"]) == ("a", "mel", "std")
+        ]
+        assert total["patients"] is None or mel["patients"] is None
+    history = list((tmp_path / "net").rglob("history/**/utilisation.jsonl"))
+    assert len(history) == 1 and history[0].read_text().count("\n") >= len(with_ind)
+
+
+def test_swapped_drug_and_regimen_give_the_same_pattern() -> None:
+    """The table and its suppression do not depend on which parameter names which column."""
+    from pht.algorithms.utilisation import station_output
+
+    frame = random_frame(58, False).drop(columns="hospital")
+    columns = {c: frame[c].to_numpy() for c in frame}
+    rules = Rules(min_count=K)
+    base = {"period": "start_date", "cost": "cost_eur"}
+
+    def pattern(params: Mapping[str, Any]) -> set[tuple[Any, ...]]:
+        out = station_output(
+            {**base, **params}, columns.__contains__, columns.__getitem__, rules
+        )
+        found = set()
+        for row in out["rows"]:
+            where = frozenset(
+                {(params["drug"], row["drug"]), (params["regimen"], row["regimen"])}
+                - {(params["drug"], None), (params["regimen"], None)}
+            )
+            found.add((row["year"], where, row["patients"], row["cost"]))
+        return found
+
+    plain = pattern({"drug": "drug", "regimen": "regimen"})
+    swapped = pattern({"drug": "regimen", "regimen": "drug"})
+    assert plain == swapped
+    assert any(p is None for _, _, p, _ in plain)
+
+
+def test_a_table_too_costly_to_protect_is_refused_before_the_search() -> None:
+    """B2: the hypercube search's cost is estimated first and bounded."""
+    import time
+
+    rng = np.random.default_rng(0)
+    n = 40000
+    start = time.perf_counter()
+    with pytest.raises(DataError, match="would take too long"):
+        local_utilisation(
+            drug=rng.integers(0, 80, n),
+            regimen=rng.integers(0, 6, n),
+            site=rng.integers(0, 20, n),
+            year=np.full(n, 2021),
+            measures={"cost": rng.random(n) * 1000},
+            rules=Rules(min_count=10),
+        )
+    assert time.perf_counter() - start < 5
+    # and the synthetic registries by hospital and stage take well under that
+    frame = synth.generate(seed=2026, patients=18000)["dica"]
+    start = time.perf_counter()
+    local_utilisation(
+        drug=frame["drug"].to_numpy(object),
+        regimen=frame["regimen"].to_numpy(object),
+        site=frame["hospital"].to_numpy(object),
+        indication=frame["stage"].to_numpy(object),
+        year=frame["start_date"].to_numpy(),
+        measures={"cost": frame["cost_eur"].to_numpy()},
+        rules=Rules(min_count=K),
+    )
+    assert time.perf_counter() - start < 5
+
+
+@settings(max_examples=25, deadline=None)
+@given(station_rows())
+def test_what_a_station_releases_pins_no_suppressed_entry(data) -> None:  # type: ignore[no-untyped-def]
+    """A4 as a property: the kernel's table after the station's audit (no history)
+    leaves every listed suppressed entry under k open (or the station refuses)."""
+    from pht.algorithms.utilisation import audit_releases, listed_entries
+
+    drug, regimen, site, year, cost, rules = data
+    rules = Rules(min_count=K, dominance_share=rules.dominance_share)
+    frame = pd.DataFrame(
+        {
+            "drug": drug,
+            "regimen": regimen,
+            "hospital": site if site is not None else np.full(drug.size, "h"),
+            "start_date": pd.to_datetime([f"{y}-06-01" for y in year]),
+            "cost_eur": cost,
+        }
+    )
+    params = {"drug": "drug", "regimen": "regimen", "period": "start_date"}
+    params |= {"cost": "cost_eur"} | ({"by": "hospital"} if site is not None else {})
+    columns = {c: frame[c].to_numpy() for c in frame}
+    try:
+        from pht.algorithms.utilisation import station_output
+
+        out = station_output(params, columns.__contains__, columns.__getitem__, rules)
+        listed = listed_entries(out, params)
+        used = {"drug", "regimen", "start_date"} | (
+            {"hospital"} if site is not None else set()
+        )
+        hide = audit_releases(
+            {c: columns[c] for c in used},
+            {"cost_eur": columns["cost_eur"]},
+            [],
+            listed,
+            rules,
+        )
+    except DisclosureError:
+        return  # the station refuses: nothing is released
+    rows = [
+        {**r, "patients": None} if i in hide else r for i, r in enumerate(out["rows"])
+    ]
+    assert union_exposed(frame, [(params, rows)]) == []
+
+
+def test_a_station_without_cost_makes_spend_partial_not_wrong() -> None:
+    """D1: spend per patient divides by the patients of the stations that hold cost;
+    annual spend, a partial total, is left out of the score with a warning."""
+
+    def out(n_a: int, n_b: int, cost: tuple[float, float] | None) -> dict[str, Any]:
+        drug = np.array(["a"] * n_a + ["b"] * n_b)
+        measures = (
+            {}
+            if cost is None
+            else {
+                "cost": np.concatenate([np.full(n_a, cost[0]), np.full(n_b, cost[1])])
+            }
+        )
+        return local_utilisation(
+            drug=drug,
+            regimen=np.array(["std"] * (n_a + n_b)),
+            year=np.full(n_a + n_b, 2021),
+            measures=measures,
+            rules=Rules(10),
+            missing=() if cost is not None else ("cost",),
+        ).to_output()
+
+    pooled = pool_utilisation(
+        {"s1": out(20, 20, (1000.0, 1000.0)), "s2": out(180, 10, None)}
+    )
+    a = pooled.get(2021, "a")
+    assert a is not None and a.patients == 200 and a.sums["cost"] == 20000.0
+    assert a.partial == {"cost"} and a.measured["cost"] == 20
+    with pytest.warns(PopulationWarning, match="annual spend is left out"):
+        ranking = priority_list(pooled, [2021], Weights(1, 1, 1, 0))
+    per_patient = {
+        r.drug: r.components["relative_budget_impact"].value for r in ranking.rows
+    }
+    assert per_patient == {"a": 1000.0, "b": 1000.0}
+    assert ranking.excluded == ("budget_impact",)
+    assert all(r.components["budget_impact"].contribution == 0.0 for r in ranking.rows)
+    assert all("budget_impact" in r.partial for r in ranking.rows)
+    # a station that holds cost everywhere: nothing partial, nothing left out
+    whole = priority_list(
+        pool_utilisation({"s1": out(20, 20, (1000.0, 1000.0))}),
+        [2021],
+        Weights(1, 1, 1, 0),
+    )
+    assert whole.excluded == () and all(r.partial == () for r in whole.rows)
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf")])
+def test_a_non_finite_weight_names_the_key(small, tmp_path, capsys, weight) -> None:  # type: ignore[no-untyped-def]
+    """C3b: .nan or .inf weights: one line naming the key and the fix, exit 2."""
+    study = write_study(
+        tmp_path, train="utilisation", parameters={"weight_growth": weight}
+    )
+    out = tmp_path / "o"
+    code, err = run_cli(capsys, "run", study, "--network", small, "--out", out)
+    line = error_line(err)
+    assert code == 2 and "weight_growth" in line and "finite" in line
+    assert nothing_written(out)

@@ -14,22 +14,27 @@ component).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
 from pht.algorithms.utilisation import (
     COMPONENTS,
+    MEASURE_PARAMETERS,
     MEASURES,
+    Listed,
     Pooled,
     PooledEntry,
     Rules,
     Weights,
+    audit_releases,
+    listed_entries,
     pool_utilisation,
     priority_list,
     station_output,
 )
-from pht.errors import ConfigError, DataError
+from pht.errors import ConfigError, DataError, DisclosureError
 from pht.orchestrator.report import (
     colors,
     escape,
@@ -51,6 +56,13 @@ def check(parameters: Mapping[str, Any]) -> Sequence[str]:
     """Problems with the study's parameters together, as ``"key: fix"``."""
     problems = []
     weights = [float(parameters.get(key, 1)) for key in WEIGHT_KEYS]
+    for key, weight in zip(WEIGHT_KEYS, weights, strict=True):
+        if not math.isfinite(weight):
+            problems.append(
+                f"{key}: {weight:g} is not a finite number; give a number >= 0, e.g. 1"
+            )
+    if problems:
+        return problems
     if sum(weights) <= 0:
         problems.append(
             f"{WEIGHT_KEYS[0]}: the weights sum to {sum(weights):g}; give at least "
@@ -62,6 +74,12 @@ def check(parameters: Mapping[str, Any]) -> Sequence[str]:
             f"year_from: {first} is after year_to {last}; give year_from <= year_to"
         )
     used = [parameters.get(p) for p in ("drug", "regimen", "indication")]
+    given = [u for u in used if u is not None]
+    if len(set(given)) < len(given):
+        problems.append(
+            "indication: the drug, regimen and indication columns must differ; name "
+            "three different columns (or leave indication out)"
+        )
     if parameters.get("by") is not None and parameters["by"] in used:
         problems.append(
             f"by: '{parameters['by']}' is already the drug, regimen or indication "
@@ -83,6 +101,74 @@ def recompute(view: StationView) -> dict[str, Any]:
         view.column,
         Rules.of(view.min_count, view.rules),
     )
+
+
+HISTORY = "utilisation"
+"""The name of the station's release history of this train (per data version)."""
+
+
+def _measure_columns(view: StationView) -> list[str]:
+    parameters = view.parameters
+    return [
+        str(parameters[p])
+        for p in MEASURE_PARAMETERS.values()
+        if parameters.get(p) is not None and view.has_column(str(parameters[p]))
+    ]
+
+
+def finalize(view: StationView, output: dict[str, Any]) -> dict[str, Any]:
+    """The station's table checked against its earlier releases of this data version.
+
+    Under the history's lock: the candidate's listed entries together with every
+    earlier release (:func:`~pht.algorithms.utilisation.audit_releases`); entries
+    it must hide more are released as null; then the release is recorded and the
+    table returned. A release that adds nothing new (every entry listed before,
+    every released one released before) is returned as it is. Refuses
+    (DisclosureError) when no further suppression protects the earlier releases.
+    """
+    parameters = view.parameters
+    candidate = listed_entries(output, parameters)
+    measures = _measure_columns(view)
+    history = view.history(HISTORY)
+    with history.locked():
+        records = history.records()
+        earlier = [Listed.of(r) for r in records]
+        listed = {e.key for e in earlier}
+        released = {e.key for e in earlier if e.released}
+        if all(
+            e.key in listed and (e.key in released or not e.released) for e in candidate
+        ):
+            return output
+        used = {c for e in [*earlier, *candidate] for c, _ in e.where}
+        used |= {e.period for e in [*earlier, *candidate]}
+        named = set(measures)
+        for r in records:
+            named.update(str(m) for m in r.get("measures") or ())
+        for column in sorted(used | named):
+            if not view.has_column(column):
+                raise DisclosureError(
+                    f"column '{column}' of an earlier release is not in the extract"
+                )
+        hide = set(
+            audit_releases(
+                {c: view.column(c) for c in sorted(used)},
+                {c: view.column(c) for c in sorted(named)},
+                earlier,
+                candidate,
+                Rules.of(view.min_count, view.rules),
+            )
+        )
+        rows = []
+        for i, row in enumerate(output["rows"]):
+            if i in hide:
+                row = {
+                    k: (None if k == "patients" or k in MEASURES else v)
+                    for k, v in row.items()
+                }
+            rows.append(row)
+        final = {**output, "rows": rows}
+        history.add([e.record(measures) for e in listed_entries(final, parameters)])
+    return final
 
 
 # -- pooling ----------------------------------------------------------------------------
@@ -109,11 +195,15 @@ def _values(entry: PooledEntry | None) -> dict[str, Any]:
     """An entry's values; an absent entry is zero patients (stations list all)."""
     if entry is None:
         return {"patients": 0, "suppressed_at": 0}
-    return {
+    out: dict[str, Any] = {
         "patients": entry.patients,
         **dict(entry.sums),
         "suppressed_at": entry.suppressed,
     }
+    if entry.partial:
+        # a station without the column holds patients here: a sum over the others
+        out["partial"] = sorted(entry.partial)
+    return out
 
 
 def _add(parts: Sequence[PooledEntry | None], name: str) -> float | None:
@@ -149,6 +239,8 @@ def _tables(
             for name in ("administrations", "mg"):
                 if any(p is not None and name in p.sums for p in parts):
                     row[name] = _add(parts, name)
+                    if any(p is not None and name in p.partial for p in parts):
+                        row["partial"] = sorted({*row.get("partial", ()), name})
             per_drug.append(row)
             for regimen, part in zip(regimens, parts, strict=True):
                 if part is not None:
@@ -212,12 +304,15 @@ def pool(
                 "threshold, dominance ((1, p) on every sum), hypercube secondary "
                 "suppression and rounding rules; sums here are exact over the "
                 "stations, and an entry suppressed at any station is shown as "
-                "suppressed (never imputed). A row counts one treatment start."
+                "suppressed (never imputed). A sum marked partial leaves out the "
+                "patients of a station without that column. A row counts one "
+                "treatment start."
             ),
         },
         "priority": {
             "years": list(ranking.years),
             "weights": dict(ranking.weights),
+            "excluded": list(ranking.excluded),
             "definitions": dict(ranking.definitions),
             "rows": [asdict(row) for row in ranking.rows],
         },
@@ -231,6 +326,8 @@ def _cell(row: Mapping[str, Any], name: str, digits: int | None = None) -> str:
     value = row[name]
     if value is None and row.get("suppressed_at"):
         return f'<span class="muted">{SUPPRESSED}</span>'
+    if value is not None and name in (row.get("partial") or ()):
+        return number(value, digits) + ' <span class="muted">(partial)</span>'
     return number(value, digits)
 
 
@@ -380,13 +477,31 @@ def _priority(result: Mapping[str, Any]) -> str:
                     for c in COMPONENTS
                 ),
                 number(row["score"], 3),
-                escape(row["note"]),
+                escape(
+                    "; ".join(
+                        n
+                        for n in (
+                            row["note"],
+                            "spend from the stations with cost only"
+                            if row.get("partial")
+                            else "",
+                        )
+                        if n
+                    )
+                ),
             ]
         )
     definitions = "".join(
         f"<li><b>{escape(k.replace('_', ' '))}</b>: {escape(v)}</li>"
         for k, v in data["definitions"].items()
     )
+    if data.get("excluded"):
+        definitions += (
+            "<li><b>left out of the score</b>: "
+            + escape(", ".join(c.replace("_", " ") for c in data["excluded"]))
+            + " (a station without a cost column holds patients of a drug: its "
+            "spend is over the other stations only)</li>"
+        )
     years = data["years"]
     intro = (
         f'<p class="note">Years {escape(years[0])}&ndash;{escape(years[-1])}. Per '
@@ -407,6 +522,7 @@ PLUGIN = register(
         pool=pool,
         sections=(("utilisation", _utilisation), ("priority", _priority)),
         recompute=recompute,
+        finalize=finalize,
         # what recompute assumes of the manifest: the station refuses any other
         contract=Contract(
             columns={
