@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from pht import synth
+from pht.errors import ConfigError
 from pht.provision import policy_document, provision
+
+MARKER = ".pht-demo"
+"""The file that marks a folder as the demo's own (safe to replace)."""
 
 STATION_NAMES = {
     "nkr": "Netherlands Cancer Registry (synthetic)",
@@ -59,8 +64,26 @@ def create_demo(
     patients: int = synth.DEFAULT_PATIENTS,
     executor: str = "process",
 ) -> Demo:
-    """Write synthetic data, keys, signed trains, policies, ``network.yaml``, a study."""
+    """Write synthetic data, keys, signed trains, policies, ``network.yaml``, a study.
+
+    Re-runnable: a folder an earlier demo made (it holds :data:`MARKER`) is replaced
+    by a fresh one from the seed; any other non-empty folder is left alone and is an
+    error naming the fix.
+    """
+    if root.is_dir() and any(root.iterdir()):
+        if not (root / MARKER).is_file():
+            raise ConfigError(
+                f"{root} exists and was not made by `pht demo`; choose another "
+                "--workdir (or empty that folder)"
+            )
+        shutil.rmtree(root)
+    elif root.exists() and not root.is_dir():
+        raise ConfigError(f"{root} is a file; choose another --workdir")
     root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text(
+        "made by `pht demo`, which replaces this folder when run again\n",
+        encoding="utf-8",
+    )
     paths = synth.write(root / "data", seed=seed, patients=patients)
     images = None
     if executor == "docker":

@@ -71,6 +71,20 @@ def test_demo_end_to_end(tmp_path, capsys) -> None:
     assert utilisation["priority"]["rows"]
 
 
+def test_demo_runs_again_and_leaves_other_folders_alone(tmp_path, capsys) -> None:
+    work = tmp_path / "demo"
+    for _ in range(2):  # `make demo` twice: the second replaces the first
+        assert main(["demo", "--workdir", str(work), "--patients", "3000"]) == 0
+    assert (work / "results" / "result.json").is_file()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    capsys.readouterr()
+    assert main(["demo", "--workdir", str(mine), "--patients", "3000"]) == 2
+    assert "was not made by `pht demo`" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
 def test_report_escapes_text_and_renders_unknown_sections(tmp_path) -> None:
     from pht.orchestrator.report import render_report
 
