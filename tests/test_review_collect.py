@@ -44,16 +44,23 @@ def _request_id(capsys, network: Path, station: str) -> str:
     return ids[0].strip()
 
 
-def test_manual_review_ends_in_a_result(tmp_path, capsys) -> None:
+def _held_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[Path, Path, Path, str]:
+    """A KM run on a manual-review network: (network, out, key, what the CLI said)."""
     network = write_network(tmp_path / "net", _frames(), review="manual")
     study = write_study(tmp_path, parameters={"time": "os_days", "event": "death"})
     out = tmp_path / "out"
     key = identity_of(network)
-
     code, text = _cli(
         capsys, "run", study, "--network", network, "--out", out, "--identity", key
     )
     assert code == 9, text
+    return network, out, key, text
+
+
+def test_manual_review_ends_in_a_result(tmp_path, capsys) -> None:
+    network, out, key, text = _held_run(tmp_path, capsys)
     assert "manual review" in text and "pht collect" in text
     assert (out / "pending.json").is_file()
     assert not (out / "result.json").exists()  # nothing half-written
@@ -106,14 +113,7 @@ def test_collect_without_a_pending_run_is_one_line(tmp_path, capsys) -> None:
 def test_a_tampered_pending_run_is_not_collected(tmp_path, capsys) -> None:
     """pending.json names the network whose keys check the receipts: it is signed by
     the analyst's key, so pointing it at another network (or editing replies) fails."""
-    network = write_network(tmp_path / "net", _frames(), review="manual")
-    study = write_study(tmp_path, parameters={"time": "os_days", "event": "death"})
-    out = tmp_path / "out"
-    key = identity_of(network)
-    code, text = _cli(
-        capsys, "run", study, "--network", network, "--out", out, "--identity", key
-    )
-    assert code == 9, text
+    _, out, key, _ = _held_run(tmp_path, capsys)
     path = out / "pending.json"
     envelope = json.loads(path.read_text())
     import base64
@@ -130,14 +130,7 @@ def test_a_tampered_pending_run_is_not_collected(tmp_path, capsys) -> None:
 
 
 def test_a_changed_network_file_is_not_trusted_by_collect(tmp_path, capsys) -> None:
-    network = write_network(tmp_path / "net", _frames(), review="manual")
-    study = write_study(tmp_path, parameters={"time": "os_days", "event": "death"})
-    out = tmp_path / "out"
-    key = identity_of(network)
-    code, _ = _cli(
-        capsys, "run", study, "--network", network, "--out", out, "--identity", key
-    )
-    assert code == 9
+    network, out, key, _ = _held_run(tmp_path, capsys)
     network.write_text(network.read_text() + "\n# edited\n")
     code, text = _cli(capsys, "collect", out, "--identity", key)
     assert code == 2, text

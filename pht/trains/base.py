@@ -24,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -279,7 +280,7 @@ Rounds = Generator[Mapping[str, Message], Mapping[str, "Reply"], Sections]
 return the result sections."""
 
 
-class RoundsStrategy:
+class RoundsStrategy(ABC):
     """A :class:`Strategy` from a generator of rounds (loops stay readable).
 
     Subclasses implement :meth:`rounds`; a station that leaves the session is
@@ -292,9 +293,9 @@ class RoundsStrategy:
         self._left: list[str] = []
         self._result: Sections | None = None
 
+    @abstractmethod
     def rounds(self) -> Rounds:
         """Yield each round's messages; receive the replies; return the sections."""
-        raise NotImplementedError
 
     def leave(self, station: str) -> None:
         """Record that ``station`` leaves the session after this round."""
