@@ -412,6 +412,13 @@ def station_sizes(patients: int) -> dict[str, int]:
     return sizes
 
 
+_ARROW_STRINGS = pd.StringDtype().storage == "pyarrow"
+"""Whether this pandas backs ``string`` with Arrow by default (pandas >= 3): text columns
+then are Arrow-backed too, as :func:`pandas.read_parquet` gives them, so frames from
+:func:`generate` concatenate with frames read back (pandas 3 cannot concatenate a
+Python-backed ``string`` column with the Arrow-backed filler of a missing one)."""
+
+
 def _to_strings(values: pa.Array, arrow: bool) -> pd.api.extensions.ExtensionArray:
     """Wrap Arrow strings as a pandas ``string`` array (Arrow- or Python-backed)."""
     if arrow:
@@ -668,8 +675,10 @@ def _station(
     Patients are drawn in chunks of ``_CHUNK`` rows from one generator (fewer and
     smaller temporary arrays), so the result depends on ``seed``, the station and
     ``n`` only. With ``arrow`` the text columns are Arrow-backed ``string`` (fast to
-    write to Parquet); otherwise Python-backed, as :func:`pandas.read_parquet` gives.
+    write to Parquet); otherwise as :func:`pandas.read_parquet` gives them
+    (Python-backed under pandas 2, Arrow-backed under pandas 3).
     """
+    arrow = arrow or _ARROW_STRINGS
     rng = np.random.default_rng([seed, index])
     parts = [_draw(station, rng, min(_CHUNK, n - i)) for i in range(0, n, _CHUNK)]
     if len(parts) == 1:

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from lifelines import CoxPHFitter
 
 from pht import synth
 
@@ -149,7 +148,8 @@ def test_value_ranges(small: dict[str, pd.DataFrame]) -> None:
             assert f[flag].isin([0, 1]).all(), (station, flag)
         assert f["tox_grade3"].isin([0, 1]).all()
         # AJCC 8: M1d means brain metastases
-        assert (f["brain_mets"] == (f["stage"] == "IV-M1d")).all()
+        m1d = (f["stage"] == "IV-M1d").to_numpy(dtype=bool)
+        assert (f["brain_mets"].to_numpy() == m1d).all()
         # survival times: whole days, pfs within os, deaths and progressions consistent
         for time in ("os_days", "pfs_days"):
             assert (f[time] >= 1).all() and (f[time] == np.floor(f[time])).all()
@@ -245,7 +245,8 @@ def test_cox_on_pooled_data_recovers_the_truth(pooled: pd.DataFrame) -> None:
             "E": pooled["death"],
         }
     )
-    fit = CoxPHFitter().fit(x, "T", "E")  # the oracle fit on pooled rows
+    lifelines = pytest.importorskip("lifelines")  # not in the newest-pandas run
+    fit = lifelines.CoxPHFitter().fit(x, "T", "E")  # the oracle fit on pooled rows
     truth = synth.TRUTH
     expected = {
         "age10": truth.log_hr_age_per_10y,
