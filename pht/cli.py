@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pht import __version__
 from pht.errors import PhtError
+from pht.orchestrator.engine import RoundProgress
 from pht.orchestrator.run import StudyPending
 
 if TYPE_CHECKING:
@@ -28,11 +30,20 @@ app = typer.Typer(
 trains_app = typer.Typer(help="Inspect the train catalogue.", no_args_is_help=True)
 app.add_typer(trains_app, name="trains")
 
-console = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# soft_wrap: lines are never broken at 80 columns (paths, JSON and digests stay
+# whole when piped or captured); a terminal still wraps them for the eye
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)  # stdout: verbatim
 
 
-def _progress(station: str, event: str, reply: Reply | None) -> None:
+def _progress(station: str, event: str, detail: Reply | RoundProgress | None) -> None:
+    if isinstance(detail, RoundProgress):  # event "round": one line per round
+        console.print(
+            f"  round {detail.number}: {detail.answered} of {detail.asked} station(s) "
+            f"answered ({detail.seconds:.1f} s)"
+        )
+        return
+    reply = detail
     if event == "started":
         console.print(f"  [cyan]{station:<8}[/] running ...")
         return
@@ -45,50 +56,121 @@ def _progress(station: str, event: str, reply: Reply | None) -> None:
         console.print(f"  [green]{station:<8}[/] released a sealed aggregate{took}")
     else:
         colour = "yellow" if reply.status == "refused" else "red"
-        console.print(f"  [{colour}]{station:<8}[/] {reply.status}: {reply.reason}")
+        console.print(
+            f"  [{colour}]{station:<8}[/] {reply.status}: {escape(str(reply.reason))}"
+        )
 
 
-def _run(study_path: Path, network_path: Path, out_dir: Path, identity: Path) -> Path:
+def _check_out_dir(path: Path, option: str = "--out") -> None:
+    """Refuse an output folder that cannot be written, before anything runs.
+
+    A run is audited at every station and spends their query budgets: finding out
+    afterwards that its results cannot be written would lose it. The check writes
+    (and removes) a probe file, creating missing folders only for the probe.
+    """
+    import contextlib
+    import os
+    import tempfile
+
+    from pht.errors import ConfigError
+
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(
+            f"{option} {path}: a link to nothing; remove it or give another folder"
+        )
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: is a file, not a folder; give a folder")
+    for name in ("result.json", "report.html", "pending.json"):
+        if (path / name).is_dir():
+            raise ConfigError(
+                f"{option} {path}: {path / name} is a folder; move it away or give "
+                "another folder"
+            )
+    missing = []
+    existing = path
+    while not existing.exists():
+        missing.append(existing)
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"{option} {path}: {existing} is a file, so no folder can be made there; "
+            "give another path"
+        )
+    created: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+            created.append(folder)
+        handle, probe = tempfile.mkstemp(dir=path, prefix=".pht-write-check-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"{option} {path}: cannot write there ({exc.strerror}); give a folder "
+            "you can write to"
+        ) from None
+    finally:
+        for folder in reversed(created):  # made only for the probe
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _run(
+    study_path: Path,
+    network_path: Path,
+    out_dir: Path,
+    identity: Path,
+    partial_exit: bool = True,
+) -> Path:
+    from pht import api
     from pht.crypto import load_identity
-    from pht.manifest import Catalogue
-    from pht.orchestrator.config import load_network, load_study
-    from pht.orchestrator.engine import make_engine
-    from pht.orchestrator.requester import Requester
-    from pht.orchestrator.run import run_study
 
-    catalogue = Catalogue()
-    network = load_network(network_path)
-    study = load_study(study_path, catalogue, network)
-    requester = Requester(
-        load_identity(identity),
-        {s: e.public_key for s, e in network.stations.items()},
-    )
+    network = api.Network.load(network_path)
+    study = api.Study.load(study_path, network)
+    key = load_identity(identity)
     console.print(
-        f"[bold]{study.train.manifest.ref}[/] on '{study.dataset}' at "
-        f"{len(study.stations or network.stations)} station(s)"
+        f"[bold]{study.train}[/] on '{study.config.dataset}' at "
+        f"{len(study.config.stations or network.stations)} station(s)"
     )
-    with make_engine(network, catalogue) as engine:
-        try:
-            result = run_study(study, network, engine, requester, progress=_progress)
-        except StudyPending as held:
-            _held(held, out_dir, requester.identity)
-    return _write(result, out_dir)
+    try:
+        result = api.run(study, network, key, progress=_progress)
+    except StudyPending as held:
+        _held(held, out_dir, key)
+    return _write(dict(result.data), out_dir, partial_exit)
 
 
-def _write(result: dict[str, Any], out_dir: Path) -> Path:
+def _write(result: dict[str, Any], out_dir: Path, partial_exit: bool = True) -> Path:
+    """Write the result; a partial one gets a banner and (``partial_exit``) exit 10."""
+    from rich.markup import escape
+
+    from pht.errors import PartialResult
     from pht.orchestrator.run import PENDING_FILE, write_results
 
     result_path, report_path = write_results(result, out_dir)
     (out_dir / PENDING_FILE).unlink(missing_ok=True)
     out.print(f"result: {result_path}")
     out.print(f"report: {report_path}")
+    partial = result.get("partial") or {}
+    if not partial.get("complete", True):
+        missing = "; ".join(
+            f"{m['station']} {m['status']}: {m['reason']} (acts: {m['acts']})"
+            for m in partial["missing"]
+        )
+        console.print(
+            f"[yellow]partial result:[/] {partial['took_part']} of "
+            f"{partial['requested']} stations took part (min_stations "
+            f"{partial['min_stations']}); missing: {escape(missing)}",
+            soft_wrap=True,
+        )
+        if partial_exit:
+            raise typer.Exit(PartialResult.exit_code)
     return report_path
 
 
 def _held(held: StudyPending, out_dir: Path, identity: Identity) -> NoReturn:
     """Save the pending run (signed by the requester) and stop with exit code 9."""
     path = held.pending.save(out_dir, identity)
-    console.print(f"[yellow]pending:[/] {held}", soft_wrap=True)
+    console.print(f"[yellow]pending:[/] {escape(str(held))}", soft_wrap=True)
     out.print(f"pending: {path}")
     raise typer.Exit(held.exit_code)
 
@@ -103,6 +185,7 @@ def collect(
     ],
 ) -> None:
     """Collect outputs approved at manual review; write result.json and report.html."""
+    _check_out_dir(out_dir, "DIR")
     from pht.crypto import load_identity
     from pht.manifest import Catalogue
     from pht.orchestrator.config import load_network, load_study
@@ -138,6 +221,7 @@ def synth(
     ] = 9000,
 ) -> None:
     """Generate synthetic registries: nkr, dica and umc Parquet files (docs/)."""
+    _check_out_dir(out_dir)
     from pht import synth as synth_mod
 
     paths = synth_mod.write(out_dir, seed=seed, patients=patients)
@@ -155,6 +239,7 @@ def run(
     ],
 ) -> None:
     """Run a study on a network; write result.json and report.html."""
+    _check_out_dir(out_dir)
     _run(study, network, out_dir, identity)
 
 
@@ -162,8 +247,16 @@ def run(
 def validate(
     study: Annotated[Path, typer.Argument(help="the study.yaml to check")],
     network: Annotated[Path, typer.Option(help="the network.yaml of the stations")],
+    identity: Annotated[
+        Path | None,
+        typer.Option(
+            help="your requester key (.key.json): ask the target stations whether "
+            "the study's columns, roles, types, train and class are allowed (a "
+            "signed, audited describe request; no data, no query budget)"
+        ),
+    ] = None,
 ) -> None:
-    """Check a study and network file without running anything."""
+    """Check a study and network file (and, with --identity, against the stations)."""
     from pht.manifest import Catalogue
     from pht.orchestrator.config import load_network, load_study
     from pht.orchestrator.run import budget_use
@@ -171,11 +264,35 @@ def validate(
     catalogue = Catalogue()
     net = load_network(network)
     checked = load_study(study, catalogue, net)
-    out.print(f"{study}: ok ({len(net.stations)} station(s) in {network})")
+    out.print(f"{study}: files ok ({len(net.stations)} station(s) in {network})")
     budget = budget_use(checked)
     out.print(
         f"budget: {budget['queries_per_station']} query unit(s) per station "
         f"({budget['note']})"
+    )
+    if identity is None:
+        out.print(
+            "note: columns not checked at the stations: add --identity KEY to ask "
+            "them (a signed, audited describe request)"
+        )
+        return
+    from pht.crypto import load_identity
+    from pht.errors import ConfigError
+    from pht.orchestrator.discovery import validate_at_stations
+
+    problems, asked = validate_at_stations(
+        checked, net, load_identity(identity), catalogue
+    )
+    for problem in problems:
+        console.print(problem.line(study), soft_wrap=True, markup=False)
+    if problems:
+        raise ConfigError(
+            f"{study}: {len(problems)} problem(s) at the stations (listed above); "
+            "fix the study, or leave a station out with 'stations:'"
+        )
+    out.print(
+        f"{study}: ok at {', '.join(asked)} (columns, roles, types, train and "
+        "disclosure class allowed)"
     )
 
 
@@ -193,6 +310,7 @@ def demo(
     ] = "process",
 ) -> None:
     """Create synthetic registries and a network, run the example study, show the report."""
+    _check_out_dir(workdir, "--workdir")
     from pht.demo import create_demo
     from pht.errors import ConfigError
 
@@ -203,7 +321,8 @@ def demo(
         f"demo network in {made.root} (network.yaml, study.yaml, data/, keys/, "
         "trains/, stations/)"
     )
-    report = _run(made.study, made.network, made.out, made.identity)
+    # nkr refuses by design (few weight-based patients): a partial result, exit 0
+    report = _run(made.study, made.network, made.out, made.identity, False)
     out.print(f"open {report.resolve()} in a browser")
     out.print(
         "next: pht run "
@@ -229,10 +348,12 @@ def trains_list() -> None:
             if plugin.recompute is not None
             else "plugin"
         )
+        # markup off: rich would take "[event_table, 1, ...]" for a style tag
         out.print(
-            f"{m.ref}  [{m.output_class}, {m.rounds}, {status}]  {package.digest}"
+            f"{m.ref}  [{m.output_class}, {m.rounds}, {status}]  {package.digest}",
+            markup=False,
         )
-        out.print(f"    {m.description}")
+        out.print(f"    {m.description}", markup=False)
 
 
 keys_app = typer.Typer(
@@ -245,6 +366,60 @@ audit_app = typer.Typer(
     help="Verify, query and export station audit logs (auditors).", no_args_is_help=True
 )
 station_app = typer.Typer(help="Station operator commands.", no_args_is_help=True)
+network_app = typer.Typer(
+    help="Discover a network: stations, datasets and the columns you may use.",
+    no_args_is_help=True,
+)
+app.add_typer(network_app, name="network")
+
+
+@network_app.command("show")
+def network_show(
+    network: Annotated[Path, typer.Argument(help="the network.yaml")],
+    identity: Annotated[
+        Path | None,
+        typer.Option(
+            help="your requester key (.key.json): ask every station which columns "
+            "you may use (a signed, audited describe request; no data)"
+        ),
+    ] = None,
+    purpose: Annotated[
+        str | None, typer.Option(help="your study's purpose (needed with --identity)")
+    ] = None,
+    role: Annotated[str, typer.Option(help="the role you claim")] = "analyst",
+    dataset: Annotated[
+        str, typer.Option(help="one dataset id, or * for every one you may use")
+    ] = "*",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List stations and datasets; with --identity, the columns, roles and rules."""
+    import json
+
+    from pht.errors import ConfigError
+    from pht.orchestrator.config import load_network
+    from pht.orchestrator.discovery import discover, network_document, network_lines
+
+    net = load_network(network)
+    answers = None
+    if identity is not None:
+        if purpose is None:
+            raise ConfigError(
+                "--identity needs --purpose PURPOSE (your study's purpose): stations "
+                "describe only what their policy allows for it"
+            )
+        from pht.crypto import load_identity
+
+        answers = discover(
+            net, load_identity(identity), purpose=purpose, role=role, dataset=dataset
+        )
+    if as_json:
+        document = json.dumps(network_document(net, answers), indent=1)
+        out.print(document, soft_wrap=True, markup=False)
+        return
+    for line in network_lines(net, answers):
+        out.print(line, soft_wrap=True, markup=False)
+
+
 app.add_typer(keys_app, name="keys")
 app.add_typer(train_app, name="train")
 app.add_typer(audit_app, name="audit")
@@ -261,6 +436,7 @@ def keys_new(
     ] = Path("keys"),
 ) -> None:
     """Create an Ed25519 signing key and an X25519 sealing key (private file 0600)."""
+    _check_out_dir(out_dir)
     from pht.crypto import new_identity, save_identity
 
     identity = new_identity(role, org, name)
@@ -280,6 +456,7 @@ def train_sign(
     ],
 ) -> None:
     """Sign a train's manifest and code digest (DSSE envelope) as a methodologist."""
+    _check_out_dir(out_dir)
     import json
 
     from pht.crypto import load_identity
@@ -311,8 +488,23 @@ def train_verify(
     from pht.signing import verify_train
 
     if not signed.is_file():
-        raise ConfigError(f"{signed}: no such file; give the signed .dsse.json")
-    statement, signer = verify_train(yamlcfg.load_json(signed), Keyring.load(keyring))
+        what = "is a folder" if signed.is_dir() else "no such file"
+        raise ConfigError(
+            f"{signed}: {what}; give a signed <name>@<version>.dsse.json "
+            "(`pht train sign` writes one)"
+        )
+    envelope = yamlcfg.load_json(signed)
+    if not isinstance(envelope, dict) or not {"payloadType", "signatures"} <= set(
+        envelope
+    ):
+        raise ConfigError(
+            f"{signed}: not a signed train (a DSSE envelope with payloadType, payload "
+            "and signatures); give the <name>@<version>.dsse.json of `pht train sign`"
+        )
+    try:
+        statement, signer = verify_train(envelope, Keyring.load(keyring))
+    except TrustError as exc:
+        raise TrustError(f"{signed}: {exc}") from exc
     if train is not None:
         package = load_package(train)
         if package.digest != statement.code_digest:
@@ -364,14 +556,21 @@ def audit_query(
     outcome: Annotated[str | None, typer.Option()] = None,
     since: Annotated[str | None, typer.Option(help="ISO time")] = None,
     until: Annotated[str | None, typer.Option(help="ISO time")] = None,
-    export: Annotated[Path | None, typer.Option(help="write .csv or .json")] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(help="write F.csv, F.json or F.jsonl (JSON lines) instead"),
+    ] = None,
 ) -> None:
-    """Query a station's audit log; print or export the matching records."""
-    import dataclasses
-    import json
+    """Query a station's audit log; print the records as JSON lines, or export them."""
+    from pht.errors import ConfigError
+    from pht.station.audit import exporter, query, record_line
 
-    from pht.station.audit import export_csv, export_json, query
-
+    write = None
+    if export is not None:
+        try:
+            write = exporter(export)  # before reading: nothing is written if wrong
+        except ConfigError as exc:
+            raise ConfigError(f"--export {exc}") from None
     records = query(
         log_dir,
         requester=requester,
@@ -382,12 +581,12 @@ def audit_query(
         since=since,
         until=until,
     )
-    if export is not None:
-        (export_csv if export.suffix == ".csv" else export_json)(records, export)
+    if export is not None and write is not None:
+        write(records, export)
         out.print(f"{len(records)} records -> {export}")
         return
-    for record in records:
-        out.print(json.dumps(dataclasses.asdict(record), sort_keys=True))
+    for record in records:  # plain lines: one JSON object each, never wrapped
+        sys.stdout.write(record_line(record) + "\n")
 
 
 @station_app.command("review")
@@ -411,8 +610,13 @@ def station_review(
     node = local_station(load_network(network), station)
     try:
         if action == "list":
-            for request_id in node.pending():
-                out.print(request_id)
+            waiting = node.pending()
+            for request_id in waiting:
+                out.print(request_id, markup=False)
+            if not waiting:
+                console.print(
+                    f"no outputs wait for review at station {station}", markup=False
+                )
             return
         if request is None:
             raise ConfigError(f"`{action}` needs --request ID; see `list`")
@@ -440,14 +644,61 @@ def images_build() -> None:
     """Build the base, runtime and train images offline (idempotent, cached)."""
     from pht.images import build_all
 
-    for ref, image in build_all().items():
-        out.print(f"{ref}  {image}")
+    def progress(step: str, seconds: float | None) -> None:
+        if seconds is None:
+            console.print(f"  {step} ...", markup=False)
+        else:
+            console.print(f"  {step}: done ({seconds:.1f} s)", markup=False)
+
+    for ref, image in build_all(progress=progress).items():
+        out.print(f"{ref}  {image}", markup=False)
 
 
 @app.command()
 def version() -> None:
     """Print the pht version."""
     out.print(__version__)
+
+
+NOISY_LOGGERS = ("matplotlib", "PIL", "fontTools", "asyncio", "urllib3", "docker")
+"""Third-party loggers kept at WARNING under ``-v`` (pht's own log at DEBUG)."""
+
+
+def _os_message(exc: OSError) -> str:
+    """An operating-system error the library let through, as a located one-liner."""
+    where = exc.filename if exc.filename is not None else "a file"
+    reason = exc.strerror or type(exc).__name__
+    if isinstance(exc, IsADirectoryError):
+        fix = "give a file, not a folder"
+    elif isinstance(exc, NotADirectoryError | FileExistsError):
+        fix = "a file is in the way of a folder; give another path or move the file"
+    elif isinstance(exc, PermissionError):
+        fix = "check its permissions (or run as the user who owns it)"
+    elif isinstance(exc, FileNotFoundError):
+        fix = "check the path"
+    else:
+        fix = "check the path, the disk and its permissions; -v shows the details"
+    return f"{where}: {reason}; {fix}"
+
+
+@app.command()
+def report(
+    result: Annotated[
+        Path, typer.Argument(help="a result.json written by `pht run` (or its folder)")
+    ],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="folder for report.html, figures/, tables/ [default: beside]"
+        ),
+    ] = None,
+) -> None:
+    """Re-render report.html, figures (PNG, SVG) and tables (CSV) from a result.json."""
+    from pht.orchestrator.exports import load_result, publish_report
+
+    data = load_result(result)
+    folder = out_dir or (result if result.is_dir() else result.parent)
+    out.print(f"report: {publish_report(data, folder)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -459,6 +710,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    for name in NOISY_LOGGERS:  # -v is about pht, not font caches and sockets
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         code = app(args=args, prog_name="pht", standalone_mode=False)
         if isinstance(code, int) and code:  # typer.Exit(n), returned by click here
@@ -466,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
     except PhtError as exc:
         if verbose:
             traceback.print_exc()
-        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
@@ -478,11 +731,26 @@ def main(argv: list[str] | None = None) -> int:
         if show is not None:
             show()
         else:
-            console.print(f"[red]error:[/] {exc.format_message()}")
+            console.print(f"[red]error:[/] {escape(exc.format_message())}")
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130
+    except OSError as exc:  # a path the library did not check: still one line
+        if verbose:
+            traceback.print_exc()
+        console.print(f"[red]error:[/] {escape(_os_message(exc))}", soft_wrap=True)
+        return 1
+    except Exception as exc:  # a bug in pht: still one line, the traceback under -v
+        if verbose:
+            traceback.print_exc()
+        text = " ".join(str(exc).split())[:300]
+        console.print(
+            f"[red]error:[/] unexpected {type(exc).__name__}: {escape(text)}; run "
+            "again with -v for the traceback and report it",
+            soft_wrap=True,
+        )
+        return 1
     return 0
 
 

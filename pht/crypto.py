@@ -47,6 +47,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -475,7 +476,11 @@ def _read_json(path: Path, raw: bytes) -> Any:
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise ConfigError(f"{path}: not valid JSON; check the file") from None
+        what = "empty" if not raw.strip() else "not valid JSON"
+        raise ConfigError(
+            f"{path}: {what}, so not a pht key file; check the path (keys are made "
+            "by `pht keys new`)"
+        ) from None
 
 
 def load_public(path: Path) -> PublicIdentity:
@@ -489,9 +494,30 @@ def load_public(path: Path) -> PublicIdentity:
         The key bytes are malformed or ``key_id`` does not match.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"{path}: is a folder; give the public key file in it (<name>.pub.json)"
+        )
     if not path.is_file():
         raise ConfigError(f"{path}: public key file not found; check the path")
-    data = _read_json(path, path.read_bytes())
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read the public key file ({exc.strerror}); check its "
+            "permissions"
+        ) from None
+    data = _read_json(path, raw)
+    if isinstance(data, Mapping) and data.get("format") == PRIVATE_FORMAT:
+        raise ConfigError(
+            f"{path}: this is a private key; give its public half (<name>.pub.json) "
+            "and keep the private .key.json to yourself"
+        )
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{path}: not a pht public key file (expected a JSON object with format "
+            f"{PUBLIC_FORMAT!r}); give the <name>.pub.json made by `pht keys new`"
+        )
     return PublicIdentity.from_dict(data, source=str(path))
 
 
@@ -515,18 +541,39 @@ def load_identity(path: Path) -> Identity:
         raise ConfigError(
             f"{path}: private key file not found; check the path"
         ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read the private key file ({exc.strerror}); run pht as "
+            "the user who owns it"
+        ) from None
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
+        os.close(fd)
+        raise ConfigError(
+            f"{path}: is a folder; give the private key file in it (<name>.key.json)"
+        )
     with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if os.name == "posix" and mode & 0o077:
-            raise TrustError(
-                f"{path}: private key file is accessible to group/others (mode "
-                f"{mode & 0o777:04o}); run `chmod 600 {path}`"
-            )
-        raw = handle.read()
+        raw = handle.read(1024 * 1024 + 1)
     data = _read_json(path, raw)
     source = str(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a JSON object")
+    if isinstance(data, dict) and data.get("format") == PUBLIC_FORMAT:
+        raise ConfigError(
+            f"{source}: this is a public key; give the private key file that "
+            "belongs to it (<name>.key.json, made by `pht keys new`)"
+        )
+    if not isinstance(data, dict) or data.get("format") != PRIVATE_FORMAT:
+        raise ConfigError(
+            f"{source}: not a pht private key file (expected a JSON object with "
+            f"format {PRIVATE_FORMAT!r}); give the <name>.key.json made by "
+            "`pht keys new`"
+        )
+    # checked once the file is known to be a private key: a public key or any
+    # other file readable by all needs another fix than chmod
+    if os.name == "posix" and mode & 0o077:
+        raise TrustError(
+            f"{path}: private key file is accessible to group/others (mode "
+            f"{mode & 0o777:04o}); run `chmod 600 {path}`"
+        )
     unknown = sorted(set(data) - _PRIVATE_KEYS)
     if unknown:
         raise ConfigError(
@@ -536,10 +583,6 @@ def load_identity(path: Path) -> Identity:
     missing = sorted(_PRIVATE_KEYS - set(data))
     if missing:
         raise ConfigError(f"{source}: missing required key '{missing[0]}'")
-    if data["format"] != PRIVATE_FORMAT:
-        raise ConfigError(
-            f"{source}: key 'format' must be {PRIVATE_FORMAT!r}; got {data['format']!r}"
-        )
     public = PublicIdentity.from_dict(data["public"], source=f"{source}: 'public'")
     signing_raw = _unb64(data["signing_key"], f"{source}: key 'signing_key'")
     sealing_raw = _unb64(data["sealing_key"], f"{source}: key 'sealing_key'")

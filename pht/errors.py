@@ -9,12 +9,21 @@ code (``-v`` shows the traceback). Every message says what went wrong *and* what
     ├── ConfigError          network.yaml, study.yaml, policy or manifest files
     ├── DataError            a dataset: missing file, missing column, wrong type, empty group
     ├── PolicyError          a station's policy forbids the request
-    │   └── DisclosureError  an output would disclose too much (small cells, rows, dof)
+    │   ├── DisclosureError  an output would disclose too much (small cells, rows, dof)
+    │   └── QuorumError      fewer stations took part than the study's min_stations
     ├── TrustError           signatures, keys, digests
     ├── AuditError           the audit log is damaged or inconsistent
     │   └── AuditRollbackError  (pht.station.audit) a log is missing or rolled back
     ├── ExecutorError        a train could not be run, crashed or timed out
-    └── ConvergenceError     an iterative fit did not converge
+    ├── ConvergenceError     an iterative fit did not converge
+    ├── ReviewPending        stations hold the output for manual review
+    └── PartialResult        a result was written from fewer stations than requested
+
+Exit codes of the ``pht`` command: 0 ok, 1 any other pht error, 2 configuration,
+3 data, 4 policy (no station took part, or fewer than ``min_stations``), 5 trust,
+6 audit, 7 executor, 8 convergence, 9 held for review, 10 a partial result was
+written (quorum met, but not every requested station took part; ``pht demo`` still
+exits 0), 130 interrupted.
 
 Statistical caveats are warnings under :class:`PhtWarning`.
 """
@@ -50,6 +59,10 @@ class DisclosureError(PolicyError):
     """An output would disclose too much: small cells, rows, too few degrees of freedom."""
 
 
+class QuorumError(PolicyError):
+    """Fewer stations took part than the study's ``min_stations``: nothing is written."""
+
+
 class TrustError(PhtError):
     """A signature, key or digest does not verify."""
 
@@ -78,6 +91,16 @@ class ReviewPending(PhtError):
     """Stations hold the output for a person's review; collect it after approval."""
 
     exit_code = 9
+
+
+class PartialResult(PhtError):
+    """A result was written, but from fewer stations than the study requested.
+
+    Not raised by the library (a partial result is a result: ``result["partial"]``
+    says who is missing and why); the CLI exits with this code after writing it.
+    """
+
+    exit_code = 10
 
 
 class PhtWarning(UserWarning):

@@ -21,6 +21,7 @@ of an archive can move a tag.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -28,8 +29,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
 
 from pht.errors import ExecutorError
 from pht.manifest import TRAINS_DIR, Catalogue, TrainPackage
@@ -42,6 +46,23 @@ RUNTIME_PACKAGES = ("numpy", "pandas", "pyarrow", "scipy")
 BASE_IMAGE = "pht/base:bookworm-py311"
 IMAGES_FILE = BUILD / "images.json"
 RUNTIMES_FILE = BUILD / "runtimes.json"
+
+BuildProgress = Callable[[str, float | None], None]
+"""Called as ``(step, None)`` when a build step starts and ``(step, seconds)`` when it
+is done (a step that is already cached is done at once)."""
+
+_T = TypeVar("_T")
+
+
+def _step(progress: BuildProgress | None, what: str, build: Callable[[], _T]) -> _T:
+    """Run one build step, telling ``progress`` when it starts and how long it took."""
+    if progress is not None:
+        progress(what, None)
+    start = time.monotonic()
+    result = build()
+    if progress is not None:
+        progress(what, time.monotonic() - start)
+    return result
 
 
 def _run(command: list[str], what: str, **kwargs: object) -> str:
@@ -266,15 +287,26 @@ def train_image(package: TrainPackage, runtime: str) -> str:
     return image_id
 
 
-def build_all(catalogue: Catalogue | None = None) -> dict[str, str]:
-    """Build every train image of the catalogue; return ``name@version -> image ID``."""
-    engine_and_base()
-    runtime = runtime_image()
-    built = {
-        str(p.manifest.ref): train_image(p, runtime)
-        for p in (catalogue or Catalogue(TRAINS_DIR)).packages()
-        if (p.folder / "Dockerfile").is_file()
-    }
+def build_all(
+    catalogue: Catalogue | None = None, progress: BuildProgress | None = None
+) -> dict[str, str]:
+    """Build every train image of the catalogue; return ``name@version -> image ID``.
+
+    ``progress`` hears of each step (the engine and base image, the runtime image,
+    one per train) as it starts and finishes: the first build takes minutes.
+    """
+    _step(progress, "Docker engine and base image", engine_and_base)
+    runtime = _step(progress, "runtime image", runtime_image)
+    built: dict[str, str] = {}
+    for package in (catalogue or Catalogue(TRAINS_DIR)).packages():
+        if not (package.folder / "Dockerfile").is_file():
+            continue
+        ref = str(package.manifest.ref)
+        built[ref] = _step(
+            progress,
+            f"image of {ref}",
+            functools.partial(train_image, package, runtime),
+        )
     BUILD.mkdir(exist_ok=True)
     IMAGES_FILE.write_text(json.dumps(built, indent=1, sort_keys=True) + "\n")
     return built

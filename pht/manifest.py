@@ -452,6 +452,12 @@ def _manifest(node: yamlcfg.Node) -> Manifest:
 def load_package(folder: Path) -> TrainPackage:
     """Load one train folder."""
     manifest_path = folder / "manifest.yaml"
+    if not manifest_path.is_file():
+        what = "a folder without manifest.yaml" if folder.is_dir() else "not a folder"
+        raise ConfigError(
+            f"{folder}: {what}, so not a train; give a train folder such as "
+            "train_images/survival.km"
+        )
     # parse the very bytes the code digest covers (one read, size-capped)
     manifest_bytes = yamlcfg.read(manifest_path)
     manifest = _manifest(yamlcfg.parse(manifest_bytes, manifest_path))

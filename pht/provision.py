@@ -129,6 +129,8 @@ def policy_document(
         "disclosure_classes": list(classes),
         "min_cell_size": min_cell_size,
         "show_station_name": False,
+        # the Cox model checks may show this station's own fit next to the pooled one
+        "station_estimates": True,
         "review": review,
     }
     if budget is not None:

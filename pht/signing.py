@@ -1,6 +1,6 @@
 """Signed statements both sides exchange: train manifests, requests and receipts.
 
-All three are canonical JSON payloads in DSSE envelopes (:mod:`pht.crypto`):
+All are canonical JSON payloads in DSSE envelopes (:mod:`pht.crypto`):
 
 * **train statement** (methodologist): name, version, SHA-256 of the exact manifest
   bytes, the code digest (manifest + entrypoint), the image digest when the train is a
@@ -8,6 +8,8 @@ All three are canonical JSON payloads in DSSE envelopes (:mod:`pht.crypto`):
 * **request** (requester): request id, nonce, issued-at and expiry, organisation, user,
   role, purpose, train reference, digest and signed statement, dataset, parameters and
   target stations;
+* **describe request** (requester, its own payload type): the same who, when and where
+  fields, a purpose and a dataset (or ``*``), no train: "which columns may I use?";
 * **receipt** (station): request id, round, digests of the sealed and of the plain
   output, and the audit-log checkpoint after the release was logged.
 
@@ -452,15 +454,7 @@ def _request_body(data: dict[str, Any]) -> SignedRequestBody:
     if not isinstance(data["train_statement"], dict):
         raise TrustError("request field 'train_statement' must be a signed envelope")
     _check_parameters(data["parameters"])
-    targets = data["targets"]
-    if (
-        not isinstance(targets, list)
-        or not 0 < len(targets) <= MAX_TARGETS
-        or not all(isinstance(t, str) and _ID.fullmatch(t) for t in targets)
-    ):
-        raise TrustError(
-            f"request field 'targets' must be a list of 1-{MAX_TARGETS} station ids"
-        )
+    targets = _targets(data["targets"], what)
     return SignedRequestBody(
         request_id=_matching(
             data, "request_id", what, REQUEST_ID, "a lower-case UUID4"
@@ -481,7 +475,7 @@ def _request_body(data: dict[str, Any]) -> SignedRequestBody:
         train_statement=data["train_statement"],
         dataset=_matching(data, "dataset", what, _ID, "a dataset id"),
         parameters=data["parameters"],
-        targets=list(targets),
+        targets=targets,
     )
 
 
@@ -559,15 +553,28 @@ def verify_signed_request(
     if entry is None:  # check() passed, so this cannot happen; fail closed anyway
         raise TrustError(f"key {key_id} is not in the keyring")
     body = _request_body(_payload(raw, "request"))
+    _check_who_when_where(body, requester, entry, station_id, when, "request")
+    return VerifiedRequest(body, requester, entry)
+
+
+def _check_who_when_where(
+    body: SignedRequestBody | DescribeRequestBody,
+    requester: PublicIdentity,
+    entry: KeyringEntry,
+    station_id: str,
+    when: dt.datetime,
+    what: str,
+) -> None:
+    """Who (the key's organisation, user and roles), when (fresh) and where (here)."""
     who = requester.describe()
     if body.organisation != requester.organisation:
         raise TrustError(
-            f"request claims another organisation than {who}'s "
+            f"{what} claims another organisation than {who}'s "
             f"'{requester.organisation}'"
         )
     if body.user != entry.user:
         raise TrustError(
-            f"request names user '{body.user}' but {who} speaks for user "
+            f"{what} names user '{body.user}' but {who} speaks for user "
             f"'{entry.user}' in the keyring"
         )
     if body.role not in entry.requester_roles:
@@ -580,17 +587,16 @@ def verify_signed_request(
                 else "no requester_roles; add e.g. requester_roles: [analyst]"
             )
         )
-    issued = _parse_time(body.issued_at, "request issued_at")
-    expires = _parse_time(body.expires_at, "request expires_at")
+    issued = _parse_time(body.issued_at, f"{what} issued_at")
+    expires = _parse_time(body.expires_at, f"{what} expires_at")
     if issued > when + CLOCK_SKEW:
-        raise TrustError("request is issued in the future; check the requester's clock")
+        raise TrustError(f"{what} is issued in the future; check the requester's clock")
     if expires <= when:
-        raise TrustError(f"request expired at {format_iso_z(expires)}")
+        raise TrustError(f"{what} expired at {format_iso_z(expires)}")
     if expires - issued > MAX_LIFETIME:
-        raise TrustError("request lifetime exceeds 24 hours")
+        raise TrustError(f"{what} lifetime exceeds 24 hours")
     if station_id not in body.targets:
-        raise TrustError(f"request is not addressed to station {station_id}")
-    return VerifiedRequest(body, requester, entry)
+        raise TrustError(f"{what} is not addressed to station {station_id}")
 
 
 def verify_request(
@@ -606,6 +612,178 @@ def verify_request(
     """
     verified = verify_signed_request(envelope, keyring, station_id, now)
     return verified.body, verified.requester
+
+
+# -- describe requests ----------------------------------------------------------------
+DESCRIBE_TYPE = "application/vnd.pht.describe+json"
+"""DSSE payload type of a describe request (a train request's signature never
+verifies as one, nor the other way round)."""
+DESCRIBE_BINDING = digest(b"pht.describe/1")
+"""What a describe answer's seal is bound to in place of a train's code digest."""
+ALL_DATASETS = "*"
+"""A describe request's ``dataset``: every dataset the requester may use."""
+DESCRIBE_FIELDS = (
+    "request_id",
+    "nonce",
+    "issued_at",
+    "expires_at",
+    "organisation",
+    "user",
+    "role",
+    "purpose",
+    "dataset",
+    "targets",
+    "type",
+)
+
+
+@dataclass(frozen=True)
+class DescribeRequestBody:
+    """The payload of a signed describe request: which columns may I use, and how.
+
+    Signed and checked like a train request (who, when, where, replay); it names a
+    purpose and a dataset (or :data:`ALL_DATASETS`) but no train and no parameters.
+    """
+
+    request_id: str
+    nonce: str
+    issued_at: str
+    expires_at: str
+    organisation: str
+    user: str
+    role: str
+    purpose: str
+    dataset: str
+    targets: Sequence[str]
+    type: str = "pht.describe/1"
+
+
+def new_describe(
+    identity: Identity,
+    *,
+    user: str,
+    role: str,
+    purpose: str,
+    dataset: str,
+    targets: Sequence[str],
+    lifetime: dt.timedelta = dt.timedelta(minutes=15),
+) -> tuple[DescribeRequestBody, dict[str, Any]]:
+    """A fresh describe request (new id and nonce) and its DSSE envelope."""
+    now = utc_now()
+    body = DescribeRequestBody(
+        request_id=str(uuid.uuid4()),
+        nonce=secrets.token_hex(16),
+        issued_at=format_iso_z(now),
+        expires_at=format_iso_z(now + lifetime),
+        organisation=identity.public.organisation,
+        user=user,
+        role=role,
+        purpose=purpose,
+        dataset=dataset,
+        targets=list(targets),
+    )
+    return body, sign_envelope(canonical_json(asdict(body)), DESCRIBE_TYPE, identity)
+
+
+def _describe_body(data: dict[str, Any]) -> DescribeRequestBody:
+    """Every field of a decoded describe request, checked for type and format."""
+    what = "describe request"
+    _fields(data, DESCRIBE_FIELDS, what)
+    if data["type"] != "pht.describe/1":
+        raise TrustError(f"{what} field 'type' must be 'pht.describe/1'")
+    dataset = data["dataset"]
+    if dataset != ALL_DATASETS:
+        _matching(data, "dataset", what, _ID, "a dataset id or '*'")
+    return DescribeRequestBody(
+        request_id=_matching(
+            data, "request_id", what, REQUEST_ID, "a lower-case UUID4"
+        ),
+        nonce=_matching(
+            data, "nonce", what, NONCE, "a token of 16-128 letters, digits, - or _"
+        ),
+        issued_at=_time_text(data, "issued_at", what),
+        expires_at=_time_text(data, "expires_at", what),
+        organisation=_text(data, "organisation", what),
+        user=_matching(data, "user", what, USER_PATTERN, "a user name"),
+        role=_matching(data, "role", what, REQUESTER_ROLE_PATTERN, "a role name"),
+        purpose=_text(data, "purpose", what),
+        dataset=dataset,
+        targets=_targets(data["targets"], what),
+    )
+
+
+def _targets(targets: Any, what: str) -> list[str]:
+    if (
+        not isinstance(targets, list)
+        or not 0 < len(targets) <= MAX_TARGETS
+        or not all(isinstance(t, str) and _ID.fullmatch(t) for t in targets)
+    ):
+        raise TrustError(
+            f"{what} field 'targets' must be a list of 1-{MAX_TARGETS} station ids"
+        )
+    return list(targets)
+
+
+@dataclass(frozen=True)
+class VerifiedDescribe:
+    """A describe request that checked out (see :class:`VerifiedRequest`)."""
+
+    body: DescribeRequestBody
+    requester: PublicIdentity
+    entry: KeyringEntry
+
+    @property
+    def user(self) -> str:
+        """The user the keyring says the key speaks for."""
+        return self.entry.user
+
+    @property
+    def organisation(self) -> str:
+        """The key's organisation."""
+        return self.entry.identity.organisation
+
+    @property
+    def role(self) -> str:
+        """The claimed role, one of the key's ``requester_roles``."""
+        return self.body.role
+
+
+def is_describe(envelope: Any) -> bool:
+    """Whether ``envelope`` claims to be a describe request (before any check)."""
+    return isinstance(envelope, Mapping) and (
+        envelope.get("payloadType") == DESCRIBE_TYPE
+    )
+
+
+def verify_signed_describe(
+    envelope: Mapping[str, Any],
+    keyring: Keyring,
+    station_id: str,
+    now: dt.datetime | None = None,
+) -> VerifiedDescribe:
+    """Check a signed describe request as :func:`verify_signed_request` checks one.
+
+    Envelope, signature by a requester key valid now, every field, the key's
+    organisation, user and role, freshness and the target station.
+
+    Raises
+    ------
+    TrustError
+        With a one-line reason naming the field or rule, never echoing a value.
+    """
+    when = now or utc_now()
+    what = "describe request"
+    _check_envelope(envelope, DESCRIBE_TYPE, what)
+    raw, key_id = verify_envelope(
+        envelope, DESCRIBE_TYPE, _role_keys(keyring, "requester")
+    )
+    requester = keyring.check(key_id, "requester", when)
+    entry = keyring.get(key_id)
+    if entry is None:  # check() passed, so this cannot happen; fail closed anyway
+        raise TrustError(f"key {key_id} is not in the keyring")
+    body = _describe_body(_payload(raw, what))
+    _check_who_when_where(body, requester, entry, station_id, when, what)
+    return VerifiedDescribe(body, requester, entry)
 
 
 # -- receipts -------------------------------------------------------------------------

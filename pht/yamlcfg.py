@@ -241,6 +241,8 @@ def read(path: Path) -> bytes:
         The file is missing, unreadable or too large.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a file; give the file in it")
     if not path.is_file():
         raise ConfigError(f"{path}: file not found; check the path")
     try:

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pht.errors import AuditError
+from pht.errors import AuditError, ConfigError
 from pht.station import merkle
 from pht.station.audit import (
     FORMAT,
@@ -583,7 +583,8 @@ def test_query_filters(tmp_path: Path) -> None:
         == records[1:3]
     )
     assert query(folder, requester="alice", outcome="refused") == [records[9]]
-    with pytest.raises(AuditError, match="since is not an ISO 8601 time"):
+    # a mistyped bound is a usage error (exit 2), not a damaged log (exit 6)
+    with pytest.raises(ConfigError, match="since 'yesterday' is not an ISO 8601 time"):
         query(folder, since="yesterday")
 
 

@@ -53,11 +53,12 @@ def error_line(err: str) -> str:
 
 
 def test_good_study_runs(tmp_path, net, capsys) -> None:
-    study = write_study(tmp_path)
+    # s3's policy refuses the grid (60 patients): a result from 2 of 3 (exit 10)
+    study = write_study(tmp_path, min_stations=2)
     code, err = run_cli(
         capsys, "run", study, "--network", net, "--out", tmp_path / "out"
     )
-    assert code == 0, err
+    assert code == 10, err
     assert (tmp_path / "out" / "result.json").is_file()
 
 
@@ -127,7 +128,10 @@ def test_wrong_column_type(tmp_path, capsys) -> None:
         capsys, "run", study, "--network", network, "--out", tmp_path / "o"
     )
     line = error_line(err)
-    assert code == 3 and f"station s1: {Code.COLUMN.reason}" in line
+    # every station is needed by default (min_stations): the study stops, naming
+    # the station, its reason and whose side acts
+    assert code == 4 and f"station s1: {Code.COLUMN.reason}" in line
+    assert "acts: station operator" in line
 
 
 def test_event_column_with_other_values(tmp_path, capsys) -> None:
@@ -139,7 +143,7 @@ def test_event_column_with_other_values(tmp_path, capsys) -> None:
         capsys, "run", study, "--network", network, "--out", tmp_path / "o"
     )
     # death is not a 0/1 column at s2, so it cannot serve as the event there
-    assert code == 3 and f"station s2: {Code.COLUMN.reason}" in error_line(err)
+    assert code == 4 and f"station s2: {Code.COLUMN.reason}" in error_line(err)
 
 
 def test_unknown_train(tmp_path, net, capsys) -> None:
@@ -228,13 +232,18 @@ def test_bad_policy_key_names_file_and_line(tmp_path, capsys) -> None:
 
 def test_failed_run_keeps_the_previous_result(tmp_path, net, capsys) -> None:
     out = tmp_path / "out"
-    good = write_study(tmp_path)
-    assert run_cli(capsys, "run", good, "--network", net, "--out", out)[0] == 0
+    good = write_study(tmp_path, min_stations=2)
+    assert run_cli(capsys, "run", good, "--network", net, "--out", out)[0] == 10
     before = (out / "result.json").read_bytes()
     bad = write_study(tmp_path, parameters={"time": "nope", "event": "death"})
     assert run_cli(capsys, "run", bad, "--network", net, "--out", out)[0] != 0
     assert (out / "result.json").read_bytes() == before
-    assert sorted(p.name for p in out.iterdir()) == ["report.html", "result.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "figures",
+        "report.html",
+        "result.json",
+        "tables",
+    ]
 
 
 def test_verbose_shows_the_traceback(tmp_path, net, capsys) -> None:

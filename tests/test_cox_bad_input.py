@@ -3,7 +3,6 @@ wrong answer."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,11 @@ def run(  # type: ignore[no-untyped-def]
     network = write_network(tmp_path, frames, dataset="d", **(policy or {}))
     base = {"time": "week", "event": "arrest", "covariates": COVS}
     study = write_study(
-        tmp_path, train="survival.cox", dataset="d", parameters={**base, **params}
+        tmp_path,
+        train="survival.cox",
+        dataset="d",
+        parameters={**base, **params},
+        min_stations=2,
     )
     return run_embedded(study, network)
 
@@ -67,9 +70,19 @@ def test_collinear_covariates_are_named(tmp_path, rossi) -> None:
 def test_covariate_missing_at_one_station(tmp_path, rossi) -> None:
     frames = stations(rossi)
     frames["s1"] = frames["s1"].drop(columns="prio")
-    # a fixed code: the station says no more than that a column does not fit
-    with pytest.raises(DataError, match=re.escape(f"station s1: {Code.COLUMN.reason}")):
-        run(tmp_path, frames)
+    # a fixed code: the station says no more than that a column does not fit; the
+    # others accepted the same request, so s1's operator acts; the fit goes on
+    result = run(tmp_path, frames)
+    assert result["partial"]["missing"] == [
+        {
+            "station": "s1",
+            "status": "error",
+            "reason": Code.COLUMN.reason,
+            "acts": "station operator",
+            "advice": result["partial"]["missing"][0]["advice"],
+        }
+    ]
+    assert result["cox"]["n"] == len(frames["s0"]) + len(frames["s2"])
 
 
 def test_level_at_one_station_only_is_flagged(tmp_path, rossi) -> None:

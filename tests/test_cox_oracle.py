@@ -59,7 +59,10 @@ def fit_federated(
         show_station_name=show_station_name,
         **allowed,
     )
-    study = write_study(tmp_path, train="survival.cox", dataset="d", parameters=params)
+    # min_stations 1: the oracle is fitted on the rows of the stations that took part
+    study = write_study(
+        tmp_path, train="survival.cox", dataset="d", parameters=params, min_stations=1
+    )
     return run_embedded(study, network, released)
 
 

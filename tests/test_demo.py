@@ -27,6 +27,18 @@ def test_demo_end_to_end(tmp_path, capsys) -> None:
     assert len(took) >= 2
     refused = {s["reason"] for s in result["stations"] if not s["participated"]}
     assert refused <= {Code.GRID.reason, Code.SMALL_CELL.reason}
+    # a partial result is a result: the demo study's quorum is 2 of 3, the result
+    # says who is missing and that nobody has to fix a policy refusal; `pht demo`
+    # prints the banner and still exits 0
+    partial = result["partial"]
+    assert partial["min_stations"] == 2 and partial["requested"] == 3
+    assert partial["took_part"] == len(took)
+    assert [m["station"] for m in partial["missing"]] == [
+        s["id"] for s in result["stations"] if not s["participated"]
+    ]
+    assert all(m["acts"] == "none (policy)" for m in partial["missing"])
+    assert partial["complete"] is (len(took) == 3)
+    assert ("partial result:" in captured.err) is (len(took) < 3)
     # every patient of a station that took part is analysed (a fixed population)
     sizes = synth.station_sizes(6000)
     assert sum(c["n"] for c in result["km"].values()) == sum(sizes[s] for s in took)
@@ -74,7 +86,9 @@ def test_demo_end_to_end(tmp_path, capsys) -> None:
 def test_demo_runs_again_and_leaves_other_folders_alone(tmp_path, capsys) -> None:
     work = tmp_path / "demo"
     for _ in range(2):  # `make demo` twice: the second replaces the first
-        assert main(["demo", "--workdir", str(work), "--patients", "3000"]) == 0
+        # (4000 patients: with fewer, a second registry refuses the regimen grid and
+        # the study's min_stations: 2 is not met)
+        assert main(["demo", "--workdir", str(work), "--patients", "4000"]) == 0
     assert (work / "results" / "result.json").is_file()
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -85,7 +85,9 @@ def run(
     released: dict[str, Any] | None = None,
     **parameters: Any,
 ) -> dict[str, Any]:
-    study = write_study(tmp_path, train=train, dataset="d", parameters=parameters)
+    study = write_study(
+        tmp_path, train=train, dataset="d", parameters=parameters, min_stations=1
+    )
     return run_embedded(study, net, released)
 
 
@@ -602,7 +604,7 @@ def test_report_labels_times_in_the_study_time_unit_on_larynx(tmp_path: Path) ->
         time_unit="years",
     )
     assert cox["parameters"]["time_unit"] == "years"
-    assert cox["train"] == "survival.cox@1.3.0"
+    assert cox["train"] == "survival.cox@1.4.0"
     with pytest.raises(ConfigError, match="time_unit"):
         run(
             tmp_path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,95 @@ def test_malformed_section_falls_back_to_json(tmp_path: Path) -> None:
     assert "&quot;ties&quot;: &quot;breslow&quot;" in page
     assert "<img" not in page
     assert "log-rank stratified by station" in page
+
+
+# -- shared by tests/test_report_*.py ---------------------------------------------
+RECEIPT_B64 = "eyJhdWRpdF9yb290IjoiMjQ1OWNiY2EwNThhYTc5ZDMxOTgzMDg0YjMxOGMzN2I5MGVh" * 3
+
+
+def provenance() -> dict[str, Any]:
+    """A provenance record shaped like ``pht run``'s, with a signed receipt."""
+    digest = "sha256:" + "b8a2e2d05e3127a1" * 4
+    return {
+        "engine": "embedded",
+        "study_file": "study.yaml",
+        "requester": {"organisation": "ZIN", "user": "analyst", "role": "analyst"}
+        | {"key_id": "0724cf2c850d658c"},
+        "request_id": "d1d9554d-98d9-42c3-abbd-223e8a563006",
+        "issued_at": "2026-11-30T21:35:33Z",
+        "train_signers": ["13828f76507835c5"],
+        "receipts": [
+            {
+                "station": "dica",
+                "round": 0,
+                "output_digest": digest,
+                "audit_checkpoint": {"size": 6, "root": "2459cbca" * 8},
+                "receipt": {
+                    "payload": RECEIPT_B64,
+                    "payloadType": "application/vnd.pht.receipt+json",
+                    "signatures": [{"keyid": "b8b7f122c9ca27df", "sig": "Eb3v" * 22}],
+                },
+            }
+        ],
+        "rounds": 1,
+        "budget": {"queries_per_station": 1, "requests": ["survival.km@1.2.0"]},
+        "requests": [
+            {"station": "nkr", "request_id": "r-1", "status": "refused"}
+            | {"reason": REASON, "executor": "process", "train_digest": None},
+            {"station": "dica", "request_id": "r-1", "status": "ok"}
+            | {"reason": None, "executor": "process", "train_digest": digest},
+        ],
+    }
+
+
+def km_result(p_plain: float = 0.00139, p_stratified: float = 0.00001) -> dict:
+    """A Kaplan-Meier result whose two log-rank tests have the given p-values."""
+    result = _result()
+    del result["cox"], result["frobnicate"]
+    result["logrank"] = _test(False, p_plain)
+    result["logrank_stratified"] = _test(True, p_stratified)
+    result["provenance"] = provenance()
+    return result
+
+
+def _coef(hr: float, lower: float, upper: float, p: float) -> dict[str, float]:
+    return {"coef": math.log(hr), "se": 0.05, "hr": hr, "ci_lower": lower} | {
+        "ci_upper": upper,
+        "z": 1.0,
+        "p_value": p,
+    }
+
+
+def cox_result(**parameters: Any) -> dict[str, Any]:
+    """A Cox result: regimen (3 levels), age, sex; stratified by station."""
+    result = _result()
+    for key in ("km", "at_risk_table", "logrank", "logrank_stratified", "frobnicate"):
+        del result[key]
+    result["train"] = "survival.cox@1.3.0"
+    result["parameters"] = {
+        "time": "os_days",
+        "event": "death",
+        "covariates": ["regimen", "age", "sex"],
+        "reference": {"regimen": "standard"},
+        "mode": "stratified",
+    } | parameters
+    result["cox"] = {
+        "params": {
+            "regimen[T.extended_interval]": _coef(1.0075, 0.908, 1.1179, 0.8878),
+            "regimen[T.weight_based]": _coef(1.0563, 0.9117, 1.2239, 0.4657),
+            "age": _coef(1.0143, 1.0118, 1.0168, 2.7e-29),
+            "sex[T.M]": _coef(0.6, 0.45, 0.8, 0.0004),
+        },
+        "loglik": -36533.0,
+        "lr_test": {"statistic": 1007.2, "df": 4, "p_value": 5.3e-209},
+        "n": 9000,
+        "events": 5066,
+        "mode": "stratified",
+        "ties": "efron",
+        "iterations": 4,
+        "converged": True,
+        "reference_levels": {"regimen": "standard", "sex": "F"},
+        "warnings": [],
+    }
+    result["provenance"] = provenance()
+    return result

@@ -284,7 +284,9 @@ def hidden_names(tmp_path_factory):  # type: ignore[no-untyped-def]
 def test_by_site_is_refused_where_the_policy_hides_names(
     hidden_names, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    study = write_study(tmp_path, train="utilisation", parameters={"by": "hospital"})
+    study = write_study(
+        tmp_path, train="utilisation", parameters={"by": "hospital"}, min_stations=2
+    )
     replies = dispatch(hidden_names, study)
     assert replies["dica"].status == "refused"
     assert replies["dica"].reason == Code.SITE.reason
@@ -903,7 +905,7 @@ def test_docker_and_process_executors_release_the_same_table(tmp_path) -> None: 
             executor=executor,
             images=images,
         )
-        study = write_study(root, train="utilisation", parameters={})
+        study = write_study(root, train="utilisation", parameters={}, min_stations=2)
         results[executor] = run_embedded(study, made.network)
     a, b = results["process"], results["docker"]
     assert {s["executor"] for s in b["stations"]} == {"docker"}

@@ -184,6 +184,18 @@ class SortedRows:
         self._cached = (key, layout)
         return layout
 
+    def death_sums(
+        self, weight: FloatArray, at: FloatArray | None = None
+    ) -> FloatArray:
+        """``sum_t weight(t) X_D(t)``: the covariates of the deaths, weighted by time.
+
+        ``weight`` holds one value per time of ``at`` (default: own event times);
+        deaths at a time not in ``at`` are left out, as in :meth:`sums`.
+        """
+        times = self.event_times if at is None else np.asarray(at, dtype=np.float64)
+        x_death = self._layout(times)[7]
+        return np.asarray(np.asarray(weight, dtype=np.float64) @ x_death)
+
     def counts(self, at: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
         """Deaths per time and the covariate sum over all deaths at ``at`` (no ``b``)."""
         times = self.event_times if at is None else np.asarray(at, dtype=np.float64)
@@ -244,6 +256,74 @@ class SortedRows:
         return first.terms(self.curvature(beta, first.time, first.w1, first.w2))
 
 
+@dataclass(frozen=True)
+class TimeWeighted:
+    """The pooled parts of sums over event times weighted by ``g(t)`` and ``g(t)^2``.
+
+    With ``m_l = (S1 - a_l D1) / c_l`` (see the module docstring) and
+    ``V(t) = sum_l [(S2 - a_l D2)/c_l - m_l m_l']``:
+
+    * ``means = sum_t g(t) sum_l m_l(t)``: the score ``U_g = sum_t g(t) (X_D(t) -
+      sum_l m_l(t))`` is ``sum_t g(t) X_D(t)`` (:meth:`SortedRows.death_sums`) minus
+      this;
+    * ``outer_g = sum_t g sum_l m_l m_l'`` and ``outer_gg`` with ``g^2``: the
+      quadratic parts of ``sum_t g V(t)`` and ``sum_t g^2 V(t)``, whose linear parts
+      are :meth:`SortedRows.curvature` with the weights ``g w1, g w2`` and
+      ``g^2 w1, g^2 w2``.
+    """
+
+    means: FloatArray
+    outer_g: FloatArray
+    outer_gg: FloatArray
+    w1: FloatArray
+    w2: FloatArray
+
+
+def _per_time(
+    sums: RiskSetSums, ties: Ties
+) -> tuple[npt.NDArray[np.bool_], float, tuple[FloatArray, ...]]:
+    """Times with deaths, ``sum log c`` and the tie weights ``w1, w2, u0, u1, u2``."""
+    keep = sums.deaths > 0
+    d = sums.deaths[keep].astype(np.int64)
+    log_c, weights = _tie_weights(d, sums.s0[keep], sums.d0[keep], ties == "efron")
+    return keep, log_c, weights
+
+
+def _outer(
+    weight: FloatArray, u: tuple[FloatArray, ...], s1: FloatArray, d1: FloatArray
+) -> FloatArray:
+    """``sum_t weight(t) sum_l m_l m_l'`` from the per-time sums ``u0, u1, u2``."""
+    u0, u1, u2 = (weight * part for part in u)
+    cross = np.einsum("t,ti,tj->ij", u1, s1, d1)
+    return np.asarray(
+        np.einsum("t,ti,tj->ij", u0, s1, s1)
+        - cross
+        - cross.T
+        + np.einsum("t,ti,tj->ij", u2, d1, d1)
+    )
+
+
+def time_weighted(sums: RiskSetSums, ties: Ties, g: FloatArray) -> TimeWeighted:
+    """The pooled parts of the ``g``-weighted score and information (one per time).
+
+    ``g`` holds one value per time of ``sums``. Used by the proportional-hazards
+    score test (:mod:`pht.algorithms.cox_checks`).
+    """
+    keep, _, (w1, w2, u0, u1, u2) = _per_time(sums, ties)
+    gk = np.asarray(g, dtype=np.float64)[keep]
+    s1, d1 = sums.s1[keep], sums.d1[keep]
+    means = (gk * w1) @ s1 - (gk * w2) @ d1
+    full_w1, full_w2 = np.zeros(sums.time.size), np.zeros(sums.time.size)
+    full_w1[keep], full_w2[keep] = w1, w2
+    return TimeWeighted(
+        means=np.asarray(means, dtype=np.float64),
+        outer_g=_outer(gk, (u0, u1, u2), s1, d1),
+        outer_gg=_outer(gk * gk, (u0, u1, u2), s1, d1),
+        w1=full_w1,
+        w2=full_w2,
+    )
+
+
 def first_order(sums: RiskSetSums, beta: FloatArray, ties: Ties) -> FirstOrder:
     """Reduce first-order sums to the log-likelihood, gradient and outer Hessian part.
 
@@ -253,21 +333,12 @@ def first_order(sums: RiskSetSums, beta: FloatArray, ties: Ties) -> FirstOrder:
     O(deaths * p^2). ``w1`` and ``w2`` are returned on all of ``sums.time`` (zero
     where nobody died) for :meth:`SortedRows.curvature`.
     """
-    keep = sums.deaths > 0
-    d = sums.deaths[keep].astype(np.int64)
-    s0, d0 = sums.s0[keep], sums.d0[keep]
+    keep, log_c, (w1, w2, u0, u1, u2) = _per_time(sums, ties)
     s1, d1 = sums.s1[keep], sums.d1[keep]
     x_death = sums.x_death.sum(axis=0)  # zero rows where nobody died
-    log_c, (w1, w2, u0, u1, u2) = _tie_weights(d, s0, d0, ties == "efron")
     loglik = float(x_death @ beta - log_c)
     gradient = x_death - (w1 @ s1 - w2 @ d1)
-    cross = np.einsum("t,ti,tj->ij", u1, s1, d1)
-    outer = (
-        np.einsum("t,ti,tj->ij", u0, s1, s1)
-        - cross
-        - cross.T
-        + np.einsum("t,ti,tj->ij", u2, d1, d1)
-    )
+    outer = _outer(np.ones(w1.size), (u0, u1, u2), s1, d1)
     full_w1, full_w2 = np.zeros(sums.time.size), np.zeros(sums.time.size)
     full_w1[keep], full_w2[keep] = w1, w2
     return FirstOrder(loglik, gradient, outer, sums.time, full_w1, full_w2)

@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from pht.algorithms.cox import Covariate, Design, SortedRows, design_matrix
+from pht.algorithms.cox import Covariate, Design, SortedRows, Ties, design_matrix
+from pht.algorithms.cox_checks import (
+    concordance_counts,
+    own_fit,
+    ph_pieces,
+    pooled_part,
+)
 from pht.algorithms.disclosure import coarsen
 from pht.algorithms.levels import labels
 from pht.columns import Columns, missing, numbers
@@ -34,6 +40,55 @@ def check_dof(n: int, p: int) -> None:
             f"fewer than {PATIENTS_PER_PARAMETER} patients per parameter ({p} "
             "parameters) at this station; use fewer covariates"
         )
+
+
+def checks_output(
+    rows: SortedRows,
+    beta: np.ndarray,
+    ties: Ties,
+    times: np.ndarray | None,
+    weights: tuple[np.ndarray, np.ndarray] | None,
+    estimate: bool,
+) -> dict[str, Any]:
+    """The ``checks`` answer at the converged ``beta`` (:mod:`pht.algorithms.cox_checks`).
+
+    ``ph``: stratified (``times`` None), the score and information blocks of the
+    station's own stratum; pooled, its part given the pooled weights. ``concordance``:
+    pair counts of its own patients and the sums of its SE. ``estimate`` (only when
+    the station's policy allows it, and null unless its own fit converges): its own
+    fit's coefficients and covariance. Also the train's code: both must agree.
+    """
+    out: dict[str, Any] = {"ph": None}
+    if times is None:
+        pieces = ph_pieces(rows, beta, ties)
+        if pieces is not None:
+            out["ph"] = {
+                "score": pieces.score.tolist(),
+                "cross": pieces.cross.tolist(),
+                "square": pieces.square.tolist(),
+            }
+    elif weights is not None:
+        part = pooled_part(rows, beta, times, *weights)
+        if part is not None:
+            out["ph"] = {
+                "deaths": part.deaths.tolist(),
+                "cross": part.cross.tolist(),
+                "square": part.square.tolist(),
+            }
+    counts = concordance_counts(rows.time, rows.event, rows.x @ beta)
+    out["concordance"] = {
+        "concordant": counts.concordant,
+        "discordant": counts.discordant,
+        "tied_risk": counts.tied_risk,
+        "influence": [counts.dd, counts.dn, counts.nn],
+    }
+    fit = own_fit(rows, ties) if estimate else None
+    out["estimate"] = (
+        None
+        if fit is None
+        else {"coef": fit.coef.tolist(), "covariance": fit.covariance.tolist()}
+    )
+    return out
 
 
 def describe_levels(column: str, values: np.ndarray, k: int) -> dict[str, int]:
@@ -188,7 +243,8 @@ class LocalCox:
         """Answer ``design`` once, then one operation per Newton evaluation.
 
         ``terms`` in stratified mode; ``sums`` and, when the Hessian is needed,
-        ``curvature`` in pooled mode.
+        ``curvature`` in pooled mode; ``checks`` once at the converged point (the
+        station adds ``station_estimate``: whether its policy allows its own fit).
         """
         op = message.get("op")
         if op == "design":
@@ -214,6 +270,23 @@ class LocalCox:
                 "d0": encode_array(sums.d0),
                 "d1": encode_array(sums.d1),
             }
+        if op == "checks":
+            weights = None
+            if self.mode == "pooled":
+                assert self.times is not None
+                shape = (self.times.size,)
+                weights = (
+                    decode_array(message["w1"], shape),
+                    decode_array(message["w2"], shape),
+                )
+            return checks_output(
+                self.rows,
+                beta,
+                self.ties,
+                self.times if self.mode == "pooled" else None,
+                weights,
+                bool(message.get("station_estimate")),
+            )
         if op == "curvature" and self.mode == "pooled":
             assert self.times is not None
             shape = (self.times.size,)

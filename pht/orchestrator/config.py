@@ -97,6 +97,8 @@ class Study:
     ``role`` (default ``analyst``) is the role the signed request claims; a station
     accepts it only when the requester key's keyring entry lists it in
     ``requester_roles`` and the station's policy allows the organisation in that role.
+    ``min_stations`` (default: every target station) is the quorum: with fewer
+    stations taking part, no result is written.
     """
 
     source: Path
@@ -107,6 +109,11 @@ class Study:
     stations: tuple[str, ...] | None
     parameters: Mapping[str, Any]
     role: str
+    min_stations: int | None = None
+
+    def quorum(self, targets: int) -> int:
+        """Stations that must take part for a result: ``min_stations``, else all."""
+        return targets if self.min_stations is None else self.min_stations
 
 
 def _check_id(node: yamlcfg.Node, what: str) -> str:
@@ -126,6 +133,10 @@ HOST_KEYS = frozenset(
 
 def _file(node: yamlcfg.Node, base: Path, key: str, fix: str) -> Path:
     path = (base / node.as_str()).resolve()
+    if path.is_dir():
+        raise node.error(
+            f"{key} '{node.as_str()}' is a folder ({path}); give the file in it"
+        )
     if not path.is_file():
         raise node.error(
             f"{key} file '{node.as_str()}' not found (looked in {path}); {fix}"
@@ -159,6 +170,11 @@ def _datasets(
             raise path_node.error(
                 f"dataset file '{path_node.as_str()}' must end in .parquet or .csv"
             )
+        if path.is_dir():
+            raise path_node.error(
+                f"dataset '{path_node.as_str()}' is a folder ({path}); give the "
+                ".parquet or .csv file itself (a partitioned Parquet folder is not read)"
+            )
         if not path.is_file():
             raise path_node.error(
                 f"dataset file '{path_node.as_str()}' not found (looked in {path}); "
@@ -175,6 +191,11 @@ def _host(
 ) -> StationHost:
     policy_node = m.require("policy")
     policy = (base / policy_node.as_str()).resolve()
+    if policy.is_dir():
+        raise policy_node.error(
+            f"policy '{policy_node.as_str()}' is a folder ({policy}); give the "
+            "policy.yaml file in it"
+        )
     if not policy.is_file():
         raise policy_node.error(
             f"policy file '{policy_node.as_str()}' not found (looked in {policy}); "
@@ -275,22 +296,90 @@ def load_network(path: Path) -> Network:
     )
 
 
+STUDY_KEYS = frozenset(
+    {
+        "question",
+        "purpose",
+        "train",
+        "dataset",
+        "stations",
+        "min_stations",
+        "parameters",
+        "role",
+        "requester",
+    }
+)
+"""Top-level keys of ``study.yaml`` (``requester`` only to say it is not one)."""
+
+
 def load_study(
     path: Path, catalogue: Catalogue, network: Network | None = None
 ) -> Study:
     """Parse ``study.yaml``, resolve its train and check it against the network."""
-    root = yamlcfg.load(path).mapping(
-        {
-            "question",
-            "purpose",
-            "train",
-            "dataset",
-            "stations",
-            "parameters",
-            "role",
-            "requester",
-        }
-    )
+    return _study(yamlcfg.load(path), path, catalogue, network)
+
+
+def study_from_mapping(
+    fields: Mapping[str, Any],
+    source: Path,
+    catalogue: Catalogue,
+    network: Network | None = None,
+) -> Study:
+    """A study from the keys of a ``study.yaml`` given as a dict (e.g. in a notebook).
+
+    It is checked exactly like a file; errors name ``source`` (a label such as
+    ``Study.build``) and the key, without a line number.
+    """
+    import yaml
+
+    try:
+        text = yaml.safe_dump(dict(fields), sort_keys=False, allow_unicode=True)
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"{source}: a study value is not plain data ({exc}); use str, int, float, "
+            "bool, lists and dicts"
+        ) from None
+    try:
+        return _study(
+            yamlcfg.parse(text.encode("utf-8"), source), source, catalogue, network
+        )
+    except ConfigError as exc:
+        # the lines of the generated YAML mean nothing to the caller: name the key
+        message = re.sub(rf"^{re.escape(str(source))}:\d+:", f"{source}:", str(exc))
+        raise ConfigError(message) from None
+
+
+def _min_stations(node: yamlcfg.Node | None, targets: int | None) -> int | None:
+    """``min_stations``: an integer from 1 to the number of target stations."""
+    if node is None:
+        return None
+    value = node.value()
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise node.error(
+            f"must be a whole number of stations, not "
+            f"{yamlcfg.quote(value)}; write e.g. min_stations: 2, or leave it out to "
+            "need every requested station"
+        )
+    if value < 1:
+        raise node.error(
+            f"must be at least 1, not {value}; leave it out to need "
+            "every requested station"
+        )
+    if targets is not None and value > targets:
+        raise node.error(
+            f"{value} is more than the {targets} station(s) the study asks; "
+            f"lower it to at most {targets}, or add stations"
+        )
+    return int(value)
+
+
+def _study(
+    document: yamlcfg.Node,
+    path: Path,
+    catalogue: Catalogue,
+    network: Network | None = None,
+) -> Study:
+    root = document.mapping(set(STUDY_KEYS))
     requester_node = root.get("requester")
     if requester_node is not None:
         raise requester_node.error(
@@ -367,6 +456,14 @@ def load_study(
                 f"no target station holds dataset '{dataset}'; check 'dataset' "
                 "against the datasets in the network file"
             )
+    count = (
+        len(stations)
+        if stations is not None
+        else len(network.stations)
+        if network is not None
+        else None
+    )
+    min_stations = _min_stations(root.get("min_stations"), count)
     return Study(
         source=path,
         question=question,
@@ -376,4 +473,5 @@ def load_study(
         stations=stations,
         parameters=parameters,
         role=role,
+        min_stations=min_stations,
     )

@@ -190,4 +190,4 @@ class EmbeddedEngine:
             list(pool.map(lambda session: session.close(), list(sessions.values())))
             pool.shutdown(wait=True)
 
-        return SessionGroup(opened, run_round, close)
+        return SessionGroup(opened, run_round, close, progress)

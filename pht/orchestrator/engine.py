@@ -15,7 +15,9 @@ Engines:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pht.errors import ConfigError
@@ -29,8 +31,30 @@ Envelope = Mapping[str, Any]
 
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[str, str, Reply | None], None]
-"""Called as ``(station_id, "started" | "finished" | "opened", reply)``."""
+
+@dataclass(frozen=True)
+class RoundProgress:
+    """One finished round of an iterative session, as progress callbacks see it."""
+
+    number: int
+    """1 for the first round after the sessions opened."""
+    asked: int
+    """Stations sent a message this round."""
+    answered: int
+    """Stations whose reply was ``ok``."""
+    seconds: float
+    """Wall time of the round, from sending to the last reply."""
+
+
+ProgressCallback = Callable[[str, str, "Reply | RoundProgress | None"], None]
+"""Called as ``(station_id, event, detail)`` while an engine works:
+
+- ``"started"``, ``None``: a request or session is on its way to the station;
+- ``"finished"``, the :class:`~pht.wire.Reply`: a single-round request came back;
+- ``"opened"``, the ``Reply``: an iterative session opened (or was refused);
+- ``"round"``, a :class:`RoundProgress`: a round of an iterative train finished at
+  every active station; ``station_id`` is ``""`` (the event is the group's).
+"""
 
 
 class Engine(Protocol):
@@ -76,11 +100,13 @@ class SessionGroup:
         opened: dict[str, Reply],
         run_round: Callable[[Mapping[str, Mapping[str, Any]]], dict[str, Reply]],
         close: Callable[[], None],
+        progress: ProgressCallback | None = None,
     ) -> None:
         self.opened = opened
         self.dropped: dict[str, Reply] = {}
         self._round = run_round
         self._close = close
+        self._progress = progress
         self.rounds = 0
 
     @property
@@ -98,9 +124,25 @@ class SessionGroup:
         return {s: self.dropped.get(s, r) for s, r in self.opened.items()}
 
     def round(self, messages: Mapping[str, Mapping[str, Any]]) -> dict[str, Reply]:
-        """Send one message per station; return their replies."""
+        """Send one message per station; return their replies.
+
+        The progress callback, if any, hears a ``"round"`` event when all replied.
+        """
         self.rounds += 1
-        return self._round(messages)
+        start = time.monotonic()
+        replies = self._round(messages)
+        if self._progress is not None:
+            self._progress(
+                "",
+                "round",
+                RoundProgress(
+                    number=self.rounds,
+                    asked=len(messages),
+                    answered=sum(1 for r in replies.values() if r.ok),
+                    seconds=time.monotonic() - start,
+                ),
+            )
+        return replies
 
     def close(self) -> None:
         """End every session."""

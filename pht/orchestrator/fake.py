@@ -232,7 +232,7 @@ class FakeEngine:
                 for s, m in messages.items()
             }
 
-        return SessionGroup(opened, run_round, lambda: None)
+        return SessionGroup(opened, run_round, lambda: None, progress)
 
 
 __all__ = ["FakeEngine", "FakeSession", "FakeStation"]

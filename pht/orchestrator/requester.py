@@ -21,9 +21,18 @@ from pht.crypto import (
     open_sealed,
     sealed_digest,
 )
+from pht.description import StationDescription
 from pht.errors import ConfigError, TrustError
 from pht.manifest import TrainPackage
-from pht.signing import SignedRequestBody, new_request, verify_receipt
+from pht.signing import (
+    DESCRIBE_BINDING,
+    DescribeRequestBody,
+    Receipt,
+    SignedRequestBody,
+    new_describe,
+    new_request,
+    verify_receipt,
+)
 from pht.wire import Reply
 
 
@@ -85,10 +94,66 @@ class Requester:
             targets=targets,
         )
 
+    def describe(
+        self, *, role: str, purpose: str, dataset: str, targets: Sequence[str]
+    ) -> tuple[DescribeRequestBody, dict[str, Any]]:
+        """A new signed describe request (``dataset`` may be ``*``: all I may use)."""
+        return new_describe(
+            self.identity,
+            user=self.identity.public.name,
+            role=role,
+            purpose=purpose,
+            dataset=dataset,
+            targets=targets,
+        )
+
+    def open_describe(self, reply: Reply, request_id: str) -> StationDescription:
+        """Verify the receipt of an ``ok`` describe reply and parse its description.
+
+        Raises
+        ------
+        TrustError
+            The seal, receipt or binding do not check out, or the station described
+            itself as another station.
+        ConfigError
+            The opened answer is not a ``pht.description/1`` message.
+        """
+        if reply.train_digest != DESCRIBE_BINDING:
+            raise TrustError(
+                f"station {reply.station} answered a describe request with an output "
+                "bound to something else"
+            )
+        _, plain = self._verified(reply, request_id, DESCRIBE_BINDING)
+        description = StationDescription.from_dict(json.loads(plain))
+        if description.station != reply.station:
+            raise TrustError(
+                f"station {reply.station} sent the description of another station"
+            )
+        return description
+
     def open(self, reply: Reply, request_id: str) -> Reply:
         """Verify the receipt and open the sealed output of an ``ok`` reply."""
         if not reply.ok:
             return reply
+        receipt, plain = self._verified(reply, request_id, str(reply.train_digest))
+        self.receipts.append(
+            {
+                "station": reply.station,
+                "round": receipt.round,
+                "output_digest": receipt.output_digest,
+                "audit_checkpoint": {
+                    "size": receipt.audit_size,
+                    "root": receipt.audit_root,
+                },
+                "receipt": dict(reply.receipt or {}),
+            }
+        )
+        return dataclasses.replace(reply, output=json.loads(plain))
+
+    def _verified(
+        self, reply: Reply, request_id: str, binding: str
+    ) -> tuple[Receipt, bytes]:
+        """The receipt and opened plaintext of an ``ok`` reply, all digests checked."""
         station = self.stations.get(reply.station)
         if station is None or reply.sealed is None or reply.receipt is None:
             raise TrustError(
@@ -106,22 +171,10 @@ class Requester:
             self.identity.sealing,
             request_id=request_id,
             station_id=reply.station,
-            manifest_digest=str(reply.train_digest),
+            manifest_digest=binding,
         )
         if digest(plain) != receipt.output_digest:
             raise TrustError(
                 f"station {reply.station} output does not match its receipt"
             )
-        self.receipts.append(
-            {
-                "station": reply.station,
-                "round": receipt.round,
-                "output_digest": receipt.output_digest,
-                "audit_checkpoint": {
-                    "size": receipt.audit_size,
-                    "root": receipt.audit_root,
-                },
-                "receipt": dict(reply.receipt),
-            }
-        )
-        return dataclasses.replace(reply, output=json.loads(plain))
+        return receipt, plain

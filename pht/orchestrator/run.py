@@ -3,6 +3,17 @@
 ``run_study`` returns the result dict that ``write_results`` stores as
 ``result.json`` next to ``report.html``. Outputs are written to temporary files and moved
 into place only when complete, so a failed run never destroys an earlier result.
+
+Partial results are results. A station that refuses (its policy) or fails (its data,
+executor, a timeout) is left out and reported in its station row and in the result's
+``partial`` record, with its fixed reason, whose side must act (``acts``: the analyst,
+the station operator, or nobody as the policy decided) and a one-line ``advice``. The
+study's quorum ``min_stations`` (default: every requested station) decides whether
+a result is written at all: with fewer stations, :class:`~pht.errors.QuorumError`
+lists every missing station. An iterative train's stations are counted after its
+session: a station that refuses the model design leaves it like a round-0 refusal,
+but a station that *fails* mid-session stops the study (the session cannot be
+finished without a station whose data are already in the fit).
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from pht.errors import (
     PhtError,
     PhtWarning,
     PolicyError,
+    QuorumError,
     ReviewPending,
     TrustError,
 )
@@ -33,15 +45,17 @@ from pht.orchestrator.config import Network, Study
 from pht.orchestrator.engine import Engine, ProgressCallback
 from pht.orchestrator.requester import Requester, signed_train
 from pht.signing import SignedRequestBody
+from pht.station.codes import ANALYST, OPERATOR, acts
 from pht.timefmt import format_seconds_offset, utc_now
 from pht.trains import plugin_for, run_strategy
 from pht.wire import Reply
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the keys of ``result.json``: 2 renamed Cox ``params.*.p`` to ``p_value``
-and added ``schema_version`` and ``provenance.budget``."""
+and added ``schema_version`` and ``provenance.budget``; 3 added ``partial`` and the
+station rows' ``acts`` and ``advice``."""
 
 
 def _now() -> str:
@@ -53,6 +67,13 @@ def plan_request(
 ) -> tuple[SignedRequestBody, dict[str, Any]]:
     """One signed request addressed to every target station."""
     targets = study.stations or tuple(network.stations)
+    if study.min_stations is not None and study.min_stations > len(targets):
+        # a study checked without its network (load_study(path, catalogue))
+        raise ConfigError(
+            f"{study.source}: min_stations: {study.min_stations} is more than the "
+            f"{len(targets)} station(s) the study asks; lower it to at most "
+            f"{len(targets)}, or add stations"
+        )
     manifest = study.train.manifest
     return requester.request(
         role=study.role,
@@ -66,11 +87,55 @@ def plan_request(
     )
 
 
+def side(reply: Reply, replies: Mapping[str, Reply]) -> str:
+    """Whose side must act on a station's reply that was not ``ok``.
+
+    The code's own side (:func:`pht.station.codes.acts`), except that a *fault*
+    (status ``error``) with a request-side code at a station while another station
+    accepted the same signed request lies with that station (its data differ, e.g. a
+    text value in a time column): its operator acts, not the analyst.
+    """
+    who = acts(reply.reason)
+    if (
+        who == ANALYST
+        and reply.status == "error"
+        and any(r.ok for s, r in replies.items() if s != reply.station)
+    ):
+        return OPERATOR
+    return who
+
+
+def advice(reply: Reply, who: str, study: Study, request_id: str | None) -> str:
+    """One line: what the side that must act can do about a station's reply."""
+    station = reply.station
+    if who == ANALYST:
+        return (
+            f"change the request in {study.source.name} (parameters, columns, "
+            f"dataset, role) or leave {station} out under 'stations', and run again"
+        )
+    if who == OPERATOR:
+        ref = f" request {request_id}" if request_id else " this request"
+        return (
+            f"the fault is on {station}'s side: ask its operator to check{ref} in "
+            "the station's log (its data, executor or set-up); the analysis itself "
+            "needs no change"
+        )
+    return (
+        f"{station}'s policy withheld its output and nobody has to fix anything: the "
+        "result stands without it where min_stations allows (ask its data steward "
+        "about the policy)"
+    )
+
+
 def _station_rows(
-    study: Study, network: Network, replies: Mapping[str, Reply]
+    study: Study,
+    network: Network,
+    replies: Mapping[str, Reply],
+    request_id: str | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
     for station_id, reply in replies.items():
+        who = None if reply.ok else side(reply, replies)
         output = reply.output or {}
         # a station whose policy says show_station_name: false releases nothing
         # attributable to it by name: no name, no per-station counts in the result
@@ -85,6 +150,10 @@ def _station_rows(
                 "events": output.get("events") if shown else None,
                 "excluded": output.get("excluded") if shown else None,
                 "reason": reply.reason,
+                "acts": who,
+                "advice": None
+                if who is None
+                else advice(reply, who, study, request_id),
                 "elapsed_seconds": reply.elapsed_seconds,
                 "executor": reply.executor,
             }
@@ -102,24 +171,69 @@ def _pool(
         raise type(exc)(f"{study.source}: {exc}") from None
 
 
+def partial_record(
+    study: Study, replies: Mapping[str, Reply], request_id: str | None = None
+) -> dict[str, Any]:
+    """Who took part, out of how many requested, and why each other station did not.
+
+    ``complete`` is true when every requested station released its output; ``missing``
+    lists the others with status, fixed reason, whose side acts and advice.
+    """
+    took = [s for s, r in replies.items() if r.ok and r.output is not None]
+    missing = [
+        {
+            "station": s,
+            "status": r.status,
+            "reason": r.reason,
+            "acts": side(r, replies),
+            "advice": advice(r, side(r, replies), study, request_id),
+        }
+        for s, r in replies.items()
+        if s not in took
+    ]
+    return {
+        "complete": not missing,
+        "requested": len(replies),
+        "took_part": len(took),
+        "min_stations": study.quorum(len(replies)),
+        "missing": missing,
+    }
+
+
+def _check_quorum(study: Study, partial: Mapping[str, Any]) -> None:
+    """Raise :class:`QuorumError` when fewer stations took part than the quorum."""
+    took, quorum = partial["took_part"], partial["min_stations"]
+    if took >= quorum:
+        return
+    why = "; ".join(
+        f"station {m['station']}: {m['reason']} [{m['status']}, acts: {m['acts']}]"
+        for m in partial["missing"]
+    )
+    if took == 0:
+        raise QuorumError(f"no station took part ({why})")
+    needs = (
+        f"all {quorum}"
+        if study.min_stations is None
+        else f"min_stations: {quorum} in {study.source.name}"
+    )
+    fix = (
+        f"set min_stations: {took} in {study.source.name} to accept a result from "
+        f"{took} station(s), or"
+        if study.min_stations is None
+        else "lower min_stations, or"
+    )
+    raise QuorumError(
+        f"{took} of {partial['requested']} station(s) took part, the study needs "
+        f"{needs} ({why}); {fix} act as each station's line says and run again"
+    )
+
+
 def _check_participation(
     study: Study, replies: Mapping[str, Reply]
 ) -> dict[str, Mapping[str, Any]]:
-    """Raise on station errors or when nobody took part; return released outputs."""
-    errors = [r for r in replies.values() if r.status == "error"]
-    if errors:
-        first = errors[0]
-        raise DataError(
-            f"station {first.station}: {first.reason}; fix {study.source.name} "
-            "(parameters, or leave the station out under 'stations') and run again"
-        )
-    released = {
-        s: r.output for s, r in replies.items() if r.ok and r.output is not None
-    }
-    if not released:
-        reasons = "; ".join(f"{s}: {r.reason}" for s, r in replies.items())
-        raise PolicyError(f"no station took part ({reasons})")
-    return released
+    """Check the quorum; return the released outputs by station."""
+    _check_quorum(study, partial_record(study, replies))
+    return {s: r.output for s, r in replies.items() if r.ok and r.output is not None}
 
 
 def _run_companion(
@@ -151,6 +265,7 @@ def _run_companion(
         stations=study.stations,
         parameters=parameters,
         role=study.role,
+        min_stations=study.min_stations,
     )
     try:
         body, envelope = plan_request(companion, network, requester)
@@ -168,7 +283,8 @@ def _run_companion(
         "train_digest": companion.train.digest,
         "request_id": body.request_id,
         "parameters": parameters,
-        "stations": _station_rows(companion, network, replies),
+        "stations": _station_rows(companion, network, replies, body.request_id),
+        "partial": partial_record(companion, replies, body.request_id),
         "error": None,
         "sections": {},
     }
@@ -178,7 +294,7 @@ def _run_companion(
         if pool is None:
             raise ConfigError(f"companion train '{name}' is not a single-round train")
         record["sections"] = pool(released, parameters)
-    except (DataError, PolicyError) as exc:  # the Cox result stands; say why not
+    except (DataError, PolicyError) as exc:  # the main result stands; say why not
         record["error"] = f"{name}: {exc}"
         warnings.warn(CompanionWarning(record["error"]), stacklevel=2)
         log.warning("companion %s did not give a result: %s", name, exc)
@@ -238,7 +354,10 @@ def run_study(
 ) -> dict[str, Any]:
     """Dispatch the study's train and pool the released aggregates into a result.
 
-    Statistical caveats (:class:`~pht.errors.PhtWarning`) land in ``warnings``.
+    Statistical caveats (:class:`~pht.errors.PhtWarning`) land in ``warnings``; who
+    took part lands in ``partial`` (see the module docstring). Raises
+    :class:`~pht.errors.QuorumError` when fewer than the study's ``min_stations``
+    took part.
     """
     return _with_caveats(
         lambda: _run_study(study, network, engine, requester, progress)
@@ -462,6 +581,8 @@ def _result(
     """The result dict: header, station rows, sections, provenance."""
     manifest = study.train.manifest
     requests = list(body.targets)
+    partial = partial_record(study, replies, body.request_id)
+    _check_quorum(study, partial)  # again: stations may leave a session
     companion = _run_companion(study, network, engine, requester, progress)
     if companion is not None:
         sections = {**companion.pop("sections"), **sections}
@@ -475,7 +596,8 @@ def _result(
         "parameters": dict(study.parameters),
         "created": _now(),
         "pht_version": __version__,
-        "stations": _station_rows(study, network, replies),
+        "stations": _station_rows(study, network, replies, body.request_id),
+        "partial": partial,
         **sections,
         "provenance": {
             "engine": engine.name,
@@ -520,20 +642,16 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_results(result: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """Write ``result.json`` and ``report.html`` into ``out_dir``."""
-    from pht.orchestrator.report import render_report
+    """Write ``result.json``, ``report.html`` and its ``figures/`` and ``tables/``.
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / f".staging-{os.getpid()}"
-    staging.mkdir(exist_ok=True)
-    try:
-        report = render_report(result, staging)
+    The report is rendered into a staging folder first and published only after
+    ``result.json`` is written, so a failure leaves the previous files in place.
+    """
+    from pht.orchestrator.exports import staged_report
+
+    text = json.dumps(result, indent=2, allow_nan=False) + "\n"
+    with staged_report(result, out_dir) as publish:
         result_path = out_dir / "result.json"
-        _atomic_write(result_path, json.dumps(result, indent=2, allow_nan=False) + "\n")
-        report_path = out_dir / "report.html"
-        os.replace(report, report_path)
-    finally:
-        for leftover in staging.iterdir():
-            leftover.unlink()
-        staging.rmdir()
+        _atomic_write(result_path, text)
+        report_path = publish()
     return result_path, report_path

@@ -7,6 +7,9 @@ audit log), the policy (dataset, purpose, requester, train and digests, every
 iterative trains) and the budget per key and per organisation (sessions' rounds
 included). The decision record is appended under the same lock, so concurrent
 requests cannot overspend a budget.
+
+A describe request (:mod:`pht.station.describe`) passes the same trust and replay
+checks, then only the policy's requester and purpose rules; it spends no budget.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pht.crypto import (
@@ -24,8 +28,11 @@ from pht.crypto import (
 from pht.errors import DataError, PhtError
 from pht.manifest import TrainPackage
 from pht.signing import (
+    ALL_DATASETS,
     SignedRequestBody,
+    VerifiedDescribe,
     utc_now,
+    verify_signed_describe,
     verify_signed_request,
     verify_train,
 )
@@ -47,6 +54,21 @@ from pht.trains import lookup
 from pht.wire import Reply, TrainRef
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DescribeAdmission:
+    """An admitted describe request: who asks, and the datasets it may be told about.
+
+    ``datasets`` are the (dataset id, policy) pairs whose policy allows the
+    requester's organisation and role and the request's purpose; ``fields`` and
+    ``details`` go into the audit record of the answer.
+    """
+
+    verified: VerifiedDescribe
+    datasets: tuple[tuple[str, DatasetPolicy], ...]
+    fields: dict[str, Any]
+    details: dict[str, Any]
 
 
 class Admitting(StationBase):
@@ -263,3 +285,72 @@ class Admitting(StationBase):
     def admit(self, envelope: Any) -> Admission | Reply:
         """Admission only (for sessions)."""
         return self._admit(envelope)
+
+    # -- describe requests ----------------------------------------------------------
+    def _admit_describe(self, envelope: Any) -> DescribeAdmission | Reply:
+        """Admit a describe request, or refuse it with a fixed code.
+
+        The trust checks of a train request (signature, key, fields, identity,
+        freshness, addressing, replay), then the policy's requester and purpose
+        rules. A refusal is one ``describe`` audit record; an admitted request is
+        logged with its answer. No query budget is spent.
+        """
+        with self._admission:
+            try:
+                verified = verify_signed_describe(
+                    envelope, self.config.keyring, self.id
+                )
+            except PhtError as exc:
+                log.info("station %s rejected a describe request: %s", self.id, exc)
+                return self._refuse("unknown", trust_refusal(str(exc)), "describe")
+            body = verified.body
+            if body.request_id in self._seen or body.nonce in self._seen:
+                return self._refuse(
+                    body.request_id, Refusal("refused", Code.REPLAYED), "describe"
+                )
+            self._seen.update((body.request_id, body.nonce))
+        fields = {
+            "request_id": body.request_id,
+            "user": verified.user,
+            "organisation": verified.organisation,
+            "role": verified.role,
+            "purpose": body.purpose,
+            "dataset": body.dataset,
+        }
+        details = {"nonce": body.nonce, "key": verified.requester.key_id}
+        try:
+            usable = self._describable(
+                body.dataset, body.purpose, verified.organisation, verified.role
+            )
+        except Refusal as r:
+            return self._refuse(
+                body.request_id, r, "describe", details=details, **fields
+            )
+        return DescribeAdmission(verified, usable, fields, details)
+
+    def _describable(
+        self, dataset: str, purpose: str, organisation: str, role: str
+    ) -> tuple[tuple[str, DatasetPolicy], ...]:
+        """The datasets a describe request may be told about, or a refusal.
+
+        The requester first (refused where no dataset's policy lists it: says
+        nothing about any dataset), then the purpose (likewise), then the dataset: a
+        named dataset the requester may not use for this purpose is refused exactly
+        like one the station does not hold.
+        """
+        allowed: list[tuple[str, DatasetPolicy]] = []
+        for name in sorted(self.config.datasets):
+            policy = self.config.policy.for_dataset(name)
+            if policy is not None and not policy.requester_refusal(organisation, role):
+                allowed.append((name, policy))
+        if not allowed:
+            raise Refusal("refused", Code.REQUESTER)
+        usable = [(n, p) for n, p in allowed if not p.purpose_refusal(purpose)]
+        if not usable:
+            raise Refusal("refused", Code.PURPOSE)
+        if dataset == ALL_DATASETS:
+            return tuple(usable)
+        named = tuple((n, p) for n, p in usable if n == dataset)
+        if not named:
+            raise Refusal("refused", Code.DATASET)
+        return named

@@ -71,3 +71,78 @@ class Code(Enum):
     def reason(self) -> str:
         """``code: text`` as it appears in replies and the audit log."""
         return f"{self.name.lower().replace('_', '-')}: {self.value}"
+
+    @property
+    def acts(self) -> str:
+        """Whose side must act: :data:`ANALYST`, :data:`OPERATOR` or :data:`POLICY`."""
+        return _ACTS[self]
+
+
+ANALYST = "analyst"
+"""The request can be changed: parameters, columns, dataset, role, or send it again."""
+OPERATOR = "station operator"
+"""The station's data, machine, keyring or software must be fixed by its operator."""
+POLICY = "none (policy)"
+"""The station's policy decided; nobody has to fix anything (leave the station out)."""
+
+SIDES = (ANALYST, OPERATOR, POLICY)
+
+_ACTS: dict[Code, str] = {
+    Code.MALFORMED: ANALYST,
+    Code.REJECTED: OPERATOR,  # the station's keyring does not hold the key
+    Code.SIGNATURE: ANALYST,
+    Code.EXPIRED: ANALYST,
+    Code.ELSEWHERE: ANALYST,
+    Code.IDENTITY: ANALYST,
+    Code.REPLAYED: ANALYST,
+    Code.DATASET: ANALYST,
+    Code.PURPOSE: POLICY,
+    Code.REQUESTER: POLICY,
+    Code.TRAIN: POLICY,
+    Code.CONTRACT: OPERATOR,  # the station's plugin differs from the signed train
+    Code.PARAMETERS: ANALYST,
+    Code.COLUMN: ANALYST,
+    Code.SITE: POLICY,
+    Code.CLASS: POLICY,
+    Code.REVIEW_ITERATIVE: POLICY,
+    Code.BUDGET: POLICY,
+    Code.SANDBOX: OPERATOR,
+    Code.SMALL_POPULATION: POLICY,
+    Code.SMALL_CELL: POLICY,
+    Code.GRID: POLICY,
+    Code.FEW_EVENTS: POLICY,
+    Code.DOF: POLICY,
+    Code.ROUND: ANALYST,
+    Code.DESIGN: ANALYST,
+    Code.PATH: ANALYST,
+    Code.ROUNDS: POLICY,
+    Code.SESSION: ANALYST,
+    Code.GUARD: POLICY,
+    Code.TRAIN_REFUSED: POLICY,
+    Code.TRAIN_FAILED: OPERATOR,
+    Code.TIMEOUT: OPERATOR,
+    Code.EXECUTOR: OPERATOR,
+    Code.DATA: OPERATOR,
+    Code.DATA_CHANGED: POLICY,
+    Code.INTERNAL: OPERATOR,
+    Code.REVIEW_PENDING: OPERATOR,  # a person at the station must review it
+    Code.REVIEW_REJECTED: POLICY,
+}
+
+_BY_PREFIX = {code.name.lower().replace("_", "-"): code for code in Code}
+
+
+def code_of(reason: str | None) -> Code | None:
+    """The :class:`Code` a reason starts with (``code: text``), or None."""
+    prefix = (reason or "").split(":", 1)[0].strip()
+    return _BY_PREFIX.get(prefix)
+
+
+def acts(reason: str | None) -> str:
+    """Whose side must act on a station's reason; unknown reasons: the operator's.
+
+    >>> acts(Code.GRID.reason), acts("text the station made up")
+    ('none (policy)', 'station operator')
+    """
+    code = code_of(reason)
+    return OPERATOR if code is None else code.acts

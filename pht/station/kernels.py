@@ -8,7 +8,7 @@ hostile train chooses rides on a released number. A station releases iterative
 answers only for kernels it knows.
 
 Kernels: ``cox`` (the ``survival.cox`` train: design, ``terms`` in stratified mode,
-``sums`` and ``curvature`` in pooled mode).
+``sums`` and ``curvature`` in pooled mode, ``checks`` once at the converged point).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pht.algorithms.cox import Covariate, Design, SortedRows, design_matrix
+from pht.algorithms.cox_local import checks_output
 from pht.algorithms.disclosure import coarsen
 from pht.algorithms.levels import labels
 from pht.errors import DisclosureError, PhtError
@@ -66,8 +67,31 @@ class CoxKernel:
                 "gradient": terms.gradient.tolist(),
                 "hessian": terms.hessian.tolist(),
             }
+        if op == "checks" and self.times is None:
+            return checks_output(
+                self.rows,
+                beta,
+                self.ties,  # type: ignore[arg-type]
+                None,
+                None,
+                bool(message.get("station_estimate")),
+            )
         if self.times is None:
             raise DisclosureError("no times agreed")
+        if op == "checks":
+            shape = (self.times.size,)
+            weights = (
+                decode_array(message["w1"], shape),
+                decode_array(message["w2"], shape),
+            )
+            return checks_output(
+                self.rows,
+                beta,
+                self.ties,  # type: ignore[arg-type]
+                self.times,
+                weights,
+                bool(message.get("station_estimate")),
+            )
         if op == "sums":
             sums = self.rows.sums(beta, self.times)
             return {

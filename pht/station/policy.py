@@ -26,6 +26,8 @@ invalid rather than permissive, and anything broader than a list is spelled out
                  rounds_per_query: 20}
         max_rounds: 60                   # evaluations an iterative session may ask
         show_station_name: false
+        station_estimates: false         # true: a Cox fit may also release this
+                                         # station's own estimates (model checks)
         review: automatic                # or manual: outputs wait for a person
         unsafe_process_sandbox: false    # true: run under `executor: process` even
                                          # where the machine lacks a sandbox control
@@ -159,6 +161,9 @@ class DatasetPolicy:
     than this share of a measure's total."""
     rounding_base: int = 1
     """Released counts and sums are rounded to a multiple of this (1: exact)."""
+    station_estimates: bool = False
+    """Whether a Cox fit's model checks may release this station's own fit
+    (coefficients and covariance on its rows alone); false when absent."""
 
     @property
     def rules(self) -> dict[str, Any]:
@@ -275,6 +280,7 @@ _DATASET_KEYS = {
     "unsafe_process_sandbox",
     "dominance_share",
     "rounding_base",
+    "station_estimates",
 }
 
 
@@ -377,6 +383,7 @@ def _dataset(node: yamlcfg.Node) -> DatasetPolicy:
                 "rounding_base must be a whole number >= 1 (1: no rounding)"
             )
     show = m.get("show_station_name")
+    own = m.get("station_estimates")
     review_node = m.get("review")
     review = review_node.as_str() if review_node else "automatic"
     if review not in ("automatic", "manual"):
@@ -397,6 +404,7 @@ def _dataset(node: yamlcfg.Node) -> DatasetPolicy:
         unsafe_process_sandbox=unsafe_node.as_type(bool) if unsafe_node else False,
         dominance_share=float(dominance),
         rounding_base=rounding,
+        station_estimates=own.as_type(bool) if own is not None else False,
     )
 
 

@@ -46,8 +46,17 @@ MAX_LABELS_PER_COLUMN = 200
 
 
 def read_table(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """Read a Parquet or CSV dataset (only ``columns`` when given)."""
+    """Read a Parquet or CSV dataset (only ``columns`` when given).
+
+    A CSV file with a header and no rows is refused as such: its columns would have
+    no type (pyarrow reads them as ``null``), which is not the requester's mistake.
+    The messages are data-free; the path and the fix go to the station's log.
+    """
+    if path.is_dir():
+        log.warning("dataset %s is a folder; point 'path' at the data file", path)
+        raise DataError("the dataset path is a folder, not a file")
     if not path.is_file():
+        log.warning("dataset %s is missing; fix 'path' in the network file", path)
         raise DataError("the dataset file is missing or not a regular file")
     suffix = path.suffix.lower()
     try:
@@ -60,6 +69,11 @@ def read_table(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
             table = pacsv.read_csv(
                 path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True)
             )
+            if table.num_rows == 0:
+                log.warning(
+                    "dataset %s has a header but no rows; export the data again", path
+                )
+                raise DataError("the dataset file has no rows")
             if columns is None:
                 return table
             return table.select([c for c in columns if c in table.column_names])

@@ -20,6 +20,10 @@ and against its own earlier replies, and refuses (closing the session) otherwise
   receipts verified with the station keys of this station's keyring, bound to this
   request and round, digests equal, this station's own output included, the same
   stations every round, and each output stamped with the point it was evaluated at;
+* ``checks`` (the model checks) only once, right after the evaluation at which the
+  station's own replay of the path says the fit has converged (the rule of
+  :func:`pht.algorithms.optimize.newton`), at that point; the station adds its
+  policy's ``station_estimates`` to what the train sees;
 * at most the policy's ``max_rounds`` rounds, and every ``rounds_per_query`` rounds
   cost one more unit of the requester's query budget.
 
@@ -29,6 +33,7 @@ every station's design reply), the curvature weights ``w1``/``w2`` and step-halv
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -36,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from pht.algorithms.levels import labels
-from pht.algorithms.optimize import NewtonPath
+from pht.algorithms.optimize import NewtonPath, newton
 from pht.crypto import canonical_json, digest
 from pht.errors import DisclosureError, ExecutorError, PhtError
 from pht.signing import utc_now, verify_receipt
@@ -48,6 +53,11 @@ from pht.station.station import Admission, Refusal, Station
 from pht.wire import Reply, decode_array
 
 log = logging.getLogger(__name__)
+
+CHECKS = "checks"
+"""The op of the model checks, asked once at the converged point."""
+# the orchestrator's convergence rule: newton's own tolerance, never a copy of it
+_TOL: float = inspect.signature(newton).parameters["tol"].default
 
 
 def point_digest(beta: Any) -> str:
@@ -123,6 +133,7 @@ class StationSession:
         self.design_stamp: str | None = None
         self.times: np.ndarray | None = None
         self.first: Any = None  # pooled first-order terms at the accepted point
+        self.accepted: float | None = None  # log-likelihood of the last accepted point
         self.peers: tuple[str, ...] | None = None
         self.kernel: CoxKernel | None = None
         self.pending: dict[str, Any] | None = None  # the message the train answers
@@ -260,6 +271,9 @@ class StationSession:
         self._check_input(op, message)
         extra: dict[str, Any] | None = None
         forward = {k: v for k, v in message.items() if k != "evidence"}
+        if op == CHECKS:
+            # the station's own decision, never the requester's
+            forward["station_estimate"] = bool(policy.station_estimates)
         if op == spec.design:
             self._check_design(message)
             # stamped, so the path check can require that every peer fits the same
@@ -461,8 +475,14 @@ class StationSession:
             raise Refusal("refused", Code.PATH)
         stamp = point_digest(self.path.expected)
         outputs = self._at(verified, last_round, stamp)
-        if last_op == "terms":
+        expected: np.ndarray | None
+        if op == CHECKS:
+            self._check_converged(last_op, outputs, message)
+            expected = self.path.expected
+        elif last_op == "terms":
             loglik, gradient, hessian = _summed_terms(outputs, self.p)
+            if not self.path.would_halve(loglik):
+                self._accept(loglik)
             expected = self.path.next_point(loglik, gradient, hessian)
         elif last_op == "sums":
             first = self._first_order(verified, outputs)
@@ -480,10 +500,49 @@ class StationSession:
                 np.zeros((self.p, self.p)),
             )
             terms = self.first.terms(curvature)
+            self._accept(terms.loglik)
             expected = self.path.accept(terms.loglik, terms.gradient, terms.hessian)
         else:
             raise Refusal("refused", Code.PATH)
         if expected is None or not NewtonPath.matches(beta, expected):
+            raise Refusal("refused", Code.PATH)
+
+    def _accept(self, loglik: float) -> None:
+        """The path accepts the point just evaluated (for the convergence rule)."""
+        self.accepted = loglik
+
+    def _check_converged(
+        self, last_op: str, outputs: Mapping[str, dict[str, Any]], message: Any
+    ) -> None:
+        """Accept ``checks`` only where :func:`newton` stops.
+
+        There the last evaluation is accepted (no halving), its Newton step is below
+        ``tol`` and so is the log-likelihood change of the last accepted step.
+        """
+        assert self.p is not None and self.path is not None
+        if last_op == "terms":
+            loglik, gradient, hessian = _summed_terms(outputs, self.p)
+        elif last_op == "curvature" and self.first is not None:
+            self._check_weights(message, self.first)
+            curvature = sum(
+                (_matrix(o, "curvature", self.p) for o in outputs.values()),
+                np.zeros((self.p, self.p)),
+            )
+            terms = self.first.terms(curvature)
+            loglik, gradient, hessian = terms.loglik, terms.gradient, terms.hessian
+        else:
+            raise Refusal("refused", Code.PATH)
+        if self.path.would_halve(loglik):
+            raise Refusal("refused", Code.PATH)
+        change = 0.0 if self.accepted is None else abs(loglik - self.accepted)
+        try:
+            step = np.linalg.solve(-hessian, gradient)
+        except np.linalg.LinAlgError:
+            raise Refusal("refused", Code.PATH) from None
+        if not (
+            np.max(np.abs(step), initial=0.0) < _TOL
+            and change < _TOL * (1 + abs(loglik))
+        ):
             raise Refusal("refused", Code.PATH)
 
     def _first_order(

@@ -21,6 +21,10 @@ refusal with a fixed, data-free code (:mod:`pht.station.codes`), never an except
    runs, every round of an iterative session (:mod:`pht.station.sessions`) and
    reviewed outputs.
 
+A describe request (its own signed payload type) stops after admission: the station
+answers with the columns, roles, types and rules its policy allows the requester, no
+data (:mod:`pht.station.describe`), logged as one ``describe`` audit record.
+
 The run folder is named by the station (a fresh UUID), created new for each run and
 removed after it; the station never deletes what it did not create.
 """
@@ -38,7 +42,7 @@ from pht.crypto import (
 )
 from pht.errors import ExecutorError
 from pht.manifest import Catalogue
-from pht.station.admission import Admitting
+from pht.signing import is_describe
 from pht.station.audit import AuditLog
 from pht.station.base import (
     Admission,
@@ -49,6 +53,7 @@ from pht.station.base import (
     kind_problem,
 )
 from pht.station.codes import Code
+from pht.station.describe import Describing
 from pht.station.executors import Executor, Limits
 from pht.station.extraction import CELL_LEVELS, Extracting
 from pht.station.population import (
@@ -73,7 +78,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class Station(Admitting, Extracting, Releasing, Reviewing):
+class Station(Describing, Extracting, Releasing, Reviewing):
     """One data station with its datasets, policy, keys, executor and audit log."""
 
     def __init__(
@@ -99,7 +104,7 @@ class Station(Admitting, Extracting, Releasing, Reviewing):
         self._record_changes()
         self._seen: set[str] = set()
         for record in self.audit.records():
-            if record.event == "request_received" and record.request_id:
+            if record.event in ("request_received", "describe") and record.request_id:
                 self._seen.add(record.request_id)
             nonce = record.details.get("nonce") if record.details else None
             if isinstance(nonce, str):
@@ -139,7 +144,10 @@ class Station(Admitting, Extracting, Releasing, Reviewing):
 
     # -- running and releasing ----------------------------------------------------
     def handle(self, envelope: Any) -> Reply:
-        """Decide on, run and answer one single-round request. Never raises."""
+        """Decide on, run and answer one single-round or describe request.
+
+        Never raises.
+        """
         try:
             return self._handle(envelope)
         except Exception:  # noqa: BLE001 - any failure is a logged refusal
@@ -151,6 +159,8 @@ class Station(Admitting, Extracting, Releasing, Reviewing):
                 return self._reply(rid, "error", Code.INTERNAL.reason)
 
     def _handle(self, envelope: Any) -> Reply:
+        if is_describe(envelope):
+            return self.describe(envelope)
         admitted = self._admit(envelope)
         if isinstance(admitted, Reply):
             return admitted

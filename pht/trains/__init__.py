@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from pht.errors import ConfigError, PhtError, PolicyError
+from pht.errors import ConfigError, ExecutorError, PhtError, PolicyError
 from pht.trains.base import (
     Companion,
     Contract,
@@ -40,6 +40,7 @@ from pht.trains.base import (
 
 if TYPE_CHECKING:
     from pht.orchestrator.engine import SessionGroup
+    from pht.wire import Reply
 
 __all__ = [
     "Companion",
@@ -148,6 +149,25 @@ def renderers() -> Iterator[tuple[str, Renderer]]:
         yield from plugin.sections
 
 
+def _stop_on_fault(replies: Mapping[str, Reply], round_no: int) -> None:
+    """A station that *fails* mid-session stops the study (one line, who acts).
+
+    Its data are already in the fit, so the session cannot be finished without it;
+    a station that refuses is the strategy's to handle (it may let it leave).
+    """
+    from pht.station.codes import acts
+
+    for station, reply in replies.items():
+        if reply.status == "error":
+            raise ExecutorError(
+                f"station {station} failed in round {round_no} of the session: "
+                f"{reply.reason} (acts: {acts(reply.reason)}); an iterative session "
+                "cannot be finished without a station whose data are already in the "
+                f"fit: ask {station}'s operator to check request "
+                f"{reply.request_id} in its log, then run the study again"
+            )
+
+
 def run_strategy(strategy: Strategy, group: SessionGroup) -> Sections:
     """Drive an iterative train's strategy over open sessions to its result."""
     while True:
@@ -158,5 +178,6 @@ def run_strategy(strategy: Strategy, group: SessionGroup) -> Sections:
         if messages is None:
             return strategy.result()
         replies = group.round(messages)
+        _stop_on_fault(replies, group.rounds)
         for station in strategy.aggregate_round(replies):
             group.drop(station, replies[station])

@@ -13,12 +13,19 @@ The strategy (orchestrator side of the session):
    the stations' curvature matrices back), asked only for an accepted point. Every
    message after the first carries the signed evidence of the last round, so each
    station can replay the path;
-3. *result*: coefficients, standard errors, hazard ratios with Wald CIs, the
-   likelihood-ratio test (:func:`pht.algorithms.cox.cox_result`).
+3. *checks* (unless the study says ``checks: false``): one more round at the
+   converged point, which each station accepts only there (its replay of the path
+   says the fit stopped): the proportional-hazards score test's pieces, concordance
+   pair counts and, where a station's policy allows, its own fit
+   (:mod:`pht.algorithms.cox_checks`);
+4. *result*: coefficients, standard errors, hazard ratios with Wald CIs, the
+   likelihood-ratio test (:func:`pht.algorithms.cox.cox_result`) and the checks.
 """
 
 from __future__ import annotations
 
+import secrets
+import math
 from collections.abc import Mapping
 from typing import Any
 from warnings import warn
@@ -33,8 +40,18 @@ from pht.algorithms.cox import (
     add_terms,
     cox_result,
     first_order,
+    time_weighted,
+)
+from pht.algorithms.cox_checks import (
+    Concordance,
+    PHPieces,
+    concordance_index,
+    heterogeneity,
+    ph_test,
+    transform,
 )
 from pht.algorithms.design import agree_design, check_estimable
+from pht.algorithms.numeric import z_critical
 from pht.algorithms.optimize import Ask, Fit, Value, newton
 from pht.errors import (
     ConfigError,
@@ -192,6 +209,186 @@ def cox_section(
     }
 
 
+# -- model checks: the last round's answers -> result keys ---------------------------
+def _pieces(output: Mapping[str, Any], key: str, p: int) -> PHPieces:
+    try:
+        ph = output["ph"]
+        return PHPieces(
+            np.asarray(ph[key], dtype=np.float64).reshape(p),
+            np.asarray(ph["cross"], dtype=np.float64).reshape(p, p),
+            np.asarray(ph["square"], dtype=np.float64).reshape(p, p),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"a station returned malformed model checks ({exc})") from None
+
+
+def _concordance(output: Mapping[str, Any]) -> Concordance:
+    try:
+        c = output["concordance"]
+        dd, dn, nn = (float(v) for v in c["influence"])
+        return Concordance(
+            int(c["concordant"]), int(c["discordant"]), int(c["tied_risk"]), dd, dn, nn
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"a station returned malformed concordance ({exc})") from None
+
+
+def _exp(x: float) -> float:
+    """``exp`` kept finite for result.json (a station bounds its own fit anyway)."""
+    return math.exp(min(float(x), 700.0))
+
+
+def station_labels(stations: Mapping[str, bool]) -> dict[str, str]:
+    """Labels of per-station lines that do not give hidden stations away.
+
+    The id where the policy shows the name; else "station 1", "station 2"... in a
+    random order (from the operating system's generator, so nothing in the result,
+    not the request id either, recovers it). A station whose name is hidden gets a
+    line only when at least one other hidden station does too: a lone "station 1"
+    would be named by elimination. Stations without a label are left out.
+    """
+    hidden = [s for s, shown in stations.items() if not shown]
+    secrets.SystemRandom().shuffle(hidden)
+    labels = {s: s for s, shown in stations.items() if shown}
+    if len(hidden) >= 2:
+        labels.update({s: f"station {i}" for i, s in enumerate(hidden, 1)})
+    return labels
+
+
+def checks_sections(
+    design: Design,
+    fit: Fit,
+    outputs: Mapping[str, Mapping[str, Any]],
+    labels: Mapping[str, str],
+    pooled: tuple[RiskSetSums, str] | None,
+    alpha: float = 0.05,
+) -> tuple[dict[str, Any], list[str]]:
+    """``ph_test``, ``concordance``, ``station_estimates`` and ``heterogeneity``.
+
+    ``outputs`` are every station's ``checks`` answers (sorted by station when
+    added); ``pooled`` is pooled mode's sums at the fitted point with the tie rule.
+    """
+    p = design.p
+    names = design.names
+    stations = sorted(outputs)
+    out: dict[str, Any] = {}
+    warnings: list[str] = []
+    if any(outputs[s].get("ph") is None for s in stations):
+        warnings.append(
+            "no proportional-hazards test: it uses log(time), and a station has an "
+            "event at time 0 or earlier; shift the time origin to test it"
+        )
+    else:
+        if pooled is None:
+            parts = [_pieces(outputs[s], "score", p) for s in stations]
+            total = parts[0]
+            for part in parts[1:]:
+                total = total + part
+        else:
+            sums, ties = pooled
+            parts = [_pieces(outputs[s], "deaths", p) for s in stations]
+            g = transform(sums.time)
+            assert g is not None  # grid times are positive
+            weighted = time_weighted(sums, ties, g)  # type: ignore[arg-type]
+            deaths = parts[0]
+            for part in parts[1:]:
+                deaths = deaths + part
+            total = PHPieces(
+                deaths.score - weighted.means,
+                deaths.cross - weighted.outer_g,
+                deaths.square - weighted.outer_gg,
+            )
+        columns: dict[str, list[int]] = {}
+        position = 0
+        for cov in design.covariates:
+            columns[cov.column] = list(range(position, position + len(cov.names)))
+            position += len(cov.names)
+        try:
+            test = ph_test(total, -fit.terms.hessian, list(columns.items()))
+        except np.linalg.LinAlgError:
+            warnings.append(
+                "no proportional-hazards test: its information matrix is singular "
+                "(too few distinct event times)"
+            )
+        else:
+            out["ph_test"] = {
+                "transform": test.transform,
+                "terms": {
+                    t.name: {"chisq": t.chisq, "df": t.df, "p_value": t.p_value}
+                    for t in test.terms
+                },
+                "global": {
+                    "chisq": test.global_test.chisq,
+                    "df": test.global_test.df,
+                    "p_value": test.global_test.p_value,
+                },
+            }
+    index = concordance_index([_concordance(outputs[s]) for s in stations])
+    out["concordance"] = {
+        "c": index.c,
+        "se": index.se if math.isfinite(index.se) else None,
+        "concordant": index.concordant,
+        "discordant": index.discordant,
+        "tied_risk": index.tied_risk,
+        "within_stations": pooled is not None,
+    }
+    z = z_critical(alpha)
+    estimates: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for station in stations:
+        own = outputs[station].get("estimate")
+        if own is None:
+            continue
+        if station not in labels:  # a lone hidden station
+            estimates[station] = (np.empty(0), np.empty(0))
+            continue
+        try:
+            coef = np.asarray(own["coef"], dtype=np.float64).reshape(p)
+            covariance = np.asarray(own["covariance"], dtype=np.float64)
+            se = np.sqrt(np.diag(covariance.reshape(p, p)))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DataError(
+                f"a station returned a malformed own estimate ({exc})"
+            ) from None
+        estimates[station] = (coef, se)
+    hidden = [s for s in estimates if labels.get(s) != s]
+    if len(hidden) == 1:
+        # the only hidden station with an estimate would be named by elimination
+        del estimates[hidden[0]]
+        warnings.append(
+            "one station's own estimate is not shown: its policy hides its name and "
+            "no other hidden station gave one"
+        )
+    ordered = sorted(estimates, key=lambda s: labels[s])
+    out["station_estimates"] = {
+        labels[s]: {
+            name: {
+                "coef": float(estimates[s][0][j]),
+                "se": float(estimates[s][1][j]),
+                "hr": _exp(estimates[s][0][j]),
+                "ci_lower": _exp(estimates[s][0][j] - z * estimates[s][1][j]),
+                "ci_upper": _exp(estimates[s][0][j] + z * estimates[s][1][j]),
+            }
+            for j, name in enumerate(names)
+        }
+        for s in ordered
+    }
+    if len(estimates) >= 2:
+        out["heterogeneity"] = {}
+        for j, name in enumerate(names):
+            h = heterogeneity(  # by station id: the same numbers on every run
+                [estimates[s][0][j] for s in sorted(estimates)],
+                [estimates[s][1][j] for s in sorted(estimates)],
+            )
+            out["heterogeneity"][name] = {
+                "q": h.q,
+                "df": h.df,
+                "p_value": h.p_value,
+                "i2": h.i2,
+                "tau2": h.tau2,
+            }
+    return out, warnings
+
+
 # -- the strategy --------------------------------------------------------------------
 def _fail(replies: Mapping[str, Reply], stage: str) -> None:
     bad = {s: r for s, r in replies.items() if not r.ok}
@@ -218,6 +415,7 @@ class CoxStrategy(RoundsStrategy):
             s for s, r in opened.items() if r.details.get("show_station_name", False)
         }
         self.left_out = population_warnings(opened, self.mode)
+        self.request_id = next((r.request_id for r in opened.values()), "")
 
     def rounds(self) -> Rounds:
         """Design, then Newton-Raphson rounds, then the ``cox`` section."""
@@ -276,6 +474,8 @@ class CoxStrategy(RoundsStrategy):
             return dict(answers)
 
         firsts: dict[bytes, FirstOrder] = {}
+        pooled_at: dict[bytes, RiskSetSums] = {}
+        last: tuple[RiskSetSums, FirstOrder] | None = None  # pooled: at the last point
         steps = newton(p, max_iter=int(self.parameters.get("max_iter", 50)))
         request: Ask = next(steps)
         checked = False
@@ -301,9 +501,12 @@ class CoxStrategy(RoundsStrategy):
                         pooled = pooled + part
                     first = first_order(pooled, beta, self.ties)
                     firsts[beta.tobytes()] = first
+                    pooled_at[beta.tobytes()] = pooled
                     answer = Value(first.loglik, first.gradient)
             else:
                 first = firsts.pop(beta.tobytes())
+                last = (pooled_at.pop(beta.tobytes()), first)
+                pooled_at.clear()
                 answers = yield from ask(
                     {
                         "op": "curvature",
@@ -341,9 +544,36 @@ class CoxStrategy(RoundsStrategy):
                 )
                 + ": merge sparse levels, drop covariates or raise max_iter"
             )
+        checked_sections: dict[str, Any] = {}
+        if self.parameters.get("checks", True):
+            # one more round, at the converged point: the model checks
+            check: dict[str, Any] = {"op": "checks", "beta": fit.beta.tolist()}
+            if self.mode == "pooled":
+                assert last is not None
+                check["w1"] = encode_array(last[1].w1)
+                check["w2"] = encode_array(last[1].w2)
+            check["evidence"] = evidence()
+            checks_replies = yield {s: check for s in described}
+            refused = sorted(s for s, r in checks_replies.items() if not r.ok)
+            if refused:
+                warnings.append(
+                    f"no model checks: {len(refused)} station(s) did not release "
+                    "them (the fit above stands)"
+                )
+            else:
+                shown = {s: s in self.shown for s in sorted(checks_replies)}
+                checked_sections, caveats = checks_sections(
+                    design,
+                    fit,
+                    {s: checks_replies[s].output or {} for s in sorted(checks_replies)},
+                    station_labels(shown),
+                    (last[0], self.ties) if self.mode == "pooled" and last else None,
+                )
+                warnings.extend(caveats)
         cox = cox_section(
             design, fit, self.mode, self.ties, described, [*self.left_out, *warnings]
         )
+        cox.update(checked_sections)
         cox["per_station"] = {
             s: v for s, v in cox["per_station"].items() if s in self.shown
         }

@@ -21,7 +21,7 @@ Modules, one idea each::
     writer       AuditLog: open, append (commit, then anchor), proofs, views
     saved        tree heads an auditor kept: checkpoints and run receipts
     verify       verify_log for auditors
-    query        query, export_csv, export_json
+    query        query, export_csv, export_json, export_jsonl, exporter
 
 Files
     ``<log folder>/audit.jsonl``
@@ -48,7 +48,14 @@ from pht.station.audit.checkpoints import Checkpoint, key_id
 from pht.station.audit.index import RecordView
 from pht.station.audit.legacy import LEGACY_CHECKPOINT_FILE, LEGACY_LOG_FILE
 from pht.station.audit.logfile import FORMAT, LOG_FILE
-from pht.station.audit.query import export_csv, export_json, query
+from pht.station.audit.query import (
+    export_csv,
+    export_json,
+    export_jsonl,
+    exporter,
+    query,
+    record_line,
+)
 from pht.station.audit.records import EVENTS, OUTCOMES, AuditRecord
 from pht.station.audit.saved import TreeHead, load_saved
 from pht.station.audit.scan import AuditRollbackError
@@ -71,9 +78,12 @@ __all__ = [
     "VerifyReport",
     "export_csv",
     "export_json",
+    "export_jsonl",
+    "exporter",
     "key_id",
     "load_saved",
     "query",
     "read_anchor",
+    "record_line",
     "verify_log",
 ]

@@ -124,7 +124,10 @@ class Checkpoint:
         expected = key_id(public_key)
         why = None
         if self.key_id != expected:
-            why = f"it names key {self.key_id}"
+            why = (
+                f"it names key {self.key_id} (give the public key of the station that "
+                "signed it)"
+            )
         else:
             try:
                 raw = base64.b64decode(self.signature, validate=True)

@@ -1,5 +1,8 @@
 """Auditors' tools: filter the records of a log folder, export them as CSV or JSON.
 
+:func:`exporter` chooses the writer from the file's suffix (``.csv``, ``.json``,
+``.jsonl``: JSON lines) and refuses any other before anything is written.
+
 These read records without checking checkpoints; run
 :func:`~pht.station.audit.verify.verify_log` to trust them.
 """
@@ -9,15 +12,25 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pht.errors import ConfigError
 from pht.station.audit.encoding import canonical, parse_time
 from pht.station.audit.reader import read_records_unchecked
 from pht.station.audit.records import AuditRecord
+from pht.timefmt import TimeFormatError, parse_utc
 
-__all__ = ["export_csv", "export_json", "query"]
+__all__ = [
+    "EXPORT_SUFFIXES",
+    "export_csv",
+    "export_json",
+    "export_jsonl",
+    "exporter",
+    "query",
+    "record_line",
+]
 
 
 def _bound(value: datetime | str | None, what: str) -> datetime | None:
@@ -25,7 +38,12 @@ def _bound(value: datetime | str | None, what: str) -> datetime | None:
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
-    return parse_time(value, what)
+    try:
+        return parse_utc(value, naive_as_utc=True)
+    except TimeFormatError as exc:
+        raise ConfigError(
+            f"{what} {value!r} {exc}; write e.g. 2026-01-31 or 2026-01-31T12:00Z"
+        ) from None
 
 
 def query(
@@ -105,3 +123,53 @@ def export_json(records: Iterable[AuditRecord], path: Path) -> None:
     rows = [dataclasses.asdict(r) for r in records]
     text = json.dumps(rows, sort_keys=True, indent=2, ensure_ascii=False)
     Path(path).write_text(text + "\n", encoding="utf-8")
+
+
+def record_line(record: AuditRecord) -> str:
+    """One record as one line of JSON (sorted keys, ASCII, no newline inside)."""
+    return json.dumps(dataclasses.asdict(record), sort_keys=True)
+
+
+def export_jsonl(records: Iterable[AuditRecord], path: Path) -> None:
+    """Write records as JSON lines: one object per line, as ``pht audit query`` prints."""
+    text = "".join(record_line(r) + "\n" for r in records)
+    Path(path).write_text(text, encoding="utf-8")
+
+
+Exporter = Callable[[Iterable[AuditRecord], Path], None]
+
+EXPORT_SUFFIXES: dict[str, Exporter] = {
+    ".csv": export_csv,
+    ".json": export_json,
+    ".jsonl": export_jsonl,
+}
+"""File suffix to the writer of that format."""
+
+
+def exporter(path: Path) -> Exporter:
+    """The writer for ``path``'s suffix, once ``path`` is known to be writable there.
+
+    Raises
+    ------
+    ConfigError
+        An unknown suffix, a folder, or a folder that does not exist; nothing is
+        written.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in EXPORT_SUFFIXES:
+        raise ConfigError(
+            f"{path}: cannot export as '{suffix}'; name the file .csv, .json or "
+            ".jsonl (JSON lines)"
+            if suffix
+            else f"{path}: has no suffix; name the file .csv, .json or .jsonl "
+            "(JSON lines)"
+        )
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give a file name ending in {suffix}")
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"{path}: the folder {path.parent} does not exist; create it or give "
+            "another path"
+        )
+    return EXPORT_SUFFIXES[suffix]

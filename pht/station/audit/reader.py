@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from pht.errors import AuditError
+from pht.errors import AuditError, ConfigError
 from pht.station.audit.legacy import (
     LEGACY_LOG_FILE,
     legacy_present,
@@ -22,6 +22,15 @@ from pht.station.audit.records import AuditRecord
 from pht.station.audit.scan import Scan, read_bytes, split_lines
 
 __all__ = ["detect_format", "read_folder", "read_records_unchecked"]
+
+
+def _check_folder(directory: Path) -> None:
+    """A file given where the log's folder belongs is a usage error, said as such."""
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(
+            f"{directory}: is a file, not an audit folder; give the folder that "
+            f"holds {LOG_FILE} (here perhaps {directory.parent})"
+        )
 
 
 def detect_format(directory: Path) -> int | None:
@@ -41,9 +50,13 @@ def read_folder(directory: Path, public_key: Ed25519PublicKey) -> Scan:
     AuditError
         If there is no log, or on any damage or tampering (not a torn tail).
     """
+    _check_folder(Path(directory))
     found = detect_format(directory)
     if found is None:
-        raise AuditError(f"{directory / LOG_FILE} is missing: not an audit log folder")
+        raise AuditError(
+            f"{directory / LOG_FILE} is missing: not an audit log folder; give the "
+            "station's audit folder (its workdir's audit/)"
+        )
     return (
         read_log(directory, public_key)
         if found == 2
@@ -58,6 +71,7 @@ def read_records_unchecked(directory: Path) -> list[AuditRecord]:
     any other unreadable line is an AuditError.
     """
     directory = Path(directory)
+    _check_folder(directory)
     if detect_format(directory) == 1:
         return read_records(read_bytes(directory / LEGACY_LOG_FILE), LEGACY_LOG_FILE)
     data = read_bytes(directory / LOG_FILE)

@@ -20,6 +20,7 @@ __all__ = ["EVENTS", "OPTIONAL_FIELDS", "OUTCOMES", "AuditRecord", "Detail"]
 EVENTS = frozenset(
     {
         "request_received",
+        "describe",
         "policy_decision",
         "run",
         "release",

@@ -92,7 +92,10 @@ def read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise AuditError(f"{path} is missing: not an audit log folder") from None
+        raise AuditError(
+            f"{path} is missing: not an audit log folder; give the station's audit "
+            "folder (its workdir's audit/)"
+        ) from None
     except OSError as exc:
         raise AuditError(f"cannot read {path}: {exc}") from None
 
