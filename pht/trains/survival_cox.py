@@ -24,8 +24,8 @@ The strategy (orchestrator side of the session):
 
 from __future__ import annotations
 
-import secrets
 import math
+import secrets
 from collections.abc import Mapping
 from typing import Any
 from warnings import warn
