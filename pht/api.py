@@ -32,7 +32,7 @@ from fewer stations than requested (but at least ``min_stations``) is returned, 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,15 +92,11 @@ class Study:
     config: config.Study
 
     @classmethod
-    def load(cls, path: PathLike, network: Network | None = None) -> Study:
+    def load(cls, path: PathLike, network: Network | PathLike | None = None) -> Study:
         """Parse ``study.yaml``; with ``network``, also check stations and dataset."""
         from pht.manifest import Catalogue
 
-        return cls(
-            config.load_study(
-                Path(path), Catalogue(), None if network is None else network.config
-            )
-        )
+        return cls(config.load_study(Path(path), Catalogue(), _network_config(network)))
 
     @classmethod
     def build(
@@ -114,7 +110,8 @@ class Study:
         stations: Sequence[str] | None = None,
         min_stations: int | None = None,
         role: str | None = None,
-        network: Network | None = None,
+        network: Network | PathLike | None = None,
+        **unknown: Any,
     ) -> Study:
         """A study from keyword arguments, checked exactly like a ``study.yaml``.
 
@@ -124,6 +121,12 @@ class Study:
         """
         from pht.manifest import Catalogue
 
+        if unknown:
+            raise ConfigError(
+                f"{BUILT}: {', '.join(sorted(unknown))}: not a study key; use question, "
+                "purpose, train, dataset, parameters, stations, min_stations, role "
+                "(and network)"
+            )
         fields: dict[str, Any] = {
             "question": question,
             "purpose": purpose,
@@ -137,7 +140,7 @@ class Study:
         given = {k: v for k, v in fields.items() if v is not None}
         return cls(
             config.study_from_mapping(
-                given, BUILT, Catalogue(), None if network is None else network.config
+                given, BUILT, Catalogue(), _network_config(network)
             )
         )
 
@@ -160,6 +163,20 @@ class Study:
     def min_stations(self) -> int | None:
         """The quorum; None means every requested station."""
         return self.config.min_stations
+
+
+def _network_config(network: Network | PathLike | None) -> config.Network | None:
+    """The parsed network of a :class:`Network`, a path to one, or None."""
+    if network is None:
+        return None
+    if isinstance(network, Network):
+        return network.config
+    if isinstance(network, str | Path):
+        return Network.load(network).config
+    raise ConfigError(
+        f"network: expected a pht.Network or the path of a network.yaml, not "
+        f"{type(network).__name__}"
+    )
 
 
 def _identity(identity: Identity | PathLike) -> Identity:
@@ -223,14 +240,26 @@ def _report(name: str, result: Result) -> Any:
 
 
 @dataclass(frozen=True)
-class Result:
+class Result(Mapping[str, Any]):
     """A study's result: the ``result.json`` dict, with tables and figures.
 
     Like a statsmodels results object, it is returned by :func:`run` rather than
-    stored on anything; :meth:`load` reads one written by ``pht run``.
+    stored on anything; :meth:`load` reads one written by ``pht run``. It is also a
+    read-only mapping of ``result.json``'s keys, so every function that takes a
+    parsed ``result.json`` (``pht.orchestrator.report.km_figure``, ``forest_figure``,
+    ``pht.orchestrator.tables.summary_frame``) takes a :class:`Result` too.
     """
 
     data: Mapping[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
 
     @classmethod
     def load(cls, path: PathLike) -> Result:

@@ -124,10 +124,16 @@ def _run(
 ) -> Path:
     from pht import api
     from pht.crypto import load_identity
+    from pht.errors import ConfigError
 
     network = api.Network.load(network_path)
     study = api.Study.load(study_path, network)
     key = load_identity(identity)
+    if key.public.role != "requester":  # said before anything is sent
+        raise ConfigError(
+            f"--identity {identity}: a {key.public.role} key; requests are signed "
+            "with your requester key (`pht keys new --role requester`)"
+        )
     console.print(
         f"[bold]{study.train}[/] on '{study.config.dataset}' at "
         f"{len(study.config.stations or network.stations)} station(s)"
@@ -303,7 +309,12 @@ def demo(
     ] = Path("pht-demo"),
     seed: Annotated[int, typer.Option(help="random seed of the synthetic data")] = 2026,
     patients: Annotated[
-        int, typer.Option(help="patients over all three stations", min=30)
+        int,
+        typer.Option(
+            help="patients over all three stations (the demo study needs at least "
+            "4000: with fewer, too few registries have enough patients per regimen)",
+            min=4000,
+        ),
     ] = 9000,
     executor: Annotated[
         str, typer.Option(help="process, or docker (builds the train images first)")
@@ -335,17 +346,26 @@ def demo(
 def trains_list() -> None:
     """List the trains in the catalogue with their versions, digests and plugins."""
     from pht.manifest import Catalogue
+    from pht.station.kernels import KERNELS
     from pht.trains import plugins
 
     registered = plugins()
     for package in Catalogue().packages():
         m = package.manifest
         plugin = registered.get(m.name)
+        # what the station releases: its own recomputation, never the train's numbers
+        kernel = m.session.kernel if m.session is not None else None
         status = (
             "no plugin: cannot be run"
             if plugin is None
             else "station recomputes"
             if plugin.recompute is not None
+            else f"station recomputes (kernel {kernel})"
+            if m.rounds == "iterative" and kernel in KERNELS
+            else "iterative without a kernel stations know: refused"
+            if m.rounds == "iterative"
+            else "station recomputes (event tables)"
+            if m.output_class == "event_table"
             else "plugin"
         )
         # markup off: rich would take "[event_table, 1, ...]" for a style tag
@@ -607,6 +627,10 @@ def station_review(
     from pht.orchestrator.config import load_network
     from pht.orchestrator.embedded import local_station
 
+    if action not in ("list", "show", "approve", "reject"):
+        raise ConfigError(
+            f"unknown action '{action}'; use list, show, approve or reject"
+        )
     node = local_station(load_network(network), station)
     try:
         if action == "list":
@@ -622,13 +646,9 @@ def station_review(
             raise ConfigError(f"`{action}` needs --request ID; see `list`")
         if action == "show":
             out.print(json.dumps(node.show_pending(request), indent=1))
-        elif action in ("approve", "reject"):
+        else:
             reply = node.review(request, action == "approve", reviewer, reason)
             out.print(f"{request}: {reply.status}")
-        else:
-            raise ConfigError(
-                f"unknown action '{action}'; use list, show, approve or reject"
-            )
     finally:
         node.close()
 
@@ -698,6 +718,7 @@ def report(
 
     data = load_result(result)
     folder = out_dir or (result if result.is_dir() else result.parent)
+    _check_out_dir(folder)
     out.print(f"report: {publish_report(data, folder)}")
 
 
@@ -726,12 +747,11 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         console.print("aborted")
         return 130
-    except typer.TyperException as exc:
-        show = getattr(exc, "show", None)
-        if show is not None:
-            show()
-        else:
-            console.print(f"[red]error:[/] {escape(exc.format_message())}")
+    except typer.TyperException as exc:  # usage: one line, and where to read more
+        ctx = getattr(exc, "ctx", None)
+        where = f"`{ctx.command_path} --help`" if ctx is not None else "`pht --help`"
+        message = " ".join(exc.format_message().split())
+        console.print(f"[red]error:[/] {escape(message)} (see {where})", soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("interrupted")

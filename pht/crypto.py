@@ -411,7 +411,7 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
-        raise TrustError(
+        raise ConfigError(
             f"{path} already exists; refusing to overwrite a key file (move it away "
             "or choose another name)"
         ) from None
@@ -451,7 +451,7 @@ def save_identity(identity: Identity, directory: Path) -> tuple[Path, Path]:
     public_path = directory / f"{name}.pub.json"
     for path in (private_path, public_path):
         if path.exists():
-            raise TrustError(
+            raise ConfigError(
                 f"{path} already exists; refusing to overwrite a key file (move it "
                 "away or choose another name)"
             )

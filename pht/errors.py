@@ -123,5 +123,13 @@ class SuppressionWarning(PhtWarning):
     """Cells suppressed at a station leave part of an answer unknown."""
 
 
+class ReferenceWarning(PhtWarning):
+    """A reference level the study named does not occur: the first level is used.
+
+    Said after the stations released their answers (the levels are known only then),
+    so the audited run is kept with the default reference rather than lost.
+    """
+
+
 class CompanionWarning(PhtWarning):
     """The companion train of a study gave no result; the main result stands."""

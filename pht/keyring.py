@@ -249,7 +249,17 @@ class Keyring:
             A public key file whose key material is malformed.
         """
         path = Path(path)
-        root = yamlcfg.load(path).mapping({"keys"})
+        document = yamlcfg.load(path)
+        raw = document.value()
+        if isinstance(raw, dict) and str(raw.get("format", "")).startswith(
+            "pht.identity/"
+        ):
+            raise ConfigError(
+                f"{path}: this is a key file ({raw.get('role')} "
+                f"{raw.get('organisation')}/{raw.get('name')}), not a keyring; give the "
+                "keyring.yaml that lists the keys you trust"
+            )
+        root = document.mapping({"keys"})
         base = path.parent
         entries: list[KeyringEntry] = []
         seen: dict[str, str] = {}

@@ -479,22 +479,10 @@ def _request_body(data: dict[str, Any]) -> SignedRequestBody:
     )
 
 
-@dataclass(frozen=True)
-class VerifiedRequest:
-    """A request whose signature, key, fields, freshness and target all checked out.
+class _Asker:
+    """Who a verified request speaks for: the keyring entry, never the body's words."""
 
-    Attributes
-    ----------
-    body
-        The signed request.
-    requester
-        The public identity of the key that signed it.
-    entry
-        That key's keyring entry: the source of truth for who is asking.
-    """
-
-    body: SignedRequestBody
-    requester: PublicIdentity
+    body: Any
     entry: KeyringEntry
 
     @property
@@ -511,6 +499,25 @@ class VerifiedRequest:
     def role(self) -> str:
         """The claimed role, one of the key's ``requester_roles``."""
         return self.body.role
+
+
+@dataclass(frozen=True)
+class VerifiedRequest(_Asker):
+    """A request whose signature, key, fields, freshness and target all checked out.
+
+    Attributes
+    ----------
+    body
+        The signed request.
+    requester
+        The public identity of the key that signed it.
+    entry
+        That key's keyring entry: the source of truth for who is asking.
+    """
+
+    body: SignedRequestBody
+    requester: PublicIdentity
+    entry: KeyringEntry
 
 
 def verify_signed_request(
@@ -725,27 +732,12 @@ def _targets(targets: Any, what: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class VerifiedDescribe:
+class VerifiedDescribe(_Asker):
     """A describe request that checked out (see :class:`VerifiedRequest`)."""
 
     body: DescribeRequestBody
     requester: PublicIdentity
     entry: KeyringEntry
-
-    @property
-    def user(self) -> str:
-        """The user the keyring says the key speaks for."""
-        return self.entry.user
-
-    @property
-    def organisation(self) -> str:
-        """The key's organisation."""
-        return self.entry.identity.organisation
-
-    @property
-    def role(self) -> str:
-        """The claimed role, one of the key's ``requester_roles``."""
-        return self.body.role
 
 
 def is_describe(envelope: Any) -> bool:

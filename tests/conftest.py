@@ -187,3 +187,34 @@ def lung() -> pd.DataFrame:
     frame = load_lung().dropna(subset=["inst"]).reset_index(drop=True)
     frame["inst"] = frame["inst"].astype(int)
     return frame
+
+
+CLASSES = ("aggregate", "model", "risk_set_sums")
+
+
+def fit_federated(
+    tmp_path: Path,
+    frames: dict[str, pd.DataFrame],
+    *,
+    k: int = 10,
+    columns: list[str] | None = None,
+    released: dict[str, Any] | None = None,
+    show_station_name: bool = False,
+    **params: Any,
+) -> dict:
+    """Run survival.cox; ``columns`` (default: all) are the policy's columns."""
+    allowed = {"columns": columns} if columns else {}
+    network = write_network(
+        tmp_path,
+        frames,
+        dataset="d",
+        min_cell_size=k,
+        classes=CLASSES,
+        show_station_name=show_station_name,
+        **allowed,
+    )
+    # min_stations 1: the oracle is fitted on the rows of the stations that took part
+    study = write_study(
+        tmp_path, train="survival.cox", dataset="d", parameters=params, min_stations=1
+    )
+    return run_embedded(study, network, released)

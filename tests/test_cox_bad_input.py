@@ -129,5 +129,6 @@ def test_small_level_is_refused_at_the_station(tmp_path, rossi) -> None:
         part.loc[part.index[: (3 if name == "s1" else 60)], "grp"] = "b"
     result = run(tmp_path, frames, covariates=[*COVS, "grp"])
     s1 = next(s for s in result["stations"] if s["id"] == "s1")
-    # the train refuses (a level under k); neither level nor column leaves s1
-    assert not s1["participated"] and s1["reason"] == Code.TRAIN_REFUSED.reason
+    # the station refuses before the train runs (fewer than k patients differ from
+    # the most common value); neither level nor column leaves s1
+    assert not s1["participated"] and s1["reason"] == Code.SMALL_CELL.reason

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_embedded, write_network, write_study
-from test_cox_oracle import CLASSES, fit_federated
+from conftest import CLASSES, fit_federated, run_embedded, write_network, write_study
 from test_station_attacks import ROLES, K, frame, hostile_cox, request
 
 from pht.algorithms.cox_checks import concordance_counts, heterogeneity

@@ -18,6 +18,8 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 from conftest import (
+    CLASSES,
+    fit_federated,
     on_station_grids,
     released_grid,
     run_embedded,
@@ -33,37 +35,6 @@ from pht.station.codes import Code
 PRECISE = {"precision": 1e-13, "r_precision": 1e-15}
 TOL = 1e-8
 HERE = Path(__file__).parent / "reference"
-
-
-CLASSES = ("aggregate", "model", "risk_set_sums")
-
-
-def fit_federated(
-    tmp_path: Path,
-    frames: dict[str, pd.DataFrame],
-    *,
-    k: int = 10,
-    columns: list[str] | None = None,
-    released: dict[str, Any] | None = None,
-    show_station_name: bool = False,
-    **params: Any,
-) -> dict:
-    """Run survival.cox; ``columns`` (default: all) are the policy's columns."""
-    allowed = {"columns": columns} if columns else {}
-    network = write_network(
-        tmp_path,
-        frames,
-        dataset="d",
-        min_cell_size=k,
-        classes=CLASSES,
-        show_station_name=show_station_name,
-        **allowed,
-    )
-    # min_stations 1: the oracle is fitted on the rows of the stations that took part
-    study = write_study(
-        tmp_path, train="survival.cox", dataset="d", parameters=params, min_stations=1
-    )
-    return run_embedded(study, network, released)
 
 
 def pooled_rows(

@@ -130,7 +130,7 @@ def test_private_key_file_is_0600(tmp_path: Path):
 def test_save_refuses_to_overwrite(tmp_path: Path):
     save_identity(_alice(), tmp_path)
     before = (tmp_path / "alice.key.json").read_bytes()
-    with pytest.raises(TrustError, match="already exists"):
+    with pytest.raises(ConfigError, match="already exists"):
         save_identity(new_identity("methodologist", "UMCG", "alice"), tmp_path)
     assert (tmp_path / "alice.key.json").read_bytes() == before
 

@@ -94,7 +94,7 @@ def test_demo_runs_again_and_leaves_other_folders_alone(tmp_path, capsys) -> Non
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     capsys.readouterr()
-    assert main(["demo", "--workdir", str(mine), "--patients", "3000"]) == 2
+    assert main(["demo", "--workdir", str(mine), "--patients", "4000"]) == 2
     assert "was not made by `pht demo`" in capsys.readouterr().err
     assert (mine / "notes.txt").read_text() == "keep me"
 

@@ -19,7 +19,7 @@ import numpy as np
 from pht.algorithms.cox import Covariate, Design
 from pht.algorithms.levels import agree_level_type, canonical_level, sort_levels
 from pht.algorithms.numeric import dependent_columns
-from pht.errors import DataError, SingleStationLevelWarning
+from pht.errors import DataError, ReferenceWarning, SingleStationLevelWarning
 
 
 def agree_design(
@@ -88,10 +88,14 @@ def agree_design(
         given = references.get(column)
         reference = levels[0] if given is None else canonical_level(given, kind)
         if reference not in counts:
-            raise DataError(
-                f"reference level '{reference}' of '{column}' does not occur; use one "
-                f"of {', '.join(levels)}"
+            message = (
+                f"parameters.reference.{column}: level '{reference}' does not occur at "
+                f"the stations that took part; the reference is '{levels[0]}' (the "
+                f"first level) instead; levels: {', '.join(levels)}"
             )
+            warnings.append(message)
+            warn(ReferenceWarning(message), stacklevel=2)
+            reference = levels[0]
         if len(described) > 1:
             for level, stations in seen_at.items():
                 if len(stations) == 1:

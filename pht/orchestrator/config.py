@@ -442,12 +442,15 @@ def _study(
     if problems:
         key = problems[0].split(":", 1)[0]
         node = params_node.mapping(None).get(key) if params_node else None
-        raise (node or params_node or root.node).error(
-            f"parameters.{problems[0]}"
-            if node is None
-            else problems[0].split(":", 1)[1].strip()
-            + f" (train {package.manifest.ref})"
-        )
+        if node is not None:
+            raise node.error(
+                problems[0].split(":", 1)[1].strip()
+                + f" (train {package.manifest.ref})"
+            )
+        ref = str(package.manifest.ref)
+        said = problems[0] + ("" if ref in problems[0] else f" (train {ref})")
+        at = params_node or root.node  # its line, without repeating "parameters:"
+        raise ConfigError(f"{at.file}:{at.line}: parameters.{said}")
     if network is not None:
         targets = stations or tuple(network.stations)
         holders = [s for s in targets if dataset in network.stations[s].datasets]

@@ -28,7 +28,7 @@ from pht.algorithms.km import (
     survival_at,
 )
 from pht.algorithms.levels import LEVEL_TYPES, canonical_level
-from pht.errors import DataError, NotEstimableWarning
+from pht.errors import DataError, NotEstimableWarning, ReferenceWarning
 
 Pooler = Callable[[Mapping[str, Mapping[str, Any]], Mapping[str, Any]], dict[str, Any]]
 
@@ -164,10 +164,16 @@ def pool_survival_km(
         else canonical_level(given, result.level_type)
     )
     if reference not in result.curves:
-        raise DataError(
-            f"reference_group '{reference}' has no patients; use one of "
-            + ", ".join(result.curves)
+        first = next(iter(result.curves))
+        warn(
+            ReferenceWarning(
+                f"parameters.reference_group: '{reference}' has no patients at the "
+                f"stations that took part; the differences are against '{first}' (the "
+                f"first group) instead; groups: {', '.join(result.curves)}"
+            ),
+            stacklevel=2,
         )
+        reference = first
     alpha = float(parameters.get("alpha", 0.05))
     if parameters.get("tau") is not None:
         tau = float(parameters["tau"])

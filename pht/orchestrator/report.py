@@ -749,13 +749,35 @@ def _stations(result: Mapping[str, Any]) -> str:
     acts = any(s.get("acts") for s in stations)
     header = ["Station", "Took part", "Patients", "Events", "Excluded", "Run time"]
     header += ["Executor", "Reason"] + (["Who must act"] if acts else [])
-    table = _table(
-        header,
-        (_station_row(s, acts) for s in stations),
-        align="llrrrrlll",
-        name="stations",
+    align = "llrrrrlll"[: len(header)]
+    rows = [_station_row(s, acts) for s in stations]
+    # counts a policy hides (no station shows its name) and run times no station
+    # gives would be columns of dashes only: left out
+    keys = {2: "n", 3: "events", 4: "excluded", 5: "elapsed_seconds"}
+    empty = {i for i, key in keys.items() if all(s.get(key) is None for s in stations)}
+    keep = [i for i in range(len(header)) if i not in empty]
+    fields = ("id", "name", "participated", "status", "n", "events", "excluded")
+    frame = pd.DataFrame(
+        [
+            {k: s.get(k) for k in fields}
+            | {k: s.get(k) for k in ("reason", "acts", "advice", "executor")}
+            for s in stations
+        ]
     )
-    return _section("stations", "Stations", table)
+    table = _table(
+        [header[i] for i in keep],
+        ([row[i] for i in keep] for row in rows),
+        align="".join(align[i] for i in keep),
+        name="stations",
+        frame=frame,
+    )
+    note = (
+        '<p class="note">Per-station patients and events are shown only for '
+        "stations whose policy shows their name.</p>"
+        if {2, 3} <= empty
+        else ""
+    )
+    return _section("stations", "Stations", table + note)
 
 
 # -- Kaplan-Meier -----------------------------------------------------------------
@@ -769,10 +791,11 @@ def _at_risk(
         [_group_cell(g, colors), *(_num(c) for c in counts)]
         for g, counts in table["groups"].items()
     )
-    frame = pd.DataFrame(
+    frame = pd.DataFrame(  # long: one row per group and time
         [
-            {"group": g} | dict(zip(map(float, times), counts, strict=False))
+            {"group": g, "time": float(t), "at_risk": c}
             for g, counts in table["groups"].items()
+            for t, c in zip(times, counts, strict=False)
         ]
     )
     title = f"Number at risk (time in {_e(unit)})"
@@ -867,7 +890,21 @@ def _observed_expected(tests: Sequence[Mapping[str, Any]]) -> str:
         ]
         for g, o in observed.items()
     )
-    return "<h3>Events per group</h3>" + _table(header, rows, name="logrank_events")
+    frame = pd.DataFrame(
+        [
+            {"group": g, "observed": o}
+            | {
+                f"expected_{'stratified' if t.get('stratified') else 'unstratified'}": (
+                    t["expected"].get(g)
+                )
+                for t in with_counts
+            }
+            for g, o in observed.items()
+        ]
+    )
+    return "<h3>Events per group</h3>" + _table(
+        header, rows, name="logrank_events", frame=frame
+    )
 
 
 def _logrank(result: Mapping[str, Any]) -> str:
@@ -883,7 +920,21 @@ def _logrank(result: Mapping[str, Any]) -> str:
         ]
         for i, t in enumerate(tests)
     )
-    table = _table(["Test", "Chi-square", "df", "p-value"], rows, name="logrank")
+    frame = pd.DataFrame(
+        [
+            {
+                "test": t.get("method", "log-rank"),
+                "stratified": bool(t.get("stratified")),
+                "statistic": t.get("statistic"),
+                "df": t.get("df"),
+                "p_value": t.get("p_value"),
+            }
+            for t in tests
+        ]
+    )
+    table = _table(
+        ["Test", "Chi-square", "df", "p-value"], rows, name="logrank", frame=frame
+    )
     return _section("logrank", "Log-rank tests", table + _observed_expected(tests))
 
 

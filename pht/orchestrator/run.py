@@ -45,7 +45,7 @@ from pht.orchestrator.config import Network, Study
 from pht.orchestrator.engine import Engine, ProgressCallback
 from pht.orchestrator.requester import Requester, signed_train
 from pht.signing import SignedRequestBody
-from pht.station.codes import ANALYST, OPERATOR, acts
+from pht.station.codes import ANALYST, OPERATOR, POLICY, acts
 from pht.timefmt import format_seconds_offset, utc_now
 from pht.trains import plugin_for, run_strategy
 from pht.wire import Reply
@@ -110,7 +110,7 @@ def advice(reply: Reply, who: str, study: Study, request_id: str | None) -> str:
     station = reply.station
     if who == ANALYST:
         return (
-            f"change the request in {study.source.name} (parameters, columns, "
+            f"change the request in {study.source} (parameters, columns, "
             f"dataset, role) or leave {station} out under 'stations', and run again"
         )
     if who == OPERATOR:
@@ -209,22 +209,46 @@ def _check_quorum(study: Study, partial: Mapping[str, Any]) -> None:
         f"station {m['station']}: {m['reason']} [{m['status']}, acts: {m['acts']}]"
         for m in partial["missing"]
     )
+    missing = partial["missing"]
+    reasons = {m["reason"] for m in missing}
+    codes = {str(r).split(":", 1)[0] for r in reasons}
+    if (
+        len(reasons) == 1
+        and codes <= {"column", "parameters"}
+        and all(m["acts"] == ANALYST for m in missing)
+    ):
+        # every station said the same about the study's columns or parameters: a
+        # dry run names which (station codes carry no column names)
+        (reason,) = reasons
+        error: type[PhtError] = DataError if codes == {"column"} else ConfigError
+        raise error(
+            f"{study.source}: {took} of {partial['requested']} station(s) took part; "
+            f"the others all answered {reason}; `pht validate {study.source} "
+            "--network NETWORK --identity KEY` asks the stations which parameter "
+            "and column (nothing runs, no budget is spent)"
+        )
     if took == 0:
         raise QuorumError(f"no station took part ({why})")
     needs = (
         f"all {quorum}"
         if study.min_stations is None
-        else f"min_stations: {quorum} in {study.source.name}"
+        else f"min_stations: {quorum} in {study.source}"
     )
     fix = (
-        f"set min_stations: {took} in {study.source.name} to accept a result from "
+        f"set min_stations: {took} in {study.source} to accept a result from "
         f"{took} station(s), or"
         if study.min_stations is None
         else "lower min_stations, or"
     )
+    then = (
+        "coarsen the question (fewer groups or covariates, merged levels) so that "
+        "their policies can release it"
+        if all(m["acts"] == POLICY for m in missing)
+        else "act as each station's line says"
+    )
     raise QuorumError(
         f"{took} of {partial['requested']} station(s) took part, the study needs "
-        f"{needs} ({why}); {fix} act as each station's line says and run again"
+        f"{needs} ({why}); {fix} {then} and run again"
     )
 
 
@@ -270,7 +294,8 @@ def _run_companion(
     try:
         body, envelope = plan_request(companion, network, requester)
     except ConfigError as exc:  # e.g. the network has no signed survival.km
-        log.warning("companion %s not sent: %s", name, exc)
+        log.info("companion %s not sent: %s", name, exc)
+        warnings.warn(CompanionWarning(f"{name} not sent: {exc}"), stacklevel=2)
         return {"train": name, "error": f"{name}: {exc}", "sections": {}}
     replies = {
         s: requester.open(r, body.request_id)
@@ -297,7 +322,7 @@ def _run_companion(
     except (DataError, PolicyError) as exc:  # the main result stands; say why not
         record["error"] = f"{name}: {exc}"
         warnings.warn(CompanionWarning(record["error"]), stacklevel=2)
-        log.warning("companion %s did not give a result: %s", name, exc)
+        log.info("companion %s did not give a result: %s", name, exc)
     return record
 
 

@@ -130,15 +130,14 @@ class Admitting(StationBase):
     def _decide(
         self, body: SignedRequestBody, requester: PublicIdentity, fields: dict[str, Any]
     ) -> Admission:
-        if body.dataset not in self.config.datasets:
+        # the same order and codes as a describe request: a dataset this requester
+        # may not use for this purpose is refused exactly like one not held, so a
+        # train request does not tell which datasets exist either
+        if body.dataset == ALL_DATASETS:
             raise Refusal("refused", Code.DATASET)
-        policy = self.config.policy.for_dataset(body.dataset)
-        if policy is None:
-            raise Refusal("refused", Code.DATASET)
-        if policy.purpose_refusal(body.purpose):
-            raise Refusal("refused", Code.PURPOSE)
-        if policy.requester_refusal(fields["organisation"], fields["role"]):
-            raise Refusal("refused", Code.REQUESTER)
+        ((_, policy),) = self._describable(
+            body.dataset, body.purpose, fields["organisation"], fields["role"]
+        )
         try:
             statement, signer = verify_train(body.train_statement, self.config.keyring)
             package = self.catalogue.get(TrainRef.parse(body.train))

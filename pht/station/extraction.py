@@ -96,6 +96,18 @@ class Extracting(StationBase):
                 values = set(labels(population.column(column))[0].tolist())
                 if held is None or not values <= held:
                     raise Refusal("refused", Code.SMALL_CELL)
+            if role == "covariate" and column in columns:
+                # whatever its type or whether the request calls it categorical (a
+                # 0/1 number is one): if fewer than k patients differ from the most
+                # common value, the model terms and the model checks (concordance
+                # counts) would describe those few patients against a tied mass
+                _, counts = np.unique(
+                    labels(population.column(column))[0].astype(str),
+                    return_counts=True,
+                )
+                others = int(counts.sum() - counts.max()) if counts.size else 0
+                if 0 < others < k:
+                    raise Refusal("refused", Code.SMALL_CELL)
         event = next((c for c, r in roles if r == "event"), None)
         if (
             event is not None

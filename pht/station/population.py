@@ -83,8 +83,31 @@ def read_table(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
     raise DataError("the dataset format is not supported (use .parquet or .csv)")
 
 
+_SCHEMAS: dict[tuple[str, int, int], pa.Schema] = {}
+
+
 def dataset_schema(path: Path) -> pa.Schema:
-    """The column types of a Parquet or CSV dataset."""
+    """The column types of a Parquet or CSV dataset.
+
+    Kept per file version (path, size, modification time): a CSV's types are inferred
+    from the whole file once, not on every request, so how long a describe request
+    takes does not follow the number of rows.
+    """
+    try:
+        info = path.stat()
+    except OSError:
+        return _read_schema(path)  # says what is wrong with the path
+    key = (str(path.resolve()), info.st_size, info.st_mtime_ns)
+    schema = _SCHEMAS.get(key)
+    if schema is None:
+        schema = _read_schema(path)
+        if len(_SCHEMAS) > 256:
+            _SCHEMAS.clear()
+        _SCHEMAS[key] = schema
+    return schema
+
+
+def _read_schema(path: Path) -> pa.Schema:
     if path.is_file() and path.suffix.lower() == ".parquet":
         try:
             return pq.read_schema(path)

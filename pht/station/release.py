@@ -9,6 +9,7 @@ the audit checkpoint.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,9 @@ from pht.timefmt import format_iso_offset, utc_now
 from pht.wire import STATUSES, Reply
 
 log = logging.getLogger(__name__)
+
+SALT = "salt"
+"""The key of the random salt a station adds to every released output (128 bits)."""
 
 
 class Releasing(StationBase):
@@ -154,6 +158,10 @@ class Releasing(StationBase):
             return self.refuse(admitted, r)
         if extra:
             output = {**output, **extra}
+        # a random salt inside the sealed output: its digest (in the signed receipt,
+        # result.json's provenance and the audit log) is then a commitment nobody can
+        # brute-force back to small outputs such as round 0's counts
+        output = {**output, SALT: secrets.token_hex(16)}
         if sink is not None:
             sink.clear()
             sink.update(output)

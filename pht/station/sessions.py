@@ -439,8 +439,10 @@ class StationSession:
         """The outputs of one round: every session station's, stamped with the point."""
         outputs = {s: o for (s, r), o in verified.items() if r == round_no}
         stations = tuple(sorted(outputs))
-        if self.station.id not in stations:
-            raise Refusal("refused", Code.PATH)
+        if self.station.id not in stations or not set(stations) <= set(
+            self.admitted.body.targets
+        ):
+            raise Refusal("refused", Code.PATH)  # only stations the request addressed
         if self.peers is None:
             self.peers = stations
         elif self.peers != stations:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from warnings import warn
 
@@ -580,6 +580,24 @@ class CoxStrategy(RoundsStrategy):
         return {"cox": cox}
 
 
+def check(parameters: Mapping[str, Any]) -> Sequence[str]:
+    """Problems with the study's parameters together, as ``"key: fix"``."""
+    covariates = list(parameters.get("covariates") or [])
+    problems = [
+        f"reference.{column}: '{column}' is not one of the covariates "
+        f"({', '.join(covariates)}); add it to covariates or drop its reference"
+        for column in (parameters.get("reference") or {})
+        if column not in covariates
+    ]
+    problems += [
+        f"categorical: '{column}' is not one of the covariates "
+        f"({', '.join(covariates)}); add it to covariates or drop it here"
+        for column in (parameters.get("categorical") or [])
+        if column not in covariates
+    ]
+    return problems
+
+
 PLUGIN = register(
     TrainPlugin(
         name="survival.cox",
@@ -597,6 +615,7 @@ PLUGIN = register(
             class_by={"mode": {"pooled": "risk_set_sums"}},
         ),
         sections=(("cox", _cox),),
+        check=check,
         # a study naming a group also gets survival.km's group-wise answers (KM,
         # log-rank, RMST, survival at a time) from a second, separately signed
         # request: its own class, policy decision, budget use and receipts

@@ -19,7 +19,7 @@ from pathlib import Path
 from pht.errors import ConfigError
 from pht.station.audit.encoding import canonical, parse_time
 from pht.station.audit.reader import read_records_unchecked
-from pht.station.audit.records import AuditRecord
+from pht.station.audit.records import OUTCOMES, AuditRecord
 from pht.timefmt import TimeFormatError, parse_utc
 
 __all__ = [
@@ -69,8 +69,11 @@ def query(
         The log folder.
     requester
         Matches ``user`` or ``organisation``.
-    purpose, train, dataset, outcome, event
-        Exact matches.
+    train
+        ``name@version`` matches exactly; a bare ``name`` matches every version.
+    purpose, dataset, outcome, event
+        Exact matches; ``outcome`` is one of the outcomes the log writes (else a
+        :class:`~pht.errors.ConfigError` naming them, not an empty answer).
     since, until
         Keep ``since <= time < until``; ISO 8601 strings or datetimes, naive ones
         taken as UTC.
@@ -82,9 +85,15 @@ def query(
     """
     records = read_records_unchecked(Path(directory))
     start, end = _bound(since, "since"), _bound(until, "until")
+    if outcome is not None and outcome not in OUTCOMES:
+        raise ConfigError(
+            f"--outcome {outcome!r} is not an outcome the audit log writes; use one "
+            f"of {', '.join(sorted(OUTCOMES))}"
+        )
+    by_name = train is not None and "@" not in train
     exact = {
         "purpose": purpose,
-        "train": train,
+        "train": None if by_name else train,
         "dataset": dataset,
         "outcome": outcome,
         "event": event,
@@ -94,6 +103,8 @@ def query(
         if requester is not None and requester not in (r.user, r.organisation):
             return False
         if any(v is not None and getattr(r, k) != v for k, v in exact.items()):
+            return False
+        if by_name and (r.train or "").split("@", 1)[0] != train:
             return False
         when = parse_time(r.time, "time")
         return (start is None or when >= start) and (end is None or when < end)

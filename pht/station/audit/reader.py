@@ -72,7 +72,18 @@ def read_records_unchecked(directory: Path) -> list[AuditRecord]:
     """
     directory = Path(directory)
     _check_folder(directory)
-    if detect_format(directory) == 1:
+    found = detect_format(directory)
+    if found is None:  # a query on a wrong path is a usage error, not damage
+        hint = (
+            f" (here perhaps {directory / 'audit'})"
+            if (directory / "audit" / LOG_FILE).exists()
+            else ""
+        )
+        raise ConfigError(
+            f"{directory}: no audit log here ({LOG_FILE} is missing); give the "
+            f"station's audit folder, its workdir's audit/{hint}"
+        )
+    if found == 1:
         return read_records(read_bytes(directory / LEGACY_LOG_FILE), LEGACY_LOG_FILE)
     data = read_bytes(directory / LOG_FILE)
     lines, rest = split_lines(data)
