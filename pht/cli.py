@@ -435,9 +435,17 @@ def network_show(
     if as_json:
         document = json.dumps(network_document(net, answers), indent=1)
         out.print(document, soft_wrap=True, markup=False)
-        return
-    for line in network_lines(net, answers):
-        out.print(line, soft_wrap=True, markup=False)
+    else:
+        for line in network_lines(net, answers):
+            out.print(line, soft_wrap=True, markup=False)
+    if answers is not None and not any(a.ok for a in answers.values()):
+        # said on stderr after the listing, so a script sees that nothing answered
+        from pht.errors import PolicyError
+
+        raise PolicyError(
+            "no station described anything for this key, role and purpose (each "
+            "station's line above says why)"
+        )
 
 
 app.add_typer(keys_app, name="keys")

@@ -139,6 +139,8 @@ class StationDescription:
     def from_dict(cls, data: Any) -> StationDescription:
         """Parse an opened answer strictly; a :class:`ConfigError` names the field."""
         what = "station description"
+        if isinstance(data, dict):  # the station's random salt: not part of the answer
+            data = {k: v for k, v in data.items() if k != "salt"}
         m = _object(data, what, {"type", "station", "datasets"})
         if m["type"] != DESCRIPTION_TYPE:
             raise ConfigError(

@@ -131,3 +131,45 @@ def test_a_train_request_does_not_tell_which_datasets_exist(
         reasons.append(str(raised.value).replace(dataset, "D"))
     assert reasons[0] == reasons[1]
     assert Code.DATASET.reason in reasons[0]
+
+
+def test_common_covariates_whose_combination_isolates_a_patient(tmp_path) -> None:
+    # male and female are one-hot except for one patient at 0/0: each column alone
+    # is common, but [male, female] would estimate that patient's own effect
+    data = frames(rare_at_s1=10)
+    for station, frame in data.items():
+        male = (np.arange(len(frame)) % 2 == 0).astype(float)
+        other = (np.arange(len(frame)) % 3 == 0).astype(float)  # s2: unrelated
+        frame["male"] = male
+        frame["female"] = 1.0 - male if station == "s1" else other
+        if station == "s1":
+            frame.loc[0, ["male", "female"]] = 0.0
+    released: Released = {}
+    network = write_network(tmp_path, data)
+    params = {**COX, "covariates": ["male", "female"]}
+    study = write_study(
+        tmp_path, train="survival.cox", parameters=params, min_stations=1
+    )
+    result = run_embedded(study, network, released)
+    by_id = {s["id"]: s for s in result["stations"]}
+    assert by_id["s1"]["reason"] == Code.SMALL_CELL.reason
+    (outputs,) = released.values()
+    assert set(outputs) == {"s2"}
+
+
+def test_a_lone_hidden_station_gets_no_counts_by_subtraction(tmp_path) -> None:
+    data = frames(rare_at_s1=10)
+    network = write_network(tmp_path, data)
+    for station, shown in (("s1", True), ("s2", False)):
+        path = tmp_path / "stations" / station / "policy.yaml"
+        policy = yaml.safe_load(path.read_text())
+        policy["datasets"]["*"]["show_station_name"] = shown
+        path.write_text(yaml.safe_dump(policy))
+    study = write_study(tmp_path, train="survival.cox", parameters=COX)
+    cox_result = run_embedded(study, network)
+    assert cox_result["cox"]["per_station"] == {}
+    assert cox_result["cox"]["station_estimates"] == {}
+    assert all(s["n"] is None for s in cox_result["stations"])
+    km = write_study(tmp_path, parameters={"time": "os_days", "event": "death"})
+    km_result = run_embedded(km, network)
+    assert all(s["n"] is None and s["events"] is None for s in km_result["stations"])

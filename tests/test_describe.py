@@ -543,7 +543,7 @@ def test_network_show_with_identity_prints_columns_and_json(cli_net, capsys) -> 
         "marketing/sales",
         "--json",
     )
-    assert code == 0
+    assert code == 4  # the JSON is still printed; nobody described anything
     document = json.loads(out)
     assert [s["describe"]["status"] for s in document["stations"]] == [
         "refused",
@@ -563,3 +563,21 @@ def test_network_show_identity_needs_a_purpose(cli_net, capsys) -> None:
 def test_discover_refuses_a_malformed_purpose_before_sending(net) -> None:
     with pytest.raises(ConfigError, match="purpose 'x y'"):
         discover(load_network(net), load_identity(identity_of(net)), purpose="x y")
+
+
+def test_network_show_says_when_no_station_described_anything(
+    cli_net, capsys
+) -> None:
+    code, out, err = cli(
+        capsys,
+        "network",
+        "show",
+        cli_net,
+        "--identity",
+        identity_of(cli_net),
+        "--purpose",
+        "marketing/sales",
+    )
+    assert code == 4
+    assert "refused: purpose:" in out  # each station's line still listed
+    assert "no station described anything" in err

@@ -134,21 +134,30 @@ def _station_rows(
     request_id: str | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
+
+    def named(reply: Reply) -> bool:
+        return reply.ok and bool(reply.details.get("show_station_name", False))
+
+    # with exactly one hidden station taking part, the totals minus the shown
+    # stations' counts would give its counts: then no station shows counts
+    hidden = [r for r in replies.values() if r.ok and not named(r)]
+    counted = len(hidden) != 1
     for station_id, reply in replies.items():
         who = None if reply.ok else side(reply, replies)
         output = reply.output or {}
         # a station whose policy says show_station_name: false releases nothing
         # attributable to it by name: no name, no per-station counts in the result
-        shown = reply.ok and bool(reply.details.get("show_station_name", False))
+        shown = named(reply)
+        counts = shown and counted
         rows.append(
             {
                 "id": station_id,
                 "name": network.stations[station_id].name if shown else None,
                 "participated": reply.ok,
                 "status": reply.status,
-                "n": output.get("n") if shown else None,
-                "events": output.get("events") if shown else None,
-                "excluded": output.get("excluded") if shown else None,
+                "n": output.get("n") if counts else None,
+                "events": output.get("events") if counts else None,
+                "excluded": output.get("excluded") if counts else None,
                 "reason": reply.reason,
                 "acts": who,
                 "advice": None

@@ -20,6 +20,7 @@ checkpoint; it costs no query budget.
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 from pht.crypto import canonical_json, digest, seal, sealed_digest
@@ -36,6 +37,7 @@ from pht.signing import DESCRIBE_BINDING, Receipt, sign_receipt
 from pht.station.admission import Admitting, DescribeAdmission
 from pht.station.policy import DatasetPolicy
 from pht.station.population import dataset_schema
+from pht.station.release import SALT
 from pht.timefmt import format_iso_offset, utc_now
 from pht.wire import Reply
 
@@ -141,7 +143,9 @@ class Describing(Admitting):
                 for name, policy in admitted.datasets
             ),
         )
-        plain = canonical_json(description.to_dict())
+        # salted like every release: the digest in the receipt and the audit log is a
+        # commitment, not a fingerprint of what this requester was shown
+        plain = canonical_json({**description.to_dict(), SALT: secrets.token_hex(16)})
         body = admitted.verified.body
         sealed = seal(
             plain,

@@ -46,6 +46,44 @@ SURVIVAL_CLASSES = ("event_table", "risk_set_sums", "model")
 """Classes whose outputs need at least k events at a station (per-time tables, models)."""
 
 
+def spanned_by_few(population: Population, covariates: Sequence[str], k: int) -> bool:
+    """Whether the patients of rare covariate patterns alone span a model direction.
+
+    Patterns are the value combinations of the covariates with at most
+    :data:`CELL_LEVELS` values; a pattern held by fewer than ``k`` patients is rare.
+    The design is an intercept, the numeric covariates and dummies of the others
+    (every value, so any coding the request may ask for is inside its span). If it
+    loses rank without the rare patients, some combination of covariates is estimated
+    from those few patients alone (two common one-hot columns with one patient at
+    0/0, a number and its own yes/no version): refused, as a small cell.
+    """
+    parts: list[np.ndarray] = [np.ones(population.n)]
+    pattern: list[np.ndarray] = []
+    for column in covariates:
+        raw = population.column(column)
+        named = labels(raw)[0].astype(str)
+        levels, codes = np.unique(named, return_inverse=True)
+        if levels.size <= CELL_LEVELS:
+            pattern.append(codes)
+        if np.asarray(raw).dtype.kind in "biuf":
+            values = np.asarray(raw, dtype=np.float64)
+            spread = values.std()
+            if spread > 0:
+                parts.append((values - values.mean()) / spread)
+        else:
+            parts.extend((codes == j).astype(np.float64) for j in range(levels.size))
+    if not pattern:
+        return False
+    _, which, counts = np.unique(
+        np.stack(pattern, axis=1), axis=0, return_inverse=True, return_counts=True
+    )
+    rare = counts[which.reshape(-1)] < k
+    if not rare.any():
+        return False
+    design = np.stack(parts, axis=1)
+    return bool(np.linalg.matrix_rank(design[~rare]) < np.linalg.matrix_rank(design))
+
+
 def _events(population: Population, column: str) -> int:
     """Number of events (value 1) in a 0/1 column of the population."""
     return int(np.sum(np.asarray(population.column(column), dtype=np.float64) == 1.0))
@@ -108,6 +146,9 @@ class Extracting(StationBase):
                 others = int(counts.sum() - counts.max()) if counts.size else 0
                 if 0 < others < k:
                     raise Refusal("refused", Code.SMALL_CELL)
+        covariates = [c for c, r in roles if r == "covariate" and c in columns]
+        if len(covariates) > 1 and spanned_by_few(population, covariates, k):
+            raise Refusal("refused", Code.SMALL_CELL)
         event = next((c for c, r in roles if r == "event"), None)
         if (
             event is not None

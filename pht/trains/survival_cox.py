@@ -243,15 +243,17 @@ def station_labels(stations: Mapping[str, bool]) -> dict[str, str]:
 
     The id where the policy shows the name; else "station 1", "station 2"... in a
     random order (from the operating system's generator, so nothing in the result,
-    not the request id either, recovers it). A station whose name is hidden gets a
-    line only when at least one other hidden station does too: a lone "station 1"
-    would be named by elimination. Stations without a label are left out.
+    not the request id either, recovers it). With exactly one hidden station among
+    ``stations`` (those that took part) nobody gets a label: its line would be named
+    by elimination, and the pooled fit minus the shown stations' lines would give
+    it back. Stations without a label are left out.
     """
     hidden = [s for s, shown in stations.items() if not shown]
+    if len(hidden) == 1:
+        return {}
     secrets.SystemRandom().shuffle(hidden)
     labels = {s: s for s, shown in stations.items() if shown}
-    if len(hidden) >= 2:
-        labels.update({s: f"station {i}" for i, s in enumerate(hidden, 1)})
+    labels.update({s: f"station {i}" for i, s in enumerate(hidden, 1)})
     return labels
 
 
@@ -338,9 +340,6 @@ def checks_sections(
         own = outputs[station].get("estimate")
         if own is None:
             continue
-        if station not in labels:  # a lone hidden station
-            estimates[station] = (np.empty(0), np.empty(0))
-            continue
         try:
             coef = np.asarray(own["coef"], dtype=np.float64).reshape(p)
             covariance = np.asarray(own["covariance"], dtype=np.float64)
@@ -351,12 +350,14 @@ def checks_sections(
             ) from None
         estimates[station] = (coef, se)
     hidden = [s for s in estimates if labels.get(s) != s]
-    if len(hidden) == 1:
-        # the only hidden station with an estimate would be named by elimination
-        del estimates[hidden[0]]
+    if estimates and (not labels or len(hidden) == 1):
+        # one hidden station's own fit would be named by elimination, or worked out
+        # from the pooled fit and the other stations' lines: no lines at all
+        estimates = {}
         warnings.append(
-            "one station's own estimate is not shown: its policy hides its name and "
-            "no other hidden station gave one"
+            "per-station estimates are not shown: exactly one station that took "
+            "part or gave its own fit hides its name, and the others' lines would "
+            "give it away"
         )
     ordered = sorted(estimates, key=lambda s: labels[s])
     out["station_estimates"] = {
@@ -574,9 +575,14 @@ class CoxStrategy(RoundsStrategy):
             design, fit, self.mode, self.ties, described, [*self.left_out, *warnings]
         )
         cox.update(checked_sections)
-        cox["per_station"] = {
-            s: v for s, v in cox["per_station"].items() if s in self.shown
-        }
+        # with exactly one hidden station in the fit, the totals minus the shown
+        # stations' lines would give its counts: then no station gets a line
+        hidden = [s for s in described if s not in self.shown]
+        cox["per_station"] = (
+            {}
+            if len(hidden) == 1
+            else {s: v for s, v in cox["per_station"].items() if s in self.shown}
+        )
         return {"cox": cox}
 
 
