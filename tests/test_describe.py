@@ -565,9 +565,7 @@ def test_discover_refuses_a_malformed_purpose_before_sending(net) -> None:
         discover(load_network(net), load_identity(identity_of(net)), purpose="x y")
 
 
-def test_network_show_says_when_no_station_described_anything(
-    cli_net, capsys
-) -> None:
+def test_network_show_says_when_no_station_described_anything(cli_net, capsys) -> None:
     code, out, err = cli(
         capsys,
         "network",

@@ -160,3 +160,12 @@ def test_trains_list_says_what_the_station_recomputes(capsys: Any) -> None:
     assert code == 0
     assert "[model, iterative, station recomputes (kernel cox)]" in out
     assert "[event_table, single, station recomputes (event tables)]" in out
+
+
+def test_the_time_column_as_a_covariate_is_refused_at_load(
+    demo: Any, capsys: Any
+) -> None:
+    params = {**COX, "covariates": ["os_days", "regimen"]}
+    cox = study(demo, "t.yaml", train="survival.cox", parameters=params)
+    code, _, err = cli(capsys, "validate", cox, "--network", demo.network)
+    assert code == 2 and "is the time column" in error_line(err)

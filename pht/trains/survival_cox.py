@@ -596,6 +596,12 @@ def check(parameters: Mapping[str, Any]) -> Sequence[str]:
         if column not in covariates
     ]
     problems += [
+        f"covariates: '{parameters[role]}' is the {role} column; it cannot also be a "
+        "covariate (drop it from covariates)"
+        for role in ("time", "event")
+        if parameters.get(role) in covariates
+    ]
+    problems += [
         f"categorical: '{column}' is not one of the covariates "
         f"({', '.join(covariates)}); add it to covariates or drop it here"
         for column in (parameters.get("categorical") or [])
