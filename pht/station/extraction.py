@@ -47,15 +47,18 @@ SURVIVAL_CLASSES = ("event_table", "risk_set_sums", "model")
 
 
 def spanned_by_few(population: Population, covariates: Sequence[str], k: int) -> bool:
-    """Whether the patients of rare covariate patterns alone span a model direction.
+    """Whether a few patients alone span a direction of the covariates' design.
 
-    Patterns are the value combinations of the covariates with at most
-    :data:`CELL_LEVELS` values; a pattern held by fewer than ``k`` patients is rare.
-    The design is an intercept, the numeric covariates and dummies of the others
-    (every value, so any coding the request may ask for is inside its span). If it
-    loses rank without the rare patients, some combination of covariates is estimated
-    from those few patients alone (two common one-hot columns with one patient at
-    0/0, a number and its own yes/no version): refused, as a small cell.
+    The design is an intercept, the numeric covariates and dummies of every level of
+    the others (so any coding the request may ask for lies inside its span). A
+    pattern is a combination of the values of the covariates with at most
+    :data:`CELL_LEVELS` values; one held by fewer than ``k`` patients is rare. If the
+    design loses rank without the patients of one rare pattern (or of all rare
+    patterns together, when they are fewer than ``k`` patients), some combination of
+    covariates would be estimated from those patients alone: two one-hot columns
+    with one patient at 0/0, or a number with its own yes/no version. Ranks come
+    from the Gram matrix minus each pattern's part, so the check costs one pass
+    over the rows.
     """
     parts: list[np.ndarray] = [np.ones(population.n)]
     pattern: list[np.ndarray] = []
@@ -64,24 +67,43 @@ def spanned_by_few(population: Population, covariates: Sequence[str], k: int) ->
         named = labels(raw)[0].astype(str)
         levels, codes = np.unique(named, return_inverse=True)
         if levels.size <= CELL_LEVELS:
-            pattern.append(codes)
+            pattern.append(codes.reshape(-1))
         if np.asarray(raw).dtype.kind in "biuf":
             values = np.asarray(raw, dtype=np.float64)
             spread = values.std()
             if spread > 0:
                 parts.append((values - values.mean()) / spread)
         else:
-            parts.extend((codes == j).astype(np.float64) for j in range(levels.size))
-    if not pattern:
+            parts.extend(
+                (codes.reshape(-1) == j).astype(np.float64) for j in range(levels.size)
+            )
+    if not pattern or population.n == 0:
         return False
     _, which, counts = np.unique(
         np.stack(pattern, axis=1), axis=0, return_inverse=True, return_counts=True
     )
-    rare = counts[which.reshape(-1)] < k
-    if not rare.any():
+    which = which.reshape(-1)
+    rare = np.flatnonzero(counts < k)
+    if rare.size == 0:
         return False
     design = np.stack(parts, axis=1)
-    return bool(np.linalg.matrix_rank(design[~rare]) < np.linalg.matrix_rank(design))
+    gram = design.T @ design
+
+    def rank(matrix: np.ndarray) -> int:
+        eigen = np.linalg.eigvalsh((matrix + matrix.T) / 2)
+        return int(np.sum(eigen > 1e-9 * max(float(eigen.max()), 1.0)))
+
+    full = rank(gram)
+    order = np.argsort(which, kind="stable")
+    starts = np.searchsorted(which[order], rare)
+    without_all = gram.copy()
+    for pattern_id, start in zip(rare, starts, strict=True):
+        rows = design[order[start : start + counts[pattern_id]]]
+        part = rows.T @ rows
+        without_all -= part
+        if rank(gram - part) < full:
+            return True
+    return int(counts[rare].sum()) < k and rank(without_all) < full
 
 
 def _events(population: Population, column: str) -> int:
