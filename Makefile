@@ -42,7 +42,8 @@ test: lint
 # pandas major version.
 NEWEST := .venv-newest
 NEWEST_STAMP := $(NEWEST)/.installed-stamp
-ORACLES := test_cox_oracle test_km_oracle test_r_audit test_rmst_oracle
+ORACLES := test_cox_oracle test_km_oracle test_r_audit test_rmst_oracle \
+	test_glm_algorithms test_equivalence_algorithms
 
 $(NEWEST_STAMP): pyproject.toml
 	test -x $(NEWEST)/bin/python || $(PYTHON) -m venv $(NEWEST)
