@@ -292,9 +292,14 @@ def validate(
     for problem in problems:
         console.print(problem.line(study), soft_wrap=True, markup=False)
     if problems:
+        everywhere = all(set(p.stations) >= set(asked) for p in problems)
         raise ConfigError(
             f"{study}: {len(problems)} problem(s) at the stations (listed above); "
-            "fix the study, or leave a station out with 'stations:'"
+            + (
+                "fix the study"
+                if everywhere
+                else "fix the study, or leave a station out with 'stations:'"
+            )
         )
     out.print(
         f"{study}: ok at {', '.join(asked)} (columns, roles, types, train and "

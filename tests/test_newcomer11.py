@@ -169,3 +169,34 @@ def test_the_time_column_as_a_covariate_is_refused_at_load(
     cox = study(demo, "t.yaml", train="survival.cox", parameters=params)
     code, _, err = cli(capsys, "validate", cox, "--network", demo.network)
     assert code == 2 and "is the time column" in error_line(err)
+
+
+def test_a_private_key_as_a_station_public_key_is_said_at_its_line(
+    demo: Any, capsys: Any
+) -> None:
+    text = demo.network.read_text()
+    bad = demo.root / "net-private.yaml"
+    bad.write_text(text.replace("keys/nkr.pub.json", "keys/nkr.key.json", 1))
+    code, _, err = cli(capsys, "validate", demo.study, "--network", bad)
+    line = error_line(err)
+    assert code == 2 and "net-private.yaml:" in line and "public_key" in line
+    assert "this is a private key" in line
+
+
+def test_validate_says_each_problem_once_and_no_station_advice_when_everywhere(
+    demo: Any, capsys: Any
+) -> None:
+    params = {**COX, "time": "os_dys", "group": "regimn"}
+    typo = study(demo, "two.yaml", train="survival.cox", parameters=params)
+    code, _, err = cli(
+        capsys,
+        "validate",
+        typo,
+        "--network",
+        demo.network,
+        "--identity",
+        demo.identity,
+    )
+    line = error_line(err)
+    assert code == 2 and "2 problem(s)" in line  # not repeated for the companion
+    assert "leave a station out" not in line

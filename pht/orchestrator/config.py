@@ -242,15 +242,21 @@ def _station(node: yamlcfg.Node, base: Path) -> StationEntry:
     ids, files = _datasets(m.require("datasets"), base, hosted)
     address_node = m.get("address")
     name_node = m.get("name")
+    key_node = m.require("public_key")
+    public_key = _file(
+        key_node, base, "public_key", "point it at the station's .pub.json"
+    )
+    from pht.crypto import load_public
+    from pht.errors import TrustError
+
+    try:  # a private key or a damaged file is said here, at the line naming it
+        load_public(public_key)
+    except (ConfigError, TrustError) as exc:
+        raise key_node.error(str(exc)) from None
     return StationEntry(
         id=station_id,
         name=name_node.as_str() if name_node else station_id,
-        public_key=_file(
-            m.require("public_key"),
-            base,
-            "public_key",
-            "point it at the station's .pub.json",
-        ),
+        public_key=public_key,
         datasets=ids,
         address=address_node.as_str() if address_node else None,
         host=_host(m, base, station_id, files) if hosted else None,

@@ -213,13 +213,15 @@ def check_study(
                 )
             )
             continue
+        said: set[tuple[str | None, str | None]] = set()
         for package, parameters, label in trains:
-            problems.extend(
-                dataclasses.replace(p, message=p.message + label)
-                for p in _check_train(
-                    station, study.dataset, described, package, parameters
-                )
-            )
+            for p in _check_train(
+                station, study.dataset, described, package, parameters
+            ):
+                if p.key is not None and (p.key, p.column) in said:
+                    continue  # the companion's copy of a column problem: said once
+                said.add((p.key, p.column))
+                problems.append(dataclasses.replace(p, message=p.message + label))
     return _merged(problems)
 
 
