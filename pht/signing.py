@@ -391,6 +391,17 @@ class SignedRequestBody:
     type: str = "pht.request/1"
 
 
+def _fresh(lifetime: dt.timedelta) -> dict[str, str]:
+    """A new request id and nonce, issued now, expiring after ``lifetime``."""
+    now = utc_now()
+    return {
+        "request_id": str(uuid.uuid4()),
+        "nonce": secrets.token_hex(16),
+        "issued_at": format_iso_z(now),
+        "expires_at": format_iso_z(now + lifetime),
+    }
+
+
 def new_request(
     identity: Identity,
     *,
@@ -406,12 +417,8 @@ def new_request(
     lifetime: dt.timedelta = dt.timedelta(hours=1),
 ) -> tuple[SignedRequestBody, dict[str, Any]]:
     """A fresh request (new id and nonce) and its DSSE envelope."""
-    now = utc_now()
     body = SignedRequestBody(
-        request_id=str(uuid.uuid4()),
-        nonce=secrets.token_hex(16),
-        issued_at=format_iso_z(now),
-        expires_at=format_iso_z(now + lifetime),
+        **_fresh(lifetime),
         organisation=identity.public.organisation,
         user=user,
         role=role,
@@ -676,12 +683,8 @@ def new_describe(
     lifetime: dt.timedelta = dt.timedelta(minutes=15),
 ) -> tuple[DescribeRequestBody, dict[str, Any]]:
     """A fresh describe request (new id and nonce) and its DSSE envelope."""
-    now = utc_now()
     body = DescribeRequestBody(
-        request_id=str(uuid.uuid4()),
-        nonce=secrets.token_hex(16),
-        issued_at=format_iso_z(now),
-        expires_at=format_iso_z(now + lifetime),
+        **_fresh(lifetime),
         organisation=identity.public.organisation,
         user=user,
         role=role,

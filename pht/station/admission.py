@@ -82,6 +82,16 @@ class Admitting(StationBase):
         with self._admission:
             return self._admit_locked(envelope)
 
+    def _replayed(self, request_id: str, nonce: str, event: str) -> Reply | None:
+        """Refuse a request id or nonce seen before, else remember both.
+
+        Train and describe requests share them; called with the admission lock held.
+        """
+        if request_id in self._seen or nonce in self._seen:
+            return self._refuse(request_id, Refusal("refused", Code.REPLAYED), event)
+        self._seen.update((request_id, nonce))
+        return None
+
     def _admit_locked(self, envelope: Any) -> Admission | Reply:
         try:
             verified = verify_signed_request(envelope, self.config.keyring, self.id)
@@ -89,11 +99,9 @@ class Admitting(StationBase):
             log.info("station %s rejected a request: %s", self.id, exc)
             return self._refuse("unknown", trust_refusal(str(exc)), "request_received")
         body = verified.body
-        if body.request_id in self._seen or body.nonce in self._seen:
-            return self._refuse(
-                body.request_id, Refusal("refused", Code.REPLAYED), "request_received"
-            )
-        self._seen.update((body.request_id, body.nonce))
+        replayed = self._replayed(body.request_id, body.nonce, "request_received")
+        if replayed is not None:
+            return replayed
         fields = {
             "request_id": body.request_id,
             "user": verified.user,
@@ -303,11 +311,9 @@ class Admitting(StationBase):
                 log.info("station %s rejected a describe request: %s", self.id, exc)
                 return self._refuse("unknown", trust_refusal(str(exc)), "describe")
             body = verified.body
-            if body.request_id in self._seen or body.nonce in self._seen:
-                return self._refuse(
-                    body.request_id, Refusal("refused", Code.REPLAYED), "describe"
-                )
-            self._seen.update((body.request_id, body.nonce))
+            replayed = self._replayed(body.request_id, body.nonce, "describe")
+            if replayed is not None:
+                return replayed
         fields = {
             "request_id": body.request_id,
             "user": verified.user,
