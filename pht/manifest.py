@@ -34,8 +34,18 @@ from pht.errors import ConfigError
 from pht.wire import TrainRef
 
 DISCLOSURE_CLASSES = ("aggregate", "model", "event_table", "risk_set_sums")
-COLUMN_ROLES = ("time", "event", "group", "covariate", "period", "measure", "site")
-"""What a column may serve as: ``period`` is a date released only as its year,
+COLUMN_ROLES = (
+    "time",
+    "event",
+    "group",
+    "covariate",
+    "outcome",
+    "period",
+    "measure",
+    "site",
+)
+"""What a column may serve as: ``outcome`` is what a model explains (released only
+inside model terms), ``period`` is a date released only as its year,
 ``measure`` a quantity released only as sums, ``site`` a care site (hospital) whose
 name is released only where the station's policy says ``show_station_name``."""
 COLUMN_KINDS = ("numeric", "binary", "categorical", "date")
@@ -317,6 +327,8 @@ _SCHEMA_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "column": (set(), set()),
     "label": (set(), set()),
     "evidence": (set(), set()),
+    # input messages only: a station id the request addressed
+    "station": (set(), set()),
     "array": ({"items", "max_length"}, set()),
     "float64_array": ({"max_elements"}, {"max_abs"}),
     "object": ({"fields"}, set()),

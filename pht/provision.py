@@ -58,16 +58,18 @@ CLINICAL_ROLES: dict[str, list[str]] = {
     column: (
         ["time"]
         if column in ("os_days", "pfs_days")
-        else ["event"]
+        else ["event", "outcome"]
         if column in ("death", "progression")
         else ["covariate"]
         if column == "age"
         else ["period"]
         if column in ("diagnosis_date", "start_date")
-        else ["measure"]
+        else ["measure", "outcome"]
         if column in ("cost_eur", "n_administrations", "dose_mg_total")
         else ["site"]
         if column == "hospital"
+        else ["group", "covariate", "outcome"]
+        if column == "tox_grade3"
         else ["group", "covariate"]
     )
     for column in CLINICAL_COLUMNS

@@ -30,6 +30,15 @@ without ``strata``; statsmodels ``PHReg`` for Breslow ties).
 
 Covariates are centred before exponentiation (the partial likelihood is invariant to a
 shift of ``x`` common to a risk set); in pooled mode every station uses the same centre.
+
+**Case weights** ``v > 0`` (optional; inverse-probability weights, for example) enter
+as in R ``coxph(weights = )`` and lifelines ``CoxPHFitter(weights_col=)``: the risk-set
+and death sums use ``v exp(x'b)``, ``X_D = sum_D v x``, and each time's ``log c_l``
+terms (with their derivatives) are multiplied by the deaths' mean weight
+``vbar = sum_D v / d``; ``a_l = l / d`` still counts the deaths. So Breslow's rule
+gives ``sum_D v x'b - (sum_D v) log S0`` (an integer weight is the row repeated), and
+without weights every number is what it is unweighted. Robust variances are in
+:mod:`pht.algorithms.cox_weighted`.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ import numpy.typing as npt
 from pht.algorithms.levels import labels as level_labels
 from pht.algorithms.numeric import chi2_sf, normal_two_sided_p, z_critical
 from pht.algorithms.optimize import Fit, Terms, maximise
+from pht.errors import DataError
 
 Ties = Literal["efron", "breslow"]
 _CHUNK = 1 << 16  # rows per block in weighted Gram matrices
@@ -62,6 +72,9 @@ class RiskSetSums:
     x_death : (m, p) sum of covariates over the deaths
     s0, s1 : (m,), (m, p) sums of w and w x over the risk set
     d0, d1 : the same sums over the deaths
+    death_weight : (m,) sum of the deaths' case weights at each time, or None when
+        unweighted (then it is ``deaths``); ``x_death``, ``s*`` and ``d*`` are then
+        weighted too
 
     The second-order sums ``S2``, ``D2`` are never formed per time: the Hessian needs
     them only through :meth:`SortedRows.curvature`, a weighted Gram matrix.
@@ -74,6 +87,7 @@ class RiskSetSums:
     s1: FloatArray
     d0: FloatArray
     d1: FloatArray
+    death_weight: FloatArray | None = None
 
     @property
     def p(self) -> int:
@@ -83,6 +97,11 @@ class RiskSetSums:
     def __add__(self, other: RiskSetSums) -> RiskSetSums:
         if not np.array_equal(self.time, other.time):
             raise ValueError("risk-set sums must be on the same event times to add")
+        death_weight = None
+        if self.death_weight is not None or other.death_weight is not None:
+            mine = self.deaths if self.death_weight is None else self.death_weight
+            theirs = other.deaths if other.death_weight is None else other.death_weight
+            death_weight = mine + theirs
         return RiskSetSums(
             self.time,
             self.deaths + other.deaths,
@@ -91,6 +110,7 @@ class RiskSetSums:
             self.s1 + other.s1,
             self.d0 + other.d0,
             self.d1 + other.d1,
+            death_weight,
         )
 
 
@@ -127,18 +147,30 @@ class SortedRows:
     ----------
     time, event : durations and 0/1 event indicators
     x : (n, p) covariate matrix (dummy-coded), already centred as agreed
+    weights : optional (n,) case weights, finite and > 0 (None: all 1, unweighted)
     """
 
-    def __init__(self, time: FloatArray, event: FloatArray, x: FloatArray) -> None:
+    def __init__(
+        self,
+        time: FloatArray,
+        event: FloatArray,
+        x: FloatArray,
+        weights: FloatArray | None = None,
+    ) -> None:
         time = np.asarray(time, dtype=np.float64)
         event = np.asarray(event, dtype=np.float64)
         x = np.asarray(x, dtype=np.float64)
+        if weights is not None:
+            weights = case_weights(weights, time.size)
         if time.size > 1 and np.any(time[1:] < time[:-1]):
             order = np.argsort(time, kind="stable")
             time, event, x = time[order], event[order], x[order]
+            if weights is not None:
+                weights = weights[order]
         # already in order (the station sorts once): kept as they are, not copied
         self.time, self.event = time, event
         self.x = np.ascontiguousarray(x)
+        self.weights = weights
         self.event_times = np.unique(self.time[self.event == 1])
         self._death_rows = np.flatnonzero(self.event == 1)
         self._cached: tuple[bytes, tuple[Any, ...]] | None = None
@@ -155,10 +187,13 @@ class SortedRows:
         return int(self.x.shape[1])
 
     def _w(self, beta: FloatArray) -> FloatArray:
-        """``exp(x'b)`` per row (cached for the latest ``beta``)."""
+        """``v exp(x'b)`` per row, ``v`` the case weight (cached for the last ``b``)."""
         key = np.asarray(beta, dtype=np.float64).tobytes()
         if self._weights is None or self._weights[0] != key:
-            self._weights = (key, np.exp(self.x @ beta))
+            risk = np.exp(self.x @ beta)
+            if self.weights is not None:
+                risk *= self.weights
+            self._weights = (key, risk)
         return self._weights[1]
 
     def _layout(self, times: FloatArray) -> tuple[Any, ...]:
@@ -178,16 +213,25 @@ class SortedRows:
         m = times.size
         deaths = np.bincount(pos, minlength=m).astype(np.float64)
         x_death = np.zeros((m, self.p))
-        if rows.size:
-            x_death[present] = np.add.reduceat(self.x[rows], first, axis=0)
-        layout = (start, upto, rows, pos, present, first, deaths, x_death)
+        death_weight = None
+        if self.weights is None:
+            if rows.size:
+                x_death[present] = np.add.reduceat(self.x[rows], first, axis=0)
+        else:
+            v = self.weights[rows]
+            death_weight = np.bincount(pos, weights=v, minlength=m)
+            if rows.size:
+                x_death[present] = np.add.reduceat(
+                    self.x[rows] * v[:, None], first, axis=0
+                )
+        layout = (start, upto, rows, pos, present, first, deaths, x_death, death_weight)
         self._cached = (key, layout)
         return layout
 
     def death_sums(
         self, weight: FloatArray, at: FloatArray | None = None
     ) -> FloatArray:
-        """``sum_t weight(t) X_D(t)``: the covariates of the deaths, weighted by time.
+        """``sum_t weight(t) X_D(t)``: the (case-weighted) deaths' covariates by time.
 
         ``weight`` holds one value per time of ``at`` (default: own event times);
         deaths at a time not in ``at`` are left out, as in :meth:`sums`.
@@ -197,7 +241,10 @@ class SortedRows:
         return np.asarray(np.asarray(weight, dtype=np.float64) @ x_death)
 
     def counts(self, at: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
-        """Deaths per time and the covariate sum over all deaths at ``at`` (no ``b``)."""
+        """Deaths per time and the deaths' (case-weighted) covariate sum at ``at``.
+
+        Neither depends on ``b``.
+        """
         times = self.event_times if at is None else np.asarray(at, dtype=np.float64)
         layout = self._layout(times)
         return layout[6], layout[7].sum(axis=0)
@@ -205,7 +252,9 @@ class SortedRows:
     def sums(self, beta: FloatArray, at: FloatArray | None = None) -> RiskSetSums:
         """First-order risk-set and death sums at ``at`` (default: own event times)."""
         times = self.event_times if at is None else np.asarray(at, dtype=np.float64)
-        start, _, rows, _, present, first, deaths, x_death = self._layout(times)
+        start, _, rows, _, present, first, deaths, x_death, death_weight = self._layout(
+            times
+        )
         x, p, m = self.x, self.p, times.size
         w = self._w(beta)
         # per column (w, then w x_j): suffix sums (rows with time >= t are
@@ -225,7 +274,7 @@ class SortedRows:
             else:
                 s1[:, j] = suffix[start]
                 d1[present, j] = at_death
-        return RiskSetSums(times, deaths, x_death, s0, s1, d0, d1)
+        return RiskSetSums(times, deaths, x_death, s0, s1, d0, d1, death_weight)
 
     def curvature(
         self, beta: FloatArray, at: FloatArray, w1: FloatArray, w2: FloatArray
@@ -238,7 +287,7 @@ class SortedRows:
         ``w2(t)``. All weights are sums of positive terms, so nothing cancels.
         """
         times = np.asarray(at, dtype=np.float64)
-        _, upto, rows, pos, _, _, _, _ = self._layout(times)
+        _, upto, rows, pos = self._layout(times)[:4]
         running = np.concatenate(([0.0], np.cumsum(np.asarray(w1, dtype=np.float64))))
         weight = running[upto]
         if rows.size:
@@ -282,10 +331,18 @@ class TimeWeighted:
 def _per_time(
     sums: RiskSetSums, ties: Ties
 ) -> tuple[npt.NDArray[np.bool_], float, tuple[FloatArray, ...]]:
-    """Times with deaths, ``sum log c`` and the tie weights ``w1, w2, u0, u1, u2``."""
+    """Times with deaths, ``sum log c`` and the tie weights ``w1, w2, u0, u1, u2``.
+
+    With case weights each time's terms are scaled by the deaths' mean weight.
+    """
     keep = sums.deaths > 0
     d = sums.deaths[keep].astype(np.int64)
-    log_c, weights = _tie_weights(d, sums.s0[keep], sums.d0[keep], ties == "efron")
+    scale = None
+    if sums.death_weight is not None:
+        scale = sums.death_weight[keep] / sums.deaths[keep]
+    log_c, weights = _tie_weights(
+        d, sums.s0[keep], sums.d0[keep], ties == "efron", scale
+    )
     return keep, log_c, weights
 
 
@@ -345,14 +402,19 @@ def first_order(sums: RiskSetSums, beta: FloatArray, ties: Ties) -> FirstOrder:
 
 
 def _tie_weights(
-    d: npt.NDArray[np.int64], s0: FloatArray, d0: FloatArray, efron: bool
+    d: npt.NDArray[np.int64],
+    s0: FloatArray,
+    d0: FloatArray,
+    efron: bool,
+    scale: FloatArray | None = None,
 ) -> tuple[float, tuple[FloatArray, ...]]:
     """Efron's (or Breslow's) per-time weights and the sum of ``log c``.
 
     Per time, the sums over ``l`` of ``1/c``, ``a/c``, ``1/c^2``, ``a/c^2`` and
     ``a^2/c^2`` with ``c_l = S0 - a_l D0``. One entry per (event time, ``l``) with
     ``a_l = l / d`` (Efron) or 0 (Breslow), expanded a block of times at a time so
-    that memory stays bounded however many patients died.
+    that memory stays bounded however many patients died. ``scale`` (the deaths'
+    mean case weight per time) multiplies every per-time sum and its ``log c``.
     """
     m = d.size
     sums = tuple(np.zeros(m) for _ in range(5))
@@ -377,8 +439,13 @@ def _tie_weights(
             sums, (inv, a * inv, inv2, a * inv2, a * a * inv2), strict=True
         ):
             out[lo:hi] = np.bincount(which, weights=values, minlength=hi - lo)
-        log_c += float(np.sum(np.log(c)))
+        if scale is None:
+            log_c += float(np.sum(np.log(c)))
+        else:
+            log_c += float(np.sum(scale[lo:hi][which] * np.log(c)))
         lo = hi
+    if scale is not None:
+        sums = tuple(part * scale for part in sums)
     return log_c, sums
 
 
@@ -404,6 +471,29 @@ def add_terms(parts: Sequence[CoxTerms]) -> CoxTerms:
     for part in parts[1:]:
         total = total + part
     return total
+
+
+def case_weights(weights: npt.ArrayLike, n: int) -> FloatArray:
+    """Check case weights: ``n`` finite numbers > 0, as float64.
+
+    R ``coxph`` and lifelines refuse weights <= 0 too: a zero weight would still count
+    in Efron's ``d``, so a row that should not count is dropped instead.
+    """
+    v = np.asarray(weights, dtype=np.float64)
+    if v.shape != (n,):
+        raise DataError(
+            f"Cox case weights: expected {n} values (one per row), got shape "
+            f"{v.shape}; pass one weight per row"
+        )
+    bad = ~np.isfinite(v) | (v <= 0)
+    if np.any(bad):
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"Cox case weights must be finite and > 0: {int(bad.sum())} of {n} rows "
+            f"are not (row {first}: {float(v[first])}); drop those rows or truncate "
+            "the weights"
+        )
+    return v
 
 
 # -- design: covariates agreed across stations ------------------------------------------

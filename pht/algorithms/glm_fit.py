@@ -7,10 +7,9 @@ estimate (``g(sum w y / sum w)``, or its closed form with an offset) and every o
 coefficient zero (:func:`origin`, from the pooled round-0 :class:`GlmSums`). This is
 the null model itself, so the fit's first log-likelihood is the null one, and it
 keeps the log and identity binomial links inside ``0 < mu < 1`` where zero would
-not. The path runs in ``delta = b - origin`` (:func:`newton_from`): a station
-replays :class:`pht.algorithms.optimize.NewtonPath` on ``delta`` from the pooled
-terms and evaluates at ``origin + delta``, with the origin recomputed from the
-signed round-0 sums. Outside the parameter space (a log-binomial ``mu >= 1``) the
+not. A station replays :class:`pht.algorithms.optimize.NewtonPath` from the same
+origin, recomputed from the stations' signed design replies (their
+:class:`GlmSums`). Outside the parameter space (a log-binomial ``mu >= 1``) the
 log-likelihood is ``-inf`` and Newton halves the step.
 
 At the converged ``b`` one more evaluation, :meth:`GlmRows.pieces`, gives what the
@@ -171,27 +170,18 @@ def origin(model: GlmModel, sums: GlmSums, p: int) -> FloatArray:
 def newton_from(
     start: FloatArray, *, max_iter: int = 50, tol: float = 1e-10, max_halvings: int = 30
 ) -> Generator[Ask, Answer, Fit]:
-    """:func:`pht.algorithms.optimize.newton` started at ``start`` instead of zero.
+    """:func:`pht.algorithms.optimize.newton` started at ``start`` (the origin).
 
-    Asks at ``start + delta`` for the ``delta`` that :class:`NewtonPath` replays;
-    the returned fit's ``beta`` is on the original scale.
+    The points asked for are those a station's :class:`NewtonPath` with the same
+    ``origin`` replays.
     """
-    steps = newton(start.size, max_iter=max_iter, tol=tol, max_halvings=max_halvings)
-    ask = next(steps)
-    while True:
-        answer = yield Ask(start + ask.beta, ask.need)
-        try:
-            ask = steps.send(answer)
-        except StopIteration as stop:
-            fit: Fit = stop.value
-            return Fit(
-                start + fit.beta,
-                fit.terms,
-                fit.null_loglik,
-                fit.iterations,
-                fit.converged,
-                fit.step_halvings,
-            )
+    return newton(
+        start.size,
+        max_iter=max_iter,
+        tol=tol,
+        max_halvings=max_halvings,
+        start=start,
+    )
 
 
 def check_estimable(information: FloatArray, names: Sequence[str]) -> None:

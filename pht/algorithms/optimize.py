@@ -84,16 +84,22 @@ Answer = Value | FloatArray
 
 
 def newton(
-    p: int, *, max_iter: int = 50, tol: float = 1e-10, max_halvings: int = 30
+    p: int,
+    *,
+    max_iter: int = 50,
+    tol: float = 1e-10,
+    max_halvings: int = 30,
+    start: npt.ArrayLike | None = None,
 ) -> Generator[Ask, Answer, Fit]:
     """Maximise a concave log-likelihood, asking for its terms point by point.
 
-    Start at zero; step ``-H^-1 g``; halve a step that lowers the log-likelihood by
-    more than rounding noise (``1e-11 * (1 + |loglik|)``, at most ``max_halvings``
-    times); stop at ``beta`` when the Newton step from it would move no coefficient
-    by ``tol`` and the last accepted step changed the log-likelihood by less than
-    ``tol * (1 + |loglik|)``. ``iterations`` counts accepted steps. The points asked
-    for are exactly those of :class:`NewtonPath`, which stations replay.
+    Start at ``start`` (default zero); step ``-H^-1 g``; halve a step that lowers
+    the log-likelihood by more than rounding noise (``1e-11 * (1 + |loglik|)``, at
+    most ``max_halvings`` times); stop at ``beta`` when the Newton step from it would
+    move no coefficient by ``tol`` and the last accepted step changed the
+    log-likelihood by less than ``tol * (1 + |loglik|)``. ``iterations`` counts
+    accepted steps. The points asked for are exactly those of :class:`NewtonPath`
+    (with the same origin), which stations replay.
 
     Send a :class:`Value` for ``Ask(beta, "value")`` and the Hessian array for
     ``Ask(beta, "hessian")``.
@@ -112,7 +118,9 @@ def newton(
             raise TypeError("send a Value for a 'value' ask")
         return answer
 
-    beta = np.zeros(p)
+    beta = np.zeros(p) if start is None else np.array(start, dtype=np.float64)
+    if beta.shape != (p,):
+        raise ValueError(f"start must hold {p} coefficients")
     value = yield from value_at(beta)
     null = value.loglik
     halvings = 0
@@ -168,8 +176,13 @@ def maximise(evaluate: Callable[[FloatArray], Terms], p: int, **options: float) 
 class NewtonPath:
     """Which coefficients a federated Newton-Raphson fit evaluates next."""
 
-    def __init__(self, p: int, *, max_halvings: int = 30) -> None:
+    def __init__(
+        self, p: int, *, max_halvings: int = 30, origin: npt.ArrayLike | None = None
+    ) -> None:
         self.p = p
+        self.origin = (
+            np.zeros(p) if origin is None else np.array(origin, dtype=np.float64)
+        )
         self.max_halvings = max_halvings
         self._base: FloatArray | None = None
         self._base_loglik = 0.0
@@ -178,8 +191,8 @@ class NewtonPath:
         self.expected: FloatArray | None = None
 
     def start(self) -> FloatArray:
-        """The agreed start: all coefficients zero."""
-        self.expected = np.zeros(self.p)
+        """The agreed start: the origin (all coefficients zero unless given)."""
+        self.expected = self.origin.copy()
         return self.expected
 
     def would_halve(self, loglik: float) -> bool:

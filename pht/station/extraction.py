@@ -156,11 +156,12 @@ class Extracting(StationBase):
                 values = set(labels(population.column(column))[0].tolist())
                 if held is None or not values <= held:
                     raise Refusal("refused", Code.SMALL_CELL)
-            if role == "covariate" and column in columns:
+            if role in ("covariate", "outcome") and column in columns:
                 # whatever its type or whether the request calls it categorical (a
                 # 0/1 number is one): if fewer than k patients differ from the most
                 # common value, the model terms and the model checks (concordance
-                # counts) would describe those few patients against a tied mass
+                # counts) would describe those few patients against a tied mass;
+                # a model's outcome (events of a binary one) likewise
                 _, counts = np.unique(
                     labels(population.column(column))[0].astype(str),
                     return_counts=True,

@@ -57,6 +57,8 @@ class GuardLimits:
     labels: frozenset[str] = frozenset()
     columns: frozenset[str] = frozenset()
     grid: frozenset[float] = frozenset()
+    stations: frozenset[str] = frozenset()
+    """The stations the request addressed (``station`` inputs only)."""
 
 
 def is_label(value: Any) -> bool:
@@ -169,6 +171,10 @@ class Guard:
             return
         if kind == "evidence":
             return  # checked by the session's path rule
+        if kind == "station":
+            if not isinstance(value, str) or value not in self.limits.stations:
+                raise DisclosureError(f"{where}: not a station the request addressed")
+            return
         if kind == "boolean":
             if not isinstance(value, bool):
                 raise DisclosureError(f"{where}: expected true or false")

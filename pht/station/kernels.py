@@ -8,7 +8,9 @@ hostile train chooses rides on a released number. A station releases iterative
 answers only for kernels it knows.
 
 Kernels: ``cox`` (the ``survival.cox`` train: design, ``terms`` in stratified mode,
-``sums`` and ``curvature`` in pooled mode, ``checks`` once at the converged point).
+``sums`` and ``curvature`` in pooled mode, ``checks`` once at the converged point) and
+``glm`` (the ``glm`` train: design, ``terms``, ``checks`` with the fit's pieces; its
+answers are :class:`pht.algorithms.glm_local.LocalGlm`'s on the station's extract).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pht.errors import DisclosureError, PhtError
 from pht.station.population import Population
 from pht.wire import decode_array, encode_array
 
-KERNELS = ("cox",)
+KERNELS = ("cox", "glm")
 RTOL = 1e-8
 
 
@@ -131,6 +133,29 @@ class CoxKernel:
             out["deaths"] = encode_array(deaths)
             out["x_death"] = x_death.tolist()
         return out
+
+
+class GlmKernel:
+    """The station's own GLM answers for one session (round 0 included)."""
+
+    def __init__(
+        self, population: Population, parameters: Mapping[str, Any], k: int
+    ) -> None:
+        from pht.algorithms.glm_local import LocalGlm, used_columns
+
+        columns = {c: population.column(c) for c in used_columns(parameters)}
+        self.local = LocalGlm(columns, parameters, k)
+        self.model = self.local.model
+
+    def describe(self) -> dict[str, Any]:
+        """Round 0 as the station computes it."""
+        return self.local.describe()
+
+    def answer(self, op: str, message: Mapping[str, Any]) -> dict[str, Any]:
+        """What the train must answer to ``message``."""
+        if op != message.get("op"):
+            raise DisclosureError("an operation the kernel does not know")
+        return self.local.answer(message)
 
 
 def same(given: Any, expected: Any) -> bool:

@@ -48,7 +48,7 @@ from pht.signing import utc_now, verify_receipt
 from pht.station.codes import Code
 from pht.station.executors import Channel
 from pht.station.guard import Guard, GuardLimits
-from pht.station.kernels import CoxKernel, same
+from pht.station.kernels import CoxKernel, GlmKernel, same
 from pht.station.station import Admission, Refusal, Station
 from pht.wire import Reply, decode_array
 
@@ -135,7 +135,8 @@ class StationSession:
         self.first: Any = None  # pooled first-order terms at the accepted point
         self.accepted: float | None = None  # log-likelihood of the last accepted point
         self.peers: tuple[str, ...] | None = None
-        self.kernel: CoxKernel | None = None
+        self.kernel: CoxKernel | GlmKernel | None = None
+        self.null: float | None = None  # glm: the pooled null intercept
         self.pending: dict[str, Any] | None = None  # the message the train answers
 
     # -- the train ------------------------------------------------------------------
@@ -190,7 +191,19 @@ class StationSession:
         if population is None:
             raise DisclosureError("no population")
         params = self.admitted.parameters
-        roles = dict(reversed(self.admitted.package.manifest.roles_of(params)))
+        manifest = self.admitted.package.manifest
+        if manifest.session is not None and manifest.session.kernel == "glm":
+            kernel = GlmKernel(
+                population, params, int(self.admitted.policy.min_cell_size)
+            )
+            glm_own = kernel.describe()
+            if not same(output, glm_own):
+                raise DisclosureError(
+                    "round 0 differs from the station's own description"
+                )
+            self.kernel = kernel
+            return glm_own
+        roles = dict(reversed(manifest.roles_of(params)))
         by_role = {r: c for c, r in roles.items()}
         event = np.asarray(population.column(by_role["event"]), dtype=float)
         own: dict[str, Any] = {
@@ -280,6 +293,10 @@ class StationSession:
             # design on the same times (no steering one station with another's)
             self.design_stamp = digest(canonical_json(forward))
             extra = {"design": self.design_stamp}
+            stations = message["design"].get("stations")
+            if stations:
+                # the station says which fixed effect is its own
+                forward["station_index"] = list(stations).index(self.station.id)
         elif op in spec.evaluate:
             beta = message.get(spec.dof)
             if self.p is None or not isinstance(beta, list) or len(beta) != self.p:
@@ -320,6 +337,7 @@ class StationSession:
             labels=frozenset(labels),
             columns=limits.columns,
             grid=limits.grid,
+            stations=frozenset(self.admitted.body.targets),
         )
         try:
             Guard(gate).check(message, spec.inputs[op], "message")
@@ -386,11 +404,35 @@ class StationSession:
             p += len(levels) - 1
         if len(design["centre"]) != p or p < 1:
             raise Refusal("refused", Code.DESIGN)
+        if isinstance(self.kernel, GlmKernel):
+            p += 1 + self._fixed_effects(design)
         times = message.get("times")
         self.times = None if times is None else np.asarray(times, dtype=np.float64)
         if self.n < 10 * p:
             raise Refusal("refused", Code.DOF)
         self.p = p
+
+    def _fixed_effects(self, design: Mapping[str, Any]) -> int:
+        """Station fixed effects of a GLM design: the other stations' dummies.
+
+        ``stations`` (when given) lists the session's stations in sorted order, this
+        one among them, only stations the request addressed; the first is the
+        reference. The stations that prove every later round must be exactly these.
+        """
+        stations = design.get("stations")
+        if stations is None:
+            return 0
+        if (
+            not self.admitted.parameters.get("station_effects")
+            or not isinstance(stations, list)
+            or len(stations) < 2
+            or stations != sorted(set(stations))
+            or self.station.id not in stations
+            or not set(stations) <= set(self.admitted.body.targets)
+        ):
+            raise Refusal("refused", Code.DESIGN)
+        self.peers = tuple(stations)
+        return len(stations) - 1
 
     # -- the Newton path --------------------------------------------------------------
     def _verified(self, evidence: Any) -> dict[tuple[str, int], dict[str, Any]]:
@@ -456,6 +498,23 @@ class StationSession:
         assert self.p is not None
         beta = message["beta"]
         evidence = message.get("evidence")
+        if self.path is None and isinstance(self.kernel, GlmKernel):
+            # a GLM starts at the null model, from every station's design sums
+            if op != "terms" or self.design_round is None:
+                raise Refusal("refused", Code.PATH)
+            designs = self._at(self._verified(evidence), self.design_round, None)
+            if any(o.get("design") != self.design_stamp for o in designs.values()):
+                raise Refusal("refused", Code.PATH)
+            from pht.algorithms.glm_local import pooled_start
+
+            try:
+                start, self.null = pooled_start(self.kernel.model, designs, self.p)
+            except (KeyError, TypeError, ValueError, PhtError):
+                raise Refusal("refused", Code.PATH) from None
+            self.path = NewtonPath(self.p, origin=start)
+            if not NewtonPath.matches(beta, self.path.start()):
+                raise Refusal("refused", Code.PATH)
+            return
         if self.path is None:
             self.path = NewtonPath(self.p)
             first_op = "terms" if self.admitted.disclosure_class == "model" else "sums"
@@ -481,6 +540,14 @@ class StationSession:
         if op == CHECKS:
             self._check_converged(last_op, outputs, message)
             expected = self.path.expected
+            if isinstance(self.kernel, GlmKernel):
+                null = message.get("null_intercept")
+                if (
+                    self.null is None
+                    or not isinstance(null, float | int)
+                    or abs(float(null) - self.null) > 1e-12 * (1 + abs(self.null))
+                ):
+                    raise Refusal("refused", Code.PATH)
         elif last_op == "terms":
             loglik, gradient, hessian = _summed_terms(outputs, self.p)
             if not self.path.would_halve(loglik):
@@ -639,6 +706,10 @@ def _summed_terms(
     try:
         for station in sorted(outputs):
             output = outputs[station]
+            if output.get("loglik") is None and output.get("gradient") is None:
+                # outside the parameter space (a GLM's log link): the path halves
+                nan = np.full(p, np.nan)
+                return -np.inf, nan, np.full((p, p), np.nan)
             loglik += float(output["loglik"])
             gradient = gradient + np.asarray(output["gradient"], dtype=float).reshape(p)
             hessian = hessian + _matrix(output, "hessian", p)
