@@ -151,7 +151,9 @@ class Study:
 
     @property
     def train(self) -> str:
-        """The train as ``name@version``."""
+        """The train as ``name@version`` (``equivalence`` for that study design)."""
+        if self.config.design is not None:
+            return "equivalence"
         return str(self.config.train.manifest.ref)
 
     @property

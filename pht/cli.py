@@ -138,6 +138,13 @@ def _run(
         f"[bold]{study.train}[/] on '{study.config.dataset}' at "
         f"{len(study.config.stations or network.stations)} station(s)"
     )
+    if study.config.design is not None:
+        for analysis in study.config.design.analyses:
+            console.print(
+                f"  analysis: {escape(analysis.key)} with "
+                f"{analysis.study.train.manifest.ref}",
+                soft_wrap=True,
+            )
     try:
         result = api.run(study, network, key, progress=_progress)
     except StudyPending as held:
@@ -340,11 +347,12 @@ def demo(
     # nkr refuses by design (few weight-based patients): a partial result, exit 0
     report = _run(made.study, made.network, made.out, made.identity, False)
     out.print(f"open {report.resolve()} in a browser")
-    out.print(
-        "next: pht run "
-        f"{made.root / 'study-utilisation.yaml'} --network {made.network} "
-        f"--identity {made.identity} --out {made.root / 'results-utilisation'}"
-    )
+    for name in ("utilisation", "dose"):
+        out.print(
+            "next: pht run "
+            f"{made.root / f'study-{name}.yaml'} --network {made.network} "
+            f"--identity {made.identity} --out {made.root / f'results-{name}'}"
+        )
 
 
 @trains_app.command("list")

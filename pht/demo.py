@@ -51,6 +51,49 @@ parameters:
 """
 
 
+DOSE_STUDY = """\
+# The dose-reduction question (README: "equivalence studies"): is weight-based anti-PD-1
+# dosing non-inferior to standard dosing on overall survival and not worse on grade >= 3
+# toxicity, after adjusting for case mix, and what would it save per year? Each outcome
+# runs as its own signed requests (adjusted and crude side by side).
+question: Is weight-based anti-PD-1 dosing non-inferior to standard dosing in daily
+  practice, and what would it save?
+purpose: efficiency-research/dose-reduction
+design: equivalence
+dataset: melanoma
+stations: [nkr, dica, umc]
+comparison: {column: regimen, treatment: weight_based, reference: standard}
+# case mix: treatment choice depends on prognosis (confounding by indication)
+covariates: [age, ecog, ldh_elevated, stage, drug, line]
+categorical: [ecog]
+outcomes:
+  - name: overall survival
+    primary: true
+    measure: hazard_ratio
+    time: os_days
+    event: death
+    hypothesis: non_inferiority
+    margin: 1.2            # the upper bound of the 90% CI of the HR must stay below
+    adjustment: regression # Cox stratified by station, adjusted for the covariates
+  - name: grade >= 3 toxicity
+    measure: odds_ratio
+    outcome: tox_grade3
+    higher_is_better: false
+    hypothesis: non_inferiority
+    margin: 1.25
+    adjustment: regression # logistic regression on the covariates
+# the quick scan: list prices (assumptions), a mean weight-based dose of 150 mg
+savings:
+  drug: pembrolizumab
+  price_per_mg: 28.6
+  standard: {dose_mg: 200, interval_weeks: 3}
+  alternative: {dose_mg: 150, interval_weeks: 3}
+  patients_per_year: 600
+  uptake: 0.8
+  band: 0.15
+"""
+
+
 @dataclass(frozen=True)
 class Demo:
     """Where the demo's files are."""
@@ -105,4 +148,5 @@ def create_demo(
     study = root / "study.yaml"
     study.write_text(STUDY, encoding="utf-8")
     (root / "study-utilisation.yaml").write_text(UTILISATION_STUDY, encoding="utf-8")
+    (root / "study-dose.yaml").write_text(DOSE_STUDY, encoding="utf-8")
     return Demo(root, made.network, study, root / "results", made.requester_key)

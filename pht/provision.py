@@ -68,7 +68,7 @@ CLINICAL_ROLES: dict[str, list[str]] = {
         if column in ("cost_eur", "n_administrations", "dose_mg_total")
         else ["site"]
         if column == "hospital"
-        else ["group", "covariate", "outcome"]
+        else ["group", "covariate", "outcome", "measure"]
         if column == "tox_grade3"
         else ["group", "covariate"]
     )

@@ -895,6 +895,21 @@ def _given(measure: str, method: str, value: float, se: float, alpha: float) -> 
     return _effect(measure, method, value, se, None, alpha)
 
 
+def from_model(
+    measure: str, coef: float, se: float, *, alpha: float = 0.05, method: str = "GLM"
+) -> Effect:
+    """The effect of a model coefficient, with normal theory as the model's Wald CI.
+
+    ``coef`` is a log ratio for ratio measures (odds, risk, hazard), a difference
+    otherwise (an identity-link risk difference, a gaussian mean difference).
+    """
+    if measure not in MEASURES:
+        raise ConfigError(
+            f"measure {measure!r} is not known; use one of {', '.join(MEASURES)}"
+        )
+    return _given(measure, method, coef, se, alpha)
+
+
 def hazard_ratio(
     log_hr: float, se: float, *, alpha: float = 0.05, method: str = "Cox"
 ) -> Effect:

@@ -110,6 +110,9 @@ class Study:
     parameters: Mapping[str, Any]
     role: str
     min_stations: int | None = None
+    design: Any = None
+    """An ``equivalence`` study's design (:class:`pht.orchestrator.equivalence.
+    EquivalenceDesign`: its analyses are the requests); None for a one-train study."""
 
     def quorum(self, targets: int) -> int:
         """Stations that must take part for a result: ``min_stations``, else all."""
@@ -385,7 +388,17 @@ def _study(
     catalogue: Catalogue,
     network: Network | None = None,
 ) -> Study:
-    root = document.mapping(set(STUDY_KEYS))
+    from pht.orchestrator import equivalence
+
+    design_node = document.mapping(None).get("design")
+    if design_node is not None and design_node.value() != equivalence.DESIGN:
+        raise design_node.error(
+            f"{yamlcfg.quote(design_node.value())} is not a study design; the one "
+            "design is 'equivalence' (leave the key out for a one-train study)"
+        )
+    root = document.mapping(
+        set(equivalence.STUDY_KEYS) if design_node is not None else set(STUDY_KEYS)
+    )
     requester_node = root.get("requester")
     if requester_node is not None:
         raise requester_node.error(
@@ -410,11 +423,13 @@ def _study(
         raise purpose_node.error(
             f"purpose '{purpose}' must be a path such as package-management/reassessment"
         )
-    train_node = root.require("train")
-    try:
-        package = catalogue.get(TrainRef.parse(train_node.as_str()))
-    except ConfigError as exc:
-        raise train_node.error(str(exc)) from None
+    package = None
+    if design_node is None:
+        train_node = root.require("train")
+        try:
+            package = catalogue.get(TrainRef.parse(train_node.as_str()))
+        except ConfigError as exc:
+            raise train_node.error(str(exc)) from None
     dataset = _check_id(root.require("dataset"), "dataset")
     stations: tuple[str, ...] | None = None
     stations_node = root.get("stations")
@@ -431,6 +446,11 @@ def _study(
                 raise item.error(
                     f"unknown station '{station_id}'; the network has: {known}"
                 )
+    if design_node is not None:
+        return _equivalence_study(
+            root, path, catalogue, network, question, purpose, dataset, stations, role
+        )
+    assert package is not None
     params_node = root.get("parameters")
     given: dict[str, Any] = {}
     if params_node is not None:
@@ -483,4 +503,56 @@ def _study(
         parameters=parameters,
         role=role,
         min_stations=min_stations,
+    )
+
+
+def _equivalence_study(
+    root: yamlcfg.Mapping,
+    path: Path,
+    catalogue: Catalogue,
+    network: Network | None,
+    question: str,
+    purpose: str,
+    dataset: str,
+    stations: tuple[str, ...] | None,
+    role: str,
+) -> Study:
+    """A ``design: equivalence`` study: its analyses are the requests it sends."""
+    from pht.orchestrator import equivalence
+
+    if network is not None:
+        targets = stations or tuple(network.stations)
+        if not any(dataset in network.stations[s].datasets for s in targets):
+            raise root.require("dataset").error(
+                f"no target station holds dataset '{dataset}'; check 'dataset' "
+                "against the datasets in the network file"
+            )
+    count = (
+        len(stations)
+        if stations is not None
+        else len(network.stations)
+        if network is not None
+        else None
+    )
+    min_stations = _min_stations(root.get("min_stations"), count)
+    base = {
+        "question": question,
+        "purpose": purpose,
+        "dataset": dataset,
+        "stations": stations,
+        "role": role,
+        "min_stations": min_stations,
+    }
+    design = equivalence.parse(root, path, catalogue, base)
+    return Study(
+        source=path,
+        question=question,
+        purpose=purpose,
+        train=equivalence.train_package(design),
+        dataset=dataset,
+        stations=stations,
+        parameters=design.summary,
+        role=role,
+        min_stations=min_stations,
+        design=design,
     )

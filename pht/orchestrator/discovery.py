@@ -402,6 +402,15 @@ def validate_at_stations(
         targets=targets,
         catalogue=catalogue,
     )
+    if study.design is not None:  # an equivalence study: every analysis's request
+        problems: list[Problem] = []
+        for analysis in study.design.analyses:
+            for problem in check_study(
+                analysis.study, answers, companion_of(analysis.study, catalogue)
+            ):
+                if problem not in problems:
+                    problems.append(problem)
+        return problems, targets
     return check_study(study, answers, companion_of(study, catalogue)), targets
 
 

@@ -342,6 +342,10 @@ def budget_use(study: Study) -> dict[str, Any]:
     ``rounds_per_query`` rounds at stations whose policy says so); a companion
     train is a second request, so a second unit.
     """
+    if study.design is not None:
+        from pht.orchestrator.equivalence import budget
+
+        return budget(study)
     trains = [str(study.train.manifest.ref)]
     spec = plugin_for(study.train.manifest.name).companion
     if spec is not None and study.parameters.get(spec.trigger) is not None:
@@ -385,16 +389,23 @@ def run_study(
     engine: Engine,
     requester: Requester,
     progress: ProgressCallback | None = None,
+    released: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Dispatch the study's train and pool the released aggregates into a result.
 
     Statistical caveats (:class:`~pht.errors.PhtWarning`) land in ``warnings``; who
     took part lands in ``partial`` (see the module docstring). Raises
     :class:`~pht.errors.QuorumError` when fewer than the study's ``min_stations``
-    took part.
+    took part. ``released`` (a single-round train) receives the opened outputs by
+    station. An ``equivalence`` study runs each of its analyses
+    (:mod:`pht.orchestrator.equivalence`).
     """
+    if study.design is not None:
+        from pht.orchestrator.equivalence import run_equivalence
+
+        return run_equivalence(study, network, engine, requester, progress)
     return _with_caveats(
-        lambda: _run_study(study, network, engine, requester, progress)
+        lambda: _run_study(study, network, engine, requester, progress, released)
     )
 
 
@@ -404,6 +415,7 @@ def _run_study(
     engine: Engine,
     requester: Requester,
     progress: ProgressCallback | None = None,
+    keep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     manifest = study.train.manifest
     plugin = plugin_for(manifest.name)
@@ -440,6 +452,8 @@ def _run_study(
             )
         replies = {s: opener(r) for s, r in raw.items()}
         released = _check_participation(study, replies)
+        if keep is not None:
+            keep.update(released)
         sections = _pool(plugin.pool, released, study)
         rounds = 1
     return _result(
