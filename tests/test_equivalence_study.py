@@ -404,3 +404,42 @@ def test_missing_direction_for_a_risk_measure(tmp_path):
     path.write_text(yaml.safe_dump(study, sort_keys=False), encoding="utf-8")
     with pytest.raises(ConfigError, match="higher_is_better"):
         load_study(path, Catalogue())
+
+
+def test_savings_from_the_pooled_utilisation(world, frames):
+    study = json.loads(json.dumps(STUDY))
+    study["stations"] = ["umc"]  # the pharmacy columns (mg, administrations)
+    study["outcomes"] = [STUDY["outcomes"][1]]
+    study["savings"] = {
+        "drug": "pembrolizumab",
+        "price_per_mg": 28.6,
+        "standard": {"interval_weeks": 3},
+        "alternative": {"interval_weeks": 3},
+        "patients_per_year": "utilisation",
+        "utilisation": {"years": [2022, 2023, 2024]},
+    }
+    path = world["root"] / "study-utilisation-savings.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False), encoding="utf-8")
+    result = run_embedded(path, world["network"])
+    savings = result["savings"]
+    umc = frames["umc"]
+    rows = umc[
+        (umc["drug"] == "pembrolizumab")
+        & umc["start_date"].dt.year.isin([2022, 2023, 2024])
+    ]
+    for key, regimen in (("standard", "standard"), ("alternative", "weight_based")):
+        part = rows[rows["regimen"] == regimen]
+        dose = part["dose_mg_total"].sum() / part["n_administrations"].sum()
+        assert math.isclose(savings[key]["dose_mg"], dose, rel_tol=1e-12)
+        assert savings[key]["basis"].startswith("utilisation 2022-2024")
+    assert math.isclose(savings["patients_per_year"], len(rows) / 3, rel_tol=1e-12)
+    assert "savings (utilisation)" in result["analyses"]
+
+
+def test_a_bad_utilisation_key_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="utilisation must be") as info:
+        _load(
+            tmp_path,
+            savings={**STUDY["savings"], "utilisation": {"years": "2024"}},
+        )
+    assert "\n" not in str(info.value)

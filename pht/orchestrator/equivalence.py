@@ -66,6 +66,9 @@ DESIGN = "equivalence"
 
 ADJUSTMENTS = ("none", "stratified", "regression", "iptw")
 
+SAVINGS = "savings"
+"""The analysis name of the utilisation request behind the quick scan."""
+
 OUTCOME_KEYS = {
     "name",
     "primary",
@@ -520,6 +523,31 @@ def parse(
             scan(savings, comparison)  # every key checked before anything is sent
         except ConfigError as exc:
             raise savings_node.error(str(exc).removeprefix("quick scan: ")) from None
+        if utilisation_years(savings) is not None:
+            package = catalogue.get(TrainRef.parse("utilisation"))
+            resolved, problems = package.manifest.resolve(
+                {"regimen": comparison.column}
+            )
+            if problems:
+                raise savings_node.error(f"the utilisation request: {problems[0]}")
+            analyses.append(
+                Analysis(
+                    SAVINGS,
+                    "utilisation",
+                    "none",
+                    Study(
+                        source=path,
+                        question=f"{base['question']} [savings: utilisation]",
+                        purpose=base["purpose"],
+                        train=package,
+                        dataset=base["dataset"],
+                        stations=base["stations"],
+                        parameters=resolved,
+                        role=base["role"],
+                        min_stations=base["min_stations"],
+                    ),
+                )
+            )
     summary = {
         "design": DESIGN,
         "comparison": asdict(comparison),
@@ -564,6 +592,7 @@ def asdict_shallow(spec: OutcomeSpec) -> dict[str, Any]:
 
 # -- the quick scan -----------------------------------------------------------------------
 SAVINGS_KEYS = {
+    "utilisation",
     "drug",
     "price_per_mg",
     "standard",
@@ -577,14 +606,47 @@ SAVINGS_KEYS = {
 }
 
 
-def scan(inputs: Mapping[str, Any], comparison: Comparison) -> QuickScan:
-    """The quick scan from the study's ``savings`` inputs (one-line errors)."""
+def utilisation_years(inputs: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """The years of ``savings.utilisation`` (None without it); one-line errors."""
+    given = inputs.get("utilisation")
+    if given is None:
+        return None
+    years = given.get("years") if isinstance(given, Mapping) else None
+    if (
+        not isinstance(given, Mapping)
+        or set(given) != {"years"}
+        or not isinstance(years, list)
+        or not years
+        or not all(isinstance(y, int) and not isinstance(y, bool) for y in years)
+    ):
+        raise ConfigError(
+            "quick scan: utilisation must be {years: [2022, 2023, 2024]}: the years "
+            "whose pooled utilisation gives the doses and patients per year"
+        )
+    return tuple(sorted(set(years)))
+
+
+def scan(
+    inputs: Mapping[str, Any], comparison: Comparison, pooled: Any = None
+) -> QuickScan:
+    """The quick scan from the study's ``savings`` inputs (one-line errors).
+
+    With ``savings.utilisation`` the dose per administration of a regimen without
+    ``dose_mg`` and ``patients_per_year: utilisation`` come from the pooled
+    utilisation tables (``pooled``; None while only the keys are checked).
+    """
+    from pht.algorithms.savings import (
+        patients_per_year_from_utilisation,
+        regimen_cost_from_utilisation,
+    )
+
     unknown = sorted(set(inputs) - SAVINGS_KEYS)
     if unknown:
         raise ConfigError(
             f"quick scan: {unknown[0]} is not a savings key; use "
             + ", ".join(sorted(SAVINGS_KEYS))
         )
+    years = utilisation_years(inputs)
     for key in ("price_per_mg", "standard", "alternative", "patients_per_year"):
         if key not in inputs:
             raise ConfigError(
@@ -606,12 +668,40 @@ def scan(inputs: Mapping[str, Any], comparison: Comparison) -> QuickScan:
             raise ConfigError(
                 f"quick scan: {key} must be {{dose_mg: ..., interval_weeks: ...}}"
             )
-        for part in ("dose_mg", "interval_weeks"):
-            if part not in given:
-                raise ConfigError(f"quick scan: {key}.{part} is missing")
+        if "interval_weeks" not in given:
+            raise ConfigError(f"quick scan: {key}.interval_weeks is missing")
+        price = given.get("price_per_mg", inputs["price_per_mg"])
+        if "dose_mg" not in given:
+            if years is None:
+                raise ConfigError(
+                    f"quick scan: {key}.dose_mg is missing; give it, or add "
+                    "utilisation: {years: [...]} to take the mean dose per "
+                    "administration from the pooled utilisation"
+                )
+            if not inputs.get("drug"):
+                raise ConfigError(
+                    "quick scan: drug is missing; the utilisation tables are per drug"
+                )
+            if pooled is None:  # checking the keys only: a placeholder dose
+                regimens[key] = regimen_cost(
+                    regimen,
+                    price_per_mg=price,
+                    dose_mg=1.0,
+                    interval_weeks=given["interval_weeks"],
+                )
+                continue
+            regimens[key] = regimen_cost_from_utilisation(
+                pooled,
+                drug=str(inputs["drug"]),
+                regimen=regimen,
+                years=years,
+                price_per_mg=price,
+                interval_weeks=given["interval_weeks"],
+            )
+            continue
         regimens[key] = regimen_cost(
             regimen,
-            price_per_mg=given.get("price_per_mg", inputs["price_per_mg"]),
+            price_per_mg=price,
             dose_mg=given["dose_mg"],
             interval_weeks=given["interval_weeks"],
         )
@@ -625,10 +715,24 @@ def scan(inputs: Mapping[str, Any], comparison: Comparison) -> QuickScan:
             options[key] = (
                 tuple(options[key]) if isinstance(options[key], list) else options[key]
             )
+    patients = inputs["patients_per_year"]
+    if patients == "utilisation":
+        if years is None or not inputs.get("drug"):
+            raise ConfigError(
+                "quick scan: patients_per_year: utilisation needs drug and "
+                "utilisation: {years: [...]}"
+            )
+        patients = (
+            100.0
+            if pooled is None
+            else patients_per_year_from_utilisation(
+                pooled, drug=str(inputs["drug"]), years=years
+            )
+        )
     return quick_scan(
         regimens["standard"],
         regimens["alternative"],
-        patients_per_year=inputs["patients_per_year"],
+        patients_per_year=patients,
         drug=str(inputs.get("drug", "")),
         **options,
     )
@@ -823,6 +927,7 @@ def run_equivalence(
     design = study.design
     assert isinstance(design, EquivalenceDesign)
     analyses: dict[str, Any] = {}
+    utilisation: Any = None
     effects: dict[tuple[str, str], eq.Effect] = {}
     errors: dict[tuple[str, str], str] = {}
     specs = {o.name: o for o in design.outcomes}
@@ -833,6 +938,8 @@ def run_equivalence(
                 analysis.study, network, engine, requester, progress, released
             )
         except PhtError as exc:
+            if analysis.outcome == SAVINGS:
+                raise type(exc)(f"savings (the utilisation request): {exc}") from None
             said = f"{exc}{_hint(specs[analysis.outcome], str(exc))}"
             if analysis.role == "adjusted" and specs[analysis.outcome].primary:
                 raise type(exc)(
@@ -864,6 +971,20 @@ def run_equivalence(
                 "pht_version",
             )
         }
+        if analysis.outcome == SAVINGS:
+            from pht.algorithms.utilisation import pool_utilisation
+
+            utilisation = pool_utilisation(released)
+            analyses[analysis.key] = {
+                "outcome": analysis.outcome,
+                "role": analysis.role,
+                "adjustment": analysis.adjustment,
+                "train": result["train"],
+                "train_digest": result["train_digest"],
+                "parameters": result["parameters"],
+                **sections,
+            }
+            continue
         try:
             effect = effect_of(
                 specs[analysis.outcome],
@@ -917,11 +1038,13 @@ def run_equivalence(
             }
         outcomes.append(row)
     primary = next(o for o in outcomes if o["primary"])
-    savings = (
-        scan_section(scan(design.savings, design.comparison))
-        if design.savings
-        else None
-    )
+    savings = None
+    if design.savings:
+        try:
+            savings = scan_section(scan(design.savings, design.comparison, utilisation))
+        except PhtError as exc:
+            savings = {"error": str(exc)}
+
     first = analyses[next(iter(analyses))]
     stations = first.get("stations", [])
     partials = [a.get("partial") for a in analyses.values() if a.get("partial")]
