@@ -166,13 +166,19 @@ def _write(result: dict[str, Any], out_dir: Path, partial_exit: bool = True) -> 
     partial = result.get("partial") or {}
     if not partial.get("complete", True):
         missing = "; ".join(
-            f"{m['station']} {m['status']}: {m['reason']} (acts: {m['acts']})"
+            f"{m['station']}"
+            + (f" in {m['analysis']}" if m.get("analysis") else "")
+            + f" {m['status']}: {m['reason']} (acts: {m['acts']})"
             for m in partial["missing"]
         )
+        took = (
+            "not every station took part in every analysis"
+            if partial.get("analyses")
+            else f"{partial['took_part']} of {partial['requested']} stations took "
+            f"part (min_stations {partial['min_stations']})"
+        )
         console.print(
-            f"[yellow]partial result:[/] {partial['took_part']} of "
-            f"{partial['requested']} stations took part (min_stations "
-            f"{partial['min_stations']}); missing: {escape(missing)}",
+            f"[yellow]partial result:[/] {took}; missing: {escape(missing)}",
             soft_wrap=True,
         )
         if partial_exit:

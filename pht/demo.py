@@ -81,7 +81,13 @@ outcomes:
     higher_is_better: false
     hypothesis: non_inferiority
     margin: 1.25
-    adjustment: regression # logistic regression on the covariates
+    adjustment: regression # logistic regression on this outcome's own case mix:
+    covariates: [drug]     # the combination, always standard-dosed, is the toxic one;
+    # a station refuses a model whose terms would count fewer patients than its
+    # minimum cell size (two covariate values together, events in a level): nkr and
+    # dica hold fewer toxicities among their weight-based patients than that, so this
+    # outcome rests on umc alone, and says so
+    min_stations: 1
 # the quick scan: list prices (assumptions), a mean weight-based dose of 150 mg
 savings:
   drug: pembrolizumab

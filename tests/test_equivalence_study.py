@@ -43,7 +43,6 @@ STUDY: dict[str, Any] = {
         "reference": "standard",
     },
     "covariates": COVARIATES,
-    "categorical": ["ecog"],
     "outcomes": [
         {
             "name": "overall survival",
@@ -61,6 +60,8 @@ STUDY: dict[str, Any] = {
             "higher_is_better": False,
             "hypothesis": "non_inferiority",
             "margin": 1.25,
+            "covariates": ["drug"],  # toxicity's own case mix (TRUTH: drug, regimen)
+            "min_stations": 1,  # nkr, dica: toxicities among weight-based under k
         },
         {
             "name": "toxicity by station",
@@ -131,9 +132,19 @@ def outcome(result: dict[str, Any], name: str) -> dict[str, Any]:
     return next(o for o in result["equivalence"]["outcomes"] if o["name"] == name)
 
 
-def pooled(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def pooled(
+    frames: dict[str, pd.DataFrame],
+    result: dict[str, Any] | None = None,
+    analysis: str | None = None,
+) -> pd.DataFrame:
+    """The pooled rows (of the stations that took part in ``analysis``)."""
+    missing: set[str] = set()
+    if result is not None and analysis is not None:
+        part = result["analyses"][analysis]["partial"]
+        missing = {m["station"] for m in part["missing"]}
     return pd.concat(
-        [f.assign(station=s) for s, f in sorted(frames.items())], ignore_index=True
+        [f.assign(station=s) for s, f in sorted(frames.items()) if s not in missing],
+        ignore_index=True,
     )
 
 
@@ -218,10 +229,11 @@ def test_hazard_ratio_is_the_cox_analysis_coefficient(world):
 
 def test_odds_ratios_equal_statsmodels_on_pooled_rows(world, frames):
     rows = pooled(frames)
-    formula = (
-        "tox_grade3 ~ C(regimen, Treatment('standard')) + age + C(ecog) "
-        "+ ldh_elevated + stage + drug + line"
-    )
+    analysis = world["result"]["analyses"]["toxicity (adjusted)"]
+    missing = {m["station"] for m in analysis["partial"]["missing"]}
+    assert missing == {"nkr", "dica"}  # cells under k: refused, nothing released
+    rows = rows[~rows["station"].isin(missing)]
+    formula = "tox_grade3 ~ C(regimen, Treatment('standard')) + drug"
     model = smf.glm(formula, rows, family=sm.families.Binomial()).fit(
         tol=1e-14, maxiter=200
     )
@@ -263,7 +275,8 @@ def test_mantel_haenszel_equals_statsmodels_stratified_table(world, frames):
 
 
 def test_risk_difference_and_geometric_means_equal_pooled_rows(world, frames):
-    rows = pooled(frames)
+    result = world["result"]
+    rows = pooled(frames, result, "toxicity risk difference (adjusted)")
     g = rows[rows["regimen"] == "weight_based"]
     r = rows[rows["regimen"] == "standard"]
     p1, p0 = g["tox_grade3"].mean(), r["tox_grade3"].mean()
@@ -271,6 +284,9 @@ def test_risk_difference_and_geometric_means_equal_pooled_rows(world, frames):
     assert math.isclose(rd["estimate"], p1 - p0, rel_tol=1e-9)
     se = math.sqrt(p1 * (1 - p1) / len(g) + p0 * (1 - p0) / len(r))
     assert math.isclose(rd["se"], se, rel_tol=1e-8)
+    rows = pooled(frames, result, "drug cost (adjusted)")
+    g = rows[rows["regimen"] == "weight_based"]
+    r = rows[rows["regimen"] == "standard"]
     lg, lr = np.log(g["cost_eur"]), np.log(r["cost_eur"])
     rgm = outcome(world["result"], "drug cost")["adjusted"]
     assert math.isclose(rgm["estimate"], math.exp(lg.mean() - lr.mean()), rel_tol=1e-10)
@@ -352,7 +368,6 @@ def _load(tmp_path: Path, **changes: Any) -> Any:
         ({"outcome.margin": 0.8}, "margin"),
         ({"outcome.measure": "risk_ratio"}, "outcome"),
         ({"outcome.hypothesis": "superiority"}, "hypothesis"),
-        ({"outcome.adjustment": "iptw"}, "adjustment"),
         ({"outcome.adjustment": "propensity"}, "adjustment"),
         ({"outcome.lower": 0.8}, "lower"),
         ({"outcome.tau": 365}, "tau"),

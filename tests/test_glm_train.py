@@ -47,10 +47,13 @@ def frames() -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def network(tmp_path_factory, frames) -> Path:  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("glm")
+    # k = 3: the oracle tests want stations in the fit (with k = 10 only umc has no
+    # cell under k, e.g. dica's 7 toxicities among its 55 weight-based patients)
     return write_network(
         root,
         frames,
         dataset="d",
+        min_cell_size=3,
         classes=("aggregate", "model"),
         budget={"queries": 500, "period_days": 30, "organisation_queries": 500},
     )
@@ -61,12 +64,20 @@ def fit(network: Path, tmp: Path, **params: Any) -> dict[str, Any]:
     study = write_study(
         tmp, train="glm", dataset="d", parameters=params, min_stations=1
     )
-    return run_embedded(study, network)
+    result = run_embedded(study, network)
+    took = [s["id"] for s in result["stations"] if s["participated"]]
+    if "glm" in result:
+        result["glm"]["took_part"] = took  # the oracle's rows: these stations'
+    return result
 
 
-def pooled(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def pooled(
+    frames: dict[str, pd.DataFrame], glm: dict[str, Any] | None = None
+) -> pd.DataFrame:
+    took = set(glm["took_part"]) if glm is not None else set(frames)
     out = pd.concat(
-        [f.assign(station=s) for s, f in sorted(frames.items())], ignore_index=True
+        [f.assign(station=s) for s, f in sorted(frames.items()) if s in took],
+        ignore_index=True,
     )
     return out
 
@@ -96,8 +107,8 @@ def close(a: Any, b: Any, tol: float = TOL) -> None:
 
 
 # formula order = pht order: intercept, covariates in order (levels in factor order)
-FORMULA = "{y} ~ age + ecog + C(regimen, Treatment('standard')) + drug"
-COVARIATES = ["age", "ecog", "regimen", "drug"]
+FORMULA = "{y} ~ age + ldh_elevated + C(regimen, Treatment('standard')) + drug"
+COVARIATES = ["age", "ldh_elevated", "regimen", "drug"]
 
 
 def test_logistic_equals_statsmodels_model_hc0_cluster(network, frames, tmp_path):
@@ -110,7 +121,7 @@ def test_logistic_equals_statsmodels_model_hc0_cluster(network, frames, tmp_path
         reference={"regimen": "standard"},
         cov_type="HC0",
     )["glm"]
-    rows = pooled(frames)
+    rows = pooled(frames, glm)
     formula = FORMULA.format(y="tox_grade3")
     family = sm.families.Binomial()
     model = smf.glm(formula, rows, family=family).fit(tol=1e-14, maxiter=200)
@@ -121,7 +132,9 @@ def test_logistic_equals_statsmodels_model_hc0_cluster(network, frames, tmp_path
     cluster = smf.glm(formula, rows, family=family).fit(
         tol=1e-14, maxiter=200, cov_type="cluster", cov_kwds={"groups": groups}
     )
-    assert list(glm["params"])[:3] == ["Intercept", "age", "ecog"]
+    assert list(glm["params"])[:3] == ["Intercept", "age", "ldh_elevated"]
+    # nkr: 1 toxicity among its 17 weight-based patients, a cell under k: refused
+    assert glm["took_part"] == ["dica", "umc"]
     close(coefs(glm, "coef"), model.params)
     close(coefs(glm, "se_model"), model.bse)
     close(coefs(glm, "se_hc0"), hc0.bse)
@@ -150,7 +163,7 @@ def test_poisson_with_exposure_equals_statsmodels(network, frames, tmp_path):
         reference={"regimen": "standard"},
         exposure="os_days",
     )["glm"]
-    rows = pooled(frames)
+    rows = pooled(frames, glm)
     model = smf.glm(
         FORMULA.format(y="death"),
         rows,
@@ -175,7 +188,7 @@ def test_gaussian_equals_statsmodels(network, frames, tmp_path):
         reference={"regimen": "standard"},
         cov_type="HC0",
     )["glm"]
-    rows = pooled(frames)
+    rows = pooled(frames, glm)
     formula = FORMULA.format(y="cost_eur")
     gaussian = smf.glm(formula, rows, family=sm.families.Gaussian())
     model = gaussian.fit(tol=1e-14, maxiter=200)
@@ -200,7 +213,7 @@ def test_log_binomial_risk_ratios_equal_statsmodels(network, frames, tmp_path):
         covariates=["regimen", "drug"],
         reference={"regimen": "standard"},
     )["glm"]
-    rows = pooled(frames)
+    rows = pooled(frames, glm)
     import warnings
 
     from statsmodels.tools.sm_exceptions import DomainWarning
@@ -221,6 +234,7 @@ def test_station_fixed_effects_equal_statsmodels_dummies(tmp_path, frames):
         tmp_path / "shown",
         frames,
         dataset="d",
+        min_cell_size=3,
         classes=("aggregate", "model"),
         show_station_name=True,
     )
@@ -233,13 +247,14 @@ def test_station_fixed_effects_equal_statsmodels_dummies(tmp_path, frames):
         reference={"regimen": "standard"},
         station_effects=True,
     )["glm"]
-    rows = pooled(frames)
+    rows = pooled(frames, glm)
     model = smf.glm(
         "tox_grade3 ~ age + C(regimen, Treatment('standard')) + C(station)",
         rows,
         family=sm.families.Binomial(),
     ).fit(tol=1e-14, maxiter=200)
-    assert list(glm["params"])[-2:] == ["station[T.nkr]", "station[T.umc]"]
+    assert glm["took_part"] == ["dica", "umc"]  # nkr: a cell under k (see above)
+    assert list(glm["params"])[-1] == "station[T.umc]"
     close(coefs(glm, "coef"), model.params)
     close(coefs(glm, "se"), model.bse)
 
@@ -255,10 +270,11 @@ def test_station_effects_of_hidden_stations_are_not_shown(network, tmp_path):
     )
     glm = result["glm"]
     assert not any(name.startswith("station[") for name in glm["params"])
-    assert glm["station_effects_hidden"] == 2
+    assert glm["station_effects_hidden"] == len(glm["took_part"]) - 1 >= 1
     assert len(glm["covariance"]) == len(glm["params"])
     assert glm["per_station"] == {}
-    assert "dica" not in json.dumps(glm) and "nkr" not in json.dumps(glm)
+    shown = json.dumps({k: v for k, v in glm.items() if k != "took_part"})
+    assert "dica" not in shown and "nkr" not in shown and "umc" not in shown
 
 
 def test_lung_real_data_split_by_institution(tmp_path, lung):
@@ -270,21 +286,27 @@ def test_lung_real_data_split_by_institution(tmp_path, lung):
         s: rows[rows["inst"].isin(v)].drop(columns=["inst", "status"])
         for s, v in groups.items()
     }
+    # k = 5: at k = 10 the 9 women alive at station a are a cell under k (refused)
     network = write_network(
-        tmp_path / "lung", frames, dataset="d", classes=("aggregate", "model")
+        tmp_path / "lung",
+        frames,
+        dataset="d",
+        min_cell_size=5,
+        classes=("aggregate", "model"),
     )
     glm = fit(
         network,
         tmp_path / "study",
         outcome="died",
         family="poisson",
-        covariates=["age", "sex", "ecog"],
+        covariates=["age", "sex"],  # ecog 3: 1 patient, a cell under k
         exposure="time",
         cov_type="HC0",
     )["glm"]
-    both = pd.concat([frames[s] for s in sorted(frames)], ignore_index=True)
+    assert len(glm["took_part"]) >= 2
+    both = pd.concat([frames[s] for s in glm["took_part"]], ignore_index=True)
     model = smf.glm(
-        "died ~ age + sex + ecog",
+        "died ~ age + sex",
         both,
         family=sm.families.Poisson(),
         exposure=both["time"],

@@ -108,9 +108,14 @@ class LocalGlm:
     """A station's rows of a federated GLM, kept for all rounds of a session."""
 
     def __init__(
-        self, columns: Mapping[str, np.ndarray], parameters: Mapping[str, Any], k: int
+        self,
+        columns: Mapping[str, np.ndarray],
+        parameters: Mapping[str, Any],
+        k: int,
+        rules: Mapping[str, Any] | None = None,
     ) -> None:
         self.k = k
+        self.share = float((rules or {}).get("dominance_share", 0.9))
         self.model = model_of(parameters)
         self.outcome = str(parameters["outcome"])
         self.covariates = list(parameters.get("covariates") or [])
@@ -204,7 +209,7 @@ class LocalGlm:
             x[:, 1 + design.p :] = 0.0
             if own > 0:
                 x[:, design.p + own] = 1.0
-        self.values = {}
+        check_cells(x, self.y, self.model.family, self.k, self.share, self.outcome)
         self.rows = GlmRows(
             self.model, x, self.y, offset=self.offset, outcome=self.outcome
         )
@@ -218,6 +223,7 @@ class LocalGlm:
             return self._design(message)
         if self.rows is None:
             raise DataError("the design must be agreed before rounds")
+        self.values = {}  # agreed (a station refusing it may make the others redo it)
         beta = np.asarray(message["beta"], dtype=np.float64)
         if beta.shape != (self.rows.p,):
             raise DataError(f"expected {self.rows.p} coefficients")
@@ -226,6 +232,81 @@ class LocalGlm:
         if op == "checks":
             return pieces_output(self.rows, beta, float(message["null_intercept"]))
         raise DataError(f"operation {op!r} is not part of a GLM session")
+
+
+CELL_VALUES = 20
+"""A design column with at most this many distinct values at a station defines cells
+(a dummy, a 0/1 covariate, or a numeric one such as ecog 0-3 or line 1-3)."""
+
+
+def check_cells(
+    x: np.ndarray,
+    y: np.ndarray,
+    family: str,
+    k: int,
+    share: float = 0.9,
+    outcome: str = "outcome",
+) -> None:
+    """Refuse a design whose model terms would carry a small cell or a patient's value.
+
+    The terms at any point are sums over rows of functions of ``(x_i, y_i)``, and at
+    the origin every row has the same weight: ``X'X`` gives the number of patients
+    holding any two values of the design's cell columns (:data:`CELL_VALUES`; a
+    numeric column with few values gives them through its moments over several
+    rounds), ``X'y`` the outcome's sum over each. So, at this station:
+
+    * every value of a cell column, and every pair of values of two cell columns, is
+      held by 0 or at least ``k`` patients;
+    * a count outcome (binomial, Poisson): the events (and a 0/1 outcome's
+      non-events) among the patients of every such value are 0 or at least ``k``;
+    * a continuous or count outcome: within every such value (and overall) the
+      ``means`` train's rules hold: not fewer than ``k`` patients (but some) differ
+      from a shared value, and no patient dominates the sum of the values or of the
+      squared deviations (``share``).
+    """
+    codes: list[np.ndarray] = []
+    for j in range(1, x.shape[1]):
+        values, code = np.unique(x[:, j], return_inverse=True)
+        if values.size <= CELL_VALUES:
+            codes.append(code.astype(np.int64))
+    small = lambda counts: bool(np.any((counts > 0) & (counts < k)))  # noqa: E731
+    for a, code in enumerate(codes):
+        width = int(code.max()) + 1
+        if small(np.bincount(code, minlength=width)):
+            raise DisclosureError(
+                f"a value of a covariate is held by fewer than {k} patients at this "
+                "station; merge levels or drop the covariate"
+            )
+        for other in codes[a + 1 :]:
+            pair = code * (int(other.max()) + 1) + other
+            if small(np.bincount(pair)):
+                raise DisclosureError(
+                    f"two covariate values occur together in fewer than {k} patients "
+                    "at this station; merge levels or drop a covariate"
+                )
+    binary = bool(np.all((y == 0.0) | (y == 1.0)))
+    if family != "gaussian":
+        for code in codes:
+            events = np.bincount(code, weights=y)
+            cells = [events]
+            if binary:
+                cells.append(np.bincount(code) - events)
+            if any(small(c) for c in cells):
+                raise DisclosureError(
+                    f"a covariate value has fewer than {k} events or non-events of "
+                    "the outcome at this station; merge levels or drop the covariate"
+                )
+    if family == "binomial" or binary:
+        return
+    from pht.trains.means import level_rules
+
+    masks = [np.ones(y.size, dtype=bool)]
+    for code in codes:
+        masks += [code == v for v in range(int(code.max()) + 1)]
+    for mask in masks:
+        part = y[mask]
+        if part.size:
+            level_rules(part, float(part.mean()), k, share, outcome, "a covariate")
 
 
 def sums_dict(sums: GlmSums) -> dict[str, Any]:

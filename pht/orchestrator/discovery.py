@@ -404,12 +404,23 @@ def validate_at_stations(
     )
     if study.design is not None:  # an equivalence study: every analysis's request
         problems: list[Problem] = []
+        import dataclasses
+
         for analysis in study.design.analyses:
             for problem in check_study(
                 analysis.study, answers, companion_of(analysis.study, catalogue)
             ):
-                if problem not in problems:
-                    problems.append(problem)
+                # the train's parameter is not a key of the study file: say whose
+                where = (
+                    f"outcome '{analysis.outcome}' ({analysis.study.train.manifest.name}"
+                    + (f" {problem.key}" if problem.key else "")
+                    + "): "
+                )
+                named = dataclasses.replace(
+                    problem, key=None, message=where + problem.message
+                )
+                if named not in problems:
+                    problems.append(named)
         return problems, targets
     return check_study(study, answers, companion_of(study, catalogue)), targets
 

@@ -33,6 +33,9 @@ risk_difference          stratified   means per station -> Mantel-Haenszel
                          regression   glm binomial + covariates
 mean_difference          none         means (pooled or Welch t)
                          regression   glm gaussian + covariates
+(all but RMST, RGM)      iptw         iptw: a propensity model on the covariates,
+                                      weights at the stations, a weighted outcome
+                                      model (glm or Cox) with robust SEs
 ratio_of_geometric_means none         means on the log scale
 ======================== ============ ===============================================
 
@@ -70,6 +73,9 @@ SAVINGS = "savings"
 """The analysis name of the utilisation request behind the quick scan."""
 
 OUTCOME_KEYS = {
+    "covariates",
+    "categorical",
+    "min_stations",
     "name",
     "primary",
     "measure",
@@ -103,18 +109,22 @@ STUDY_KEYS = {
     "crude",
     "outcomes",
     "savings",
+    "weighting",
 }
 
 SUPPORTED: dict[str, tuple[str, ...]] = {
-    "hazard_ratio": ("none", "stratified", "regression"),
+    "hazard_ratio": ("none", "stratified", "regression", "iptw"),
     "rmst_difference": ("none",),
-    "odds_ratio": ("none", "stratified", "regression"),
-    "risk_ratio": ("none", "stratified", "regression"),
-    "risk_difference": ("none", "stratified", "regression"),
-    "mean_difference": ("none", "regression"),
+    "odds_ratio": ("none", "stratified", "regression", "iptw"),
+    "risk_ratio": ("none", "stratified", "regression", "iptw"),
+    "risk_difference": ("none", "stratified", "regression", "iptw"),
+    "mean_difference": ("none", "regression", "iptw"),
     "ratio_of_geometric_means": ("none",),
 }
-"""The adjustments each measure supports (``iptw`` comes with the iptw train)."""
+"""The adjustments each measure supports."""
+
+WEIGHTING_KEYS = {"estimand", "stabilised", "truncate"}
+"""``weighting``: how the ``iptw`` adjustment weights (the iptw train's keys)."""
 
 DEFAULT_ADJUSTMENT = {
     "hazard_ratio": "regression",
@@ -183,6 +193,10 @@ class OutcomeSpec:
     adjustment: str
     columns: Mapping[str, Any]
     variance: str = "welch"
+    min_stations: int | None = None
+    covariates: tuple[str, ...] | None = None
+    """This outcome's own case mix (default: the study's ``covariates``)."""
+    categorical: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +212,7 @@ class EquivalenceDesign:
     analyses: tuple[Analysis, ...]
     savings: Mapping[str, Any] | None = None
     summary: Mapping[str, Any] = field(default_factory=dict)
+    weighting: Mapping[str, Any] = field(default_factory=dict)
 
 
 # -- parsing --------------------------------------------------------------------------
@@ -242,8 +257,15 @@ def _comparison(node: yamlcfg.Node) -> Comparison:
 
 
 def _outcome(node: yamlcfg.Node, alpha: float, index: int) -> OutcomeSpec:
+    from pht.station.guard import is_label
+
     m = node.mapping(OUTCOME_KEYS)
     name = m.require("name").as_str().strip()
+    if not is_label(name):
+        raise m.require("name").error(
+            "an outcome name is letters, digits, spaces and punctuation (no control "
+            "or direction characters, at most 128 characters); rename it"
+        )
     measure_node = m.require("measure")
     measure = measure_node.as_str()
     if measure not in SUPPORTED:
@@ -322,6 +344,20 @@ def _outcome(node: yamlcfg.Node, alpha: float, index: int) -> OutcomeSpec:
         if str(exc).startswith(str(node.file)):
             raise
         raise node.error(str(exc)) from None
+    for key in ("margin", "lower", "upper"):
+        if key not in m:
+            continue
+        value = _number(m.require(key))
+        assert value is not None
+        if measure == "risk_difference" and not -1 < value < 1:
+            raise m.require(key).error(
+                f"{value:g} is not a risk difference: margins lie in (-1, 1), e.g. "
+                "0.05 for five percentage points"
+            )
+        if eq.MEASURES[measure] == "ratio" and not 0.01 <= value <= 100:
+            raise m.require(key).error(
+                f"{value:g} is not a plausible ratio margin (0.01 to 100), e.g. 1.25"
+            )
     variance = "welch"
     variance_node = m.get("variance")
     if variance_node is not None:
@@ -330,9 +366,26 @@ def _outcome(node: yamlcfg.Node, alpha: float, index: int) -> OutcomeSpec:
             raise variance_node.error(f"{measure} does not take a variance choice")
         if variance not in ("welch", "pooled"):
             raise variance_node.error(f"'{variance}' is not welch or pooled")
+    quorum = m.get("min_stations")
+    min_stations = None
+    if quorum is not None:
+        value = quorum.value()
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise quorum.error(
+                f"must be a whole number of stations >= 1, not {yamlcfg.quote(value)}"
+            )
+        min_stations = int(value)
+    own: dict[str, tuple[str, ...] | None] = {"covariates": None, "categorical": None}
+    for key in own:
+        given = m.get(key)
+        if given is not None:
+            own[key] = tuple(given.as_str_list())
     return OutcomeSpec(
         name=name,
         primary=_bool(m.get("primary"), False),
+        min_stations=min_stations,
+        covariates=own["covariates"],
+        categorical=own["categorical"],
         measure=measure,
         hypothesis=hypothesis,
         adjustment=adjustment,
@@ -348,9 +401,36 @@ def analysis_parameters(
     categorical: Sequence[str],
     adjustment: str,
     alpha: float,
+    weighting: Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The train and parameters of one analysis of an outcome."""
     column = comparison.column
+    if adjustment == "iptw":
+        case_mix = [c for c in covariates if c != column]
+        params_w: dict[str, Any] = {
+            "treatment": column,
+            "treated": comparison.treatment,
+            "control": comparison.reference,
+            "covariates": case_mix,
+            "alpha": alpha,
+            **dict(weighting or {}),
+        }
+        declared_w = [c for c in categorical if c in case_mix]
+        if declared_w:
+            params_w["categorical"] = declared_w
+        if spec.measure == "hazard_ratio":
+            params_w.update(
+                outcome_model="cox",
+                time=spec.columns["time"],
+                event=spec.columns["event"],
+            )
+        else:
+            params_w.update(outcome_model="glm", outcome=spec.columns["outcome"])
+            if spec.measure in LINK:
+                params_w.update(family="binomial", link=LINK[spec.measure])
+            else:
+                params_w.update(family="gaussian")
+        return "iptw", params_w
     adjust = (
         [c for c in covariates if c != column] if adjustment == "regression" else []
     )
@@ -432,6 +512,13 @@ def parse(
     comparison = _comparison(root.require("comparison"))
     covariates_node = root.get("covariates")
     covariates = tuple(covariates_node.as_str_list()) if covariates_node else ()
+    if covariates_node is not None:
+        for item, column in zip(covariates_node.items(), covariates, strict=True):
+            if column == comparison.column:
+                raise item.error(
+                    f"'{column}' is the comparison column; the analyses add it "
+                    "themselves: drop it from covariates"
+                )
     categorical_node = root.get("categorical")
     categorical = tuple(categorical_node.as_str_list()) if categorical_node else ()
     for item, column in zip(
@@ -450,11 +537,29 @@ def parse(
             "reads 95% CIs"
         )
     crude = _bool(root.get("crude"), True)
+    weighting: dict[str, Any] = {}
+    weighting_node = root.get("weighting")
+    if weighting_node is not None:
+        w = weighting_node.mapping(WEIGHTING_KEYS)
+        for key in sorted(WEIGHTING_KEYS):
+            if key in w:
+                weighting[key] = w.require(key).value()
     outcomes_node = root.require("outcomes")
     items = outcomes_node.items()
     if not items:
         raise outcomes_node.error("list at least one outcome")
     outcomes = [_outcome(item, alpha, i) for i, item in enumerate(items)]
+    for item, o in zip(items, outcomes, strict=True):
+        asked = base["stations"]
+        if o.min_stations is not None and asked and o.min_stations > len(asked):
+            raise (
+                item.mapping(None)
+                .require("min_stations")
+                .error(
+                    f"{o.min_stations} is more than the {len(asked)} station(s) the study "
+                    "asks"
+                )
+            )
     names = [o.name for o in outcomes]
     for item, o in zip(items, outcomes, strict=True):
         if names.count(o.name) > 1:
@@ -464,6 +569,20 @@ def parse(
                 f"'{comparison.column}' is the comparison column; it cannot also be "
                 "the outcome, time or event"
             )
+    for item, o in zip(items, outcomes, strict=True):
+        mapping = item.mapping(None)
+        if o.covariates is not None and comparison.column in o.covariates:
+            raise mapping.require("covariates").error(
+                f"'{comparison.column}' is the comparison column; the analyses add "
+                "it themselves: drop it from covariates"
+            )
+        own = o.covariates if o.covariates is not None else covariates
+        for column in o.categorical or ():
+            if column not in own:
+                raise mapping.require("categorical").error(
+                    f"'{column}' is not one of this outcome's covariates; add it to "
+                    "covariates or drop it here"
+                )
     primaries = [i for i, o in enumerate(outcomes) if o.primary]
     if len(primaries) > 1:
         raise items[primaries[1]].error(
@@ -483,10 +602,13 @@ def parse(
             train, params = analysis_parameters(
                 spec,
                 comparison,
-                covariates,
-                categorical,
+                spec.covariates if spec.covariates is not None else covariates,
+                spec.categorical
+                if spec.categorical is not None
+                else (categorical if spec.covariates is None else ()),
                 adjustment,
                 spec.hypothesis.alpha,
+                weighting,
             )
             package = catalogue.get(TrainRef.parse(train))
             resolved, problems = package.manifest.resolve(params)
@@ -511,7 +633,9 @@ def parse(
                         stations=base["stations"],
                         parameters=resolved,
                         role=base["role"],
-                        min_stations=base["min_stations"],
+                        min_stations=spec.min_stations
+                        if spec.min_stations is not None
+                        else base["min_stations"],
                     ),
                 )
             )
@@ -555,6 +679,7 @@ def parse(
         "categorical": list(categorical),
         "alpha": alpha,
         "crude": crude,
+        "weighting": weighting,
         "outcomes": [
             {
                 "name": o.name,
@@ -566,6 +691,11 @@ def parse(
                 "higher_is_better": o.hypothesis.higher_is_better,
                 "alpha": o.hypothesis.alpha,
                 "adjustment": o.adjustment,
+                **(
+                    {"covariates": list(o.covariates)}
+                    if o.covariates is not None
+                    else {}
+                ),
                 **dict(o.columns),
             }
             for o in outcomes
@@ -582,6 +712,7 @@ def parse(
         analyses=tuple(analyses),
         savings=savings,
         summary=summary,
+        weighting=weighting,
     )
 
 
@@ -776,7 +907,8 @@ def effect_of(
     """The outcome's effect of the alternative vs the reference from one analysis."""
     alpha = spec.hypothesis.alpha
     arms = (comparison.treatment, comparison.reference)
-    adjusted = [c for c in covariates if c != comparison.column]
+    own = spec.covariates if spec.covariates is not None else covariates
+    adjusted = [c for c in own if c != comparison.column]
     by = (
         f", adjusted for {', '.join(adjusted)}"
         if analysis.adjustment == "regression"
@@ -784,6 +916,7 @@ def effect_of(
     )
     train = analysis.study.train.manifest.name
     if train == "survival.cox":
+        _reference(sections["cox"], comparison)
         params = sections["cox"]["params"]
         term = _term(params, comparison)
         mode = sections["cox"].get("mode")
@@ -793,8 +926,40 @@ def effect_of(
         return eq.hazard_ratio(
             params[term]["coef"], params[term]["se"], alpha=alpha, method=method + by
         )
+    if train == "iptw":
+        section = sections["iptw"]
+        out = section["outcome"]
+        term = _term(out["params"], comparison)
+        weights = (
+            f"IPTW ({section.get('estimand')}"
+            + (", stabilised" if section.get("stabilised") else "")
+            + (", truncated" if section.get("truncation") else "")
+            + f") on {', '.join(adjusted)}"
+        )
+        if out.get("model") == "cox":
+            return eq.hazard_ratio(
+                out["params"][term]["coef"],
+                out["params"][term]["se"],
+                alpha=alpha,
+                method=f"Cox stratified by station, {weights}, robust SE",
+            )
+        return eq.from_model(
+            spec.measure,
+            out["params"][term]["coef"],
+            out["params"][term]["se"],
+            alpha=alpha,
+            method=f"GLM {out.get('family')} ({out.get('link')} link), {weights}, "
+            "robust SE",
+        )
     if train == "survival.km":
         for row in sections["rmst"]["differences"]:
+            if str(row.get("reference")) != comparison.reference:
+                raise ConfigError(
+                    f"comparison.reference: '{comparison.reference}' is not a level "
+                    f"of '{comparison.column}' at the stations that took part (the "
+                    f"Kaplan-Meier fell back to '{row.get('reference')}'); check its "
+                    "spelling"
+                )
             if str(row["group"]) == comparison.treatment:
                 return eq.rmst_difference(
                     row["difference"], row["se"], alpha=alpha, method="Kaplan-Meier"
@@ -806,6 +971,7 @@ def effect_of(
         )
     if train == "glm":
         glm = sections["glm"]
+        _reference(glm, comparison)
         params = glm["params"]
         term = _term(params, comparison)
         link = glm.get("link")
@@ -867,11 +1033,31 @@ def effect_of(
 def _term(params: Mapping[str, Any], comparison: Comparison) -> str:
     if comparison.term in params:
         return comparison.term
-    raise DataError(
-        f"'{comparison.treatment}' is not a level of '{comparison.column}' at the "
-        f"stations that took part (the model has {', '.join(params)}); check "
-        "comparison.treatment"
+    levels = [
+        name.split("[T.", 1)[1].rstrip("]")
+        for name in params
+        if name.startswith(f"{comparison.column}[T.")
+    ]
+    raise ConfigError(
+        f"comparison.treatment: '{comparison.treatment}' is not a level of "
+        f"'{comparison.column}' at the stations that took part (levels besides the "
+        f"reference: {', '.join(levels) or 'none'}); check its spelling"
     )
+
+
+def _reference(section: Mapping[str, Any], comparison: Comparison) -> None:
+    """Refuse an analysis whose reference level is not the comparison's reference.
+
+    A train falls back to the first level when the given reference does not occur
+    (with a warning); an equivalence verdict against another arm would be wrong.
+    """
+    used = (section.get("reference_levels") or {}).get(comparison.column)
+    if used is not None and str(used) != comparison.reference:
+        raise ConfigError(
+            f"comparison.reference: '{comparison.reference}' is not a level of "
+            f"'{comparison.column}' at the stations that took part (the fit fell back "
+            f"to '{used}'); check its spelling"
+        )
 
 
 def effect_dict(effect: eq.Effect) -> dict[str, Any]:
@@ -940,9 +1126,12 @@ def run_equivalence(
         except PhtError as exc:
             if analysis.outcome == SAVINGS:
                 raise type(exc)(f"savings (the utilisation request): {exc}") from None
-            said = f"{exc}{_hint(specs[analysis.outcome], str(exc))}"
+            hint = _hint(specs[analysis.outcome], str(exc))
+            said = f"{exc}{hint}"
             if analysis.role == "adjusted" and specs[analysis.outcome].primary:
-                raise type(exc)(
+                # every station's train failed on the outcome: a data question (3)
+                kind = DataError if hint else type(exc)
+                raise kind(
                     f"outcome '{analysis.outcome}' ({analysis.role} analysis): {said}"
                 ) from None
             errors[(analysis.outcome, analysis.role)] = said
@@ -1047,8 +1236,12 @@ def run_equivalence(
 
     first = analyses[next(iter(analyses))]
     stations = first.get("stations", [])
-    partials = [a.get("partial") for a in analyses.values() if a.get("partial")]
-    partial = _combined(partials)
+    primary_key = next(
+        a.key
+        for a in design.analyses
+        if specs[a.outcome].primary and a.role == "adjusted"
+    )
+    partial = _combined(analyses, primary_key)
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "train": DESIGN,
@@ -1125,20 +1318,36 @@ def _hint(spec: OutcomeSpec, message: str) -> str:
     return ""
 
 
-def _combined(partials: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One ``partial`` record for the study: complete only if every analysis was."""
+def _combined(
+    analyses: Mapping[str, Mapping[str, Any]], primary: str
+) -> dict[str, Any]:
+    """One ``partial`` record for the study: complete only if every analysis was.
+
+    The counts are the primary analysis's; every missing station is listed with the
+    analysis it is missing from (``analysis``), and ``analyses`` gives each one's
+    stations that took part.
+    """
+    partials = {k: a["partial"] for k, a in analyses.items() if a.get("partial")}
     if not partials:
         return {"complete": True, "requested": 0, "took_part": 0, "missing": []}
-    worst = min(partials, key=lambda p: int(p.get("took_part") or 0))
-    missing: list[Any] = []
-    for p in partials:
-        for m in p.get("missing") or []:
-            if m not in missing:
-                missing.append(m)
+    head = partials.get(primary) or next(iter(partials.values()))
+    missing = [
+        {**m, "analysis": key}
+        for key, p in partials.items()
+        for m in p.get("missing") or []
+    ]
     return {
-        **dict(worst),
-        "complete": all(p.get("complete", True) for p in partials),
+        **dict(head),
+        "complete": all(p.get("complete", True) for p in partials.values()),
         "missing": missing,
+        "analyses": {
+            key: {
+                "took_part": p.get("took_part"),
+                "requested": p.get("requested"),
+                "min_stations": p.get("min_stations"),
+            }
+            for key, p in partials.items()
+        },
     }
 
 

@@ -472,6 +472,11 @@ def _partial(result: Mapping[str, Any]) -> str:
         return ""
     took, asked = partial.get("took_part"), partial.get("requested")
     head = f"Partial result: {_num(took)} of {_num(asked)} stations took part"
+    if partial.get("analyses"):
+        head = (
+            f"Partial result: {_num(took)} of {_num(asked)} stations took part in the "
+            "primary analysis; not every station in every analysis"
+        )
     least = partial.get("min_stations")
     if _is_num(least):
         head += f" (the study needs at least {_num(least)})"
@@ -482,8 +487,10 @@ def _partial(result: Mapping[str, Any]) -> str:
         acts, advice = missing.get("acts"), missing.get("advice")
         who = f" &mdash; to act: <strong>{_e(acts)}</strong>" if acts else ""
         what = f'<span class="sub">{_e(advice)}</span>' if advice else ""
+        analysis = missing.get("analysis")
+        where = f" (in {_e(analysis)})" if analysis else ""
         items.append(
-            f"<li><strong>{_e(missing.get('station'))}</strong>: "
+            f"<li><strong>{_e(missing.get('station'))}</strong>{where}: "
             f"{_e(missing.get('reason') or 'no reason given')}{who}{what}</li>"
         )
     listing = f"<ul>{''.join(items)}</ul>" if items else ""
@@ -690,10 +697,18 @@ def _priority_answer(result: Mapping[str, Any]) -> str:
     return lead + _table(header, body, "rl", "answer", name="answer") + note
 
 
+def _equivalence_answer(result: Mapping[str, Any]) -> str:
+    """The equivalence study's answer (:mod:`pht.orchestrator.report_equivalence`)."""
+    from pht.orchestrator.report_equivalence import answer
+
+    return answer(result)
+
+
 ANSWERS: tuple[tuple[str, Renderer], ...] = (
     ("cox", _cox_answer),
     ("km", _km_answer),
     ("priority", _priority_answer),
+    ("equivalence", _equivalence_answer),
 )
 """Result key to the answer it gives, first present one wins."""
 
@@ -1415,10 +1430,11 @@ def _sections() -> dict[str, Renderer]:
     The header's ``stations``, then every train plugin's sections
     (:attr:`pht.trains.TrainPlugin.sections`), then ``provenance``.
     """
+    from pht.orchestrator.report_equivalence import SECTIONS as EQUIVALENCE
     from pht.trains import renderers
 
     sections: dict[str, Renderer] = {"stations": _stations, "warnings": _warnings}
-    for key, renderer in renderers():
+    for key, renderer in [*EQUIVALENCE, *renderers()]:
         sections.setdefault(key, renderer)
     sections["provenance"] = _provenance
     return sections

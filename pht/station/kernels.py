@@ -10,7 +10,10 @@ answers only for kernels it knows.
 Kernels: ``cox`` (the ``survival.cox`` train: design, ``terms`` in stratified mode,
 ``sums`` and ``curvature`` in pooled mode, ``checks`` once at the converged point) and
 ``glm`` (the ``glm`` train: design, ``terms``, ``checks`` with the fit's pieces; its
-answers are :class:`pht.algorithms.glm_local.LocalGlm`'s on the station's extract).
+answers are :class:`pht.algorithms.glm_local.LocalGlm`'s on the station's extract) and
+``iptw`` (the ``iptw`` train: the propensity design and ``terms``, ``weights``,
+``truncate``, the outcome model's ``outcome`` terms and ``checks``; its answers are
+:class:`pht.algorithms.iptw_local.LocalIptw`'s).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pht.errors import DisclosureError, PhtError
 from pht.station.population import Population
 from pht.wire import decode_array, encode_array
 
-KERNELS = ("cox", "glm")
+KERNELS = ("cox", "glm", "iptw")
 RTOL = 1e-8
 
 
@@ -139,13 +142,46 @@ class GlmKernel:
     """The station's own GLM answers for one session (round 0 included)."""
 
     def __init__(
-        self, population: Population, parameters: Mapping[str, Any], k: int
+        self,
+        population: Population,
+        parameters: Mapping[str, Any],
+        k: int,
+        rules: Mapping[str, Any] | None = None,
     ) -> None:
         from pht.algorithms.glm_local import LocalGlm, used_columns
 
         columns = {c: population.column(c) for c in used_columns(parameters)}
-        self.local = LocalGlm(columns, parameters, k)
+        self.local = LocalGlm(columns, parameters, k, rules)
         self.model = self.local.model
+
+    def describe(self) -> dict[str, Any]:
+        """Round 0 as the station computes it."""
+        return self.local.describe()
+
+    def answer(self, op: str, message: Mapping[str, Any]) -> dict[str, Any]:
+        """What the train must answer to ``message``."""
+        if op != message.get("op"):
+            raise DisclosureError("an operation the kernel does not know")
+        return self.local.answer(message)
+
+
+class IptwKernel:
+    """The station's own IPTW answers for one session (round 0 included)."""
+
+    def __init__(
+        self,
+        population: Population,
+        parameters: Mapping[str, Any],
+        k: int,
+        rules: Mapping[str, Any] | None = None,
+    ) -> None:
+        from pht.algorithms.glm import glm_model
+        from pht.algorithms.iptw_local import LocalIptw, outcome_model_of, used_columns
+
+        columns = {c: population.column(c) for c in used_columns(parameters)}
+        self.local = LocalIptw(columns, parameters, k, rules)
+        self.model = glm_model("binomial")  # the propensity model
+        self.outcome_model = outcome_model_of(parameters)
 
     def describe(self) -> dict[str, Any]:
         """Round 0 as the station computes it."""
@@ -170,6 +206,14 @@ def same(given: Any, expected: Any) -> bool:
                 return False
             return _close(a, decode_array(expected))
         return all(same(given[k], expected[k]) for k in expected)
+    if isinstance(expected, list) and any(
+        v is None or isinstance(v, bool | str | dict) for v in expected
+    ):  # e.g. released counts, null where 1..k-1: item by item
+        return (
+            isinstance(given, list)
+            and len(given) == len(expected)
+            and all(same(g, e) for g, e in zip(given, expected, strict=True))
+        )
     if isinstance(expected, list | float | int) and not isinstance(expected, bool):
         try:
             a = np.asarray(given, dtype=np.float64)

@@ -29,6 +29,16 @@ and against its own earlier replies, and refuses (closing the session) otherwise
 
 In pooled Cox (class ``risk_set_sums``) the replay covers the first-order sums (with
 every station's design reply), the curvature weights ``w1``/``w2`` and step-halving.
+
+An IPTW session (kernel ``iptw``) has two phases, each a replayed Newton path: the
+propensity model (``terms`` from the null model of the design sums), then, after
+``weights`` (once, only where the station's replay says the propensity fit has
+converged, at that point, with the pooled marginal probability of treatment the
+station recomputes from the signed design sums; the station forwards its own point
+and probability, never the requester's) and with ``truncate`` the ``truncate`` round
+(its cut-off must be the grid point the stations' signed counts give), the outcome
+model (``outcome`` from its origin: the null model of the signed ``weights`` sums for
+a GLM, zero for Cox), then ``checks`` at the outcome's converged point.
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ from pht.signing import utc_now, verify_receipt
 from pht.station.codes import Code
 from pht.station.executors import Channel
 from pht.station.guard import Guard, GuardLimits
-from pht.station.kernels import CoxKernel, GlmKernel, same
+from pht.station.kernels import CoxKernel, GlmKernel, IptwKernel, same
 from pht.station.station import Admission, Refusal, Station
 from pht.wire import Reply, decode_array
 
@@ -56,6 +66,11 @@ log = logging.getLogger(__name__)
 
 CHECKS = "checks"
 """The op of the model checks, asked once at the converged point."""
+WEIGHTS, TRUNCATE, OUTCOME = "weights", "truncate", "outcome"
+"""IPTW ops: the weights at the converged propensity point, their truncation, and
+the outcome model's terms."""
+TERMS = ("terms", OUTCOME)
+"""Ops whose answers are summed log-likelihood terms (one Newton evaluation)."""
 # the orchestrator's convergence rule: newton's own tolerance, never a copy of it
 _TOL: float = inspect.signature(newton).parameters["tol"].default
 
@@ -135,8 +150,15 @@ class StationSession:
         self.first: Any = None  # pooled first-order terms at the accepted point
         self.accepted: float | None = None  # log-likelihood of the last accepted point
         self.peers: tuple[str, ...] | None = None
-        self.kernel: CoxKernel | GlmKernel | None = None
+        self.kernel: CoxKernel | GlmKernel | IptwKernel | None = None
         self.null: float | None = None  # glm: the pooled null intercept
+        # iptw: the propensity phase's converged point, the pooled P(treated), the
+        # round whose signed replies start the outcome path, the truncation cut-off
+        self.ps_point: np.ndarray | None = None
+        self.marginal: float | None = None
+        self.weights_round: int | None = None
+        self.cutoff: float | None = None
+        self.outcome_phase = False
         self.pending: dict[str, Any] | None = None  # the message the train answers
 
     # -- the train ------------------------------------------------------------------
@@ -192,9 +214,13 @@ class StationSession:
             raise DisclosureError("no population")
         params = self.admitted.parameters
         manifest = self.admitted.package.manifest
-        if manifest.session is not None and manifest.session.kernel == "glm":
-            kernel = GlmKernel(
-                population, params, int(self.admitted.policy.min_cell_size)
+        if manifest.session is not None and manifest.session.kernel in ("glm", "iptw"):
+            own_kernel = GlmKernel if manifest.session.kernel == "glm" else IptwKernel
+            kernel = own_kernel(
+                population,
+                params,
+                int(self.admitted.policy.min_cell_size),
+                self.admitted.policy.rules,
             )
             glm_own = kernel.describe()
             if not same(output, glm_own):
@@ -305,7 +331,15 @@ class StationSession:
                 return self._refuse(Code.DOF)
             if spec.path == "newton":
                 self._check_path(op, message)
-            extra = {"point": point_digest(beta)}
+            if op in (WEIGHTS, TRUNCATE):
+                # the station's own point and marginal, never the requester's
+                assert self.ps_point is not None
+                forward["beta"] = self.ps_point.tolist()
+                forward["marginal"] = self.marginal
+                if op == TRUNCATE:
+                    forward["cutoff"] = self.cutoff
+            # stamped with the point the answer was computed at (the station's own)
+            extra = {"point": point_digest(forward["beta"])}
         self._check_budget()
         self.rounds += 1
         self.pending = forward
@@ -315,6 +349,8 @@ class StationSession:
             self.close()
         elif op in spec.evaluate:
             self.last_eval = (self.rounds, op)
+            if op in (WEIGHTS, TRUNCATE):
+                self._weighed(op)
         elif op == spec.design:
             self.design_round = self.rounds
         return reply
@@ -371,8 +407,20 @@ class StationSession:
             }
         return absent
 
+    def _weighed(self, op: str) -> None:
+        """After ``weights`` (and ``truncate``): the outcome path starts next."""
+        self.weights_round = self.rounds
+        if op == TRUNCATE or self.admitted.parameters.get("truncate") is None:
+            from pht.algorithms.iptw_local import outcome_p
+
+            assert self.p is not None
+            self.p = outcome_p(self.admitted.parameters, self.p - 1)
+            self.path, self.accepted, self.null = None, None, None
+            self.outcome_phase = True
+
     def _check_design(self, message: Mapping[str, Any]) -> None:
-        if self.path is not None:  # a re-design only before the first evaluation
+        if self.path is not None or self.weights_round is not None:
+            # a re-design only before the first evaluation
             raise Refusal("error", Code.SESSION)
         design = message["design"]
         params = self.admitted.parameters
@@ -404,8 +452,15 @@ class StationSession:
             p += len(levels) - 1
         if len(design["centre"]) != p or p < 1:
             raise Refusal("refused", Code.DESIGN)
+        if isinstance(self.kernel, GlmKernel | IptwKernel) and any(
+            float(c) != 0.0 for c in design["centre"]
+        ):
+            # uncentred: the station's cell rules read 0/1 columns as they are
+            raise Refusal("refused", Code.DESIGN)
         if isinstance(self.kernel, GlmKernel):
             p += 1 + self._fixed_effects(design)
+        elif isinstance(self.kernel, IptwKernel):
+            p += 1  # the propensity model's intercept
         times = message.get("times")
         self.times = None if times is None else np.asarray(times, dtype=np.float64)
         if self.n < 10 * p:
@@ -498,7 +553,9 @@ class StationSession:
         assert self.p is not None
         beta = message["beta"]
         evidence = message.get("evidence")
-        if self.path is None and isinstance(self.kernel, GlmKernel):
+        if isinstance(self.kernel, IptwKernel) and self._check_phase(op, message):
+            return
+        if self.path is None and isinstance(self.kernel, GlmKernel | IptwKernel):
             # a GLM starts at the null model, from every station's design sums
             if op != "terms" or self.design_round is None:
                 raise Refusal("refused", Code.PATH)
@@ -509,6 +566,10 @@ class StationSession:
 
             try:
                 start, self.null = pooled_start(self.kernel.model, designs, self.p)
+                if isinstance(self.kernel, IptwKernel):
+                    from pht.algorithms.iptw_local import marginal_of
+
+                    self.marginal = marginal_of(designs)
             except (KeyError, TypeError, ValueError, PhtError):
                 raise Refusal("refused", Code.PATH) from None
             self.path = NewtonPath(self.p, origin=start)
@@ -540,7 +601,10 @@ class StationSession:
         if op == CHECKS:
             self._check_converged(last_op, outputs, message)
             expected = self.path.expected
-            if isinstance(self.kernel, GlmKernel):
+            if isinstance(self.kernel, GlmKernel) or (
+                isinstance(self.kernel, IptwKernel)
+                and self.kernel.outcome_model is not None
+            ):
                 null = message.get("null_intercept")
                 if (
                     self.null is None
@@ -548,7 +612,7 @@ class StationSession:
                     or abs(float(null) - self.null) > 1e-12 * (1 + abs(self.null))
                 ):
                     raise Refusal("refused", Code.PATH)
-        elif last_op == "terms":
+        elif last_op in TERMS and op == last_op:
             loglik, gradient, hessian = _summed_terms(outputs, self.p)
             if not self.path.would_halve(loglik):
                 self._accept(loglik)
@@ -576,6 +640,104 @@ class StationSession:
         if expected is None or not NewtonPath.matches(beta, expected):
             raise Refusal("refused", Code.PATH)
 
+    def _check_phase(self, op: str, message: Mapping[str, Any]) -> bool:
+        """The IPTW phases; True when ``op`` is fully checked here.
+
+        ``terms`` belongs to the propensity phase, ``outcome`` and ``checks`` to the
+        outcome phase; ``weights`` once at the propensity fit's converged point,
+        ``truncate`` once right after it at the grid cut-off the signed counts give,
+        the outcome path's first point at its origin from the signed weights replies.
+        Later points of either path are the generic path rule's.
+        """
+        assert self.p is not None
+        if op == "terms":
+            if self.weights_round is not None:
+                raise Refusal("refused", Code.PATH)
+            return False
+        if op in (WEIGHTS, TRUNCATE):
+            self._check_weighing(op, message)
+            return True
+        if not self.outcome_phase:
+            raise Refusal("refused", Code.PATH)
+        if op == CHECKS:
+            if self.last_eval is None or self.last_eval[1] != OUTCOME:
+                raise Refusal("refused", Code.PATH)
+            return False
+        if self.path is not None:
+            return False
+        # the outcome path's first point: its origin from the signed weights replies
+        weighed = self._anchored(message.get("evidence"), self.weights_round)
+        assert isinstance(self.kernel, IptwKernel)
+        model = self.kernel.outcome_model
+        start = np.zeros(self.p)
+        if model is not None:
+            from pht.algorithms.glm_fit import null_intercept, origin
+            from pht.algorithms.iptw_local import outcome_sums_of
+
+            try:
+                total = outcome_sums_of(weighed)
+                start = origin(model, total, self.p)
+                self.null = null_intercept(model, total)
+            except (KeyError, TypeError, ValueError, PhtError):
+                raise Refusal("refused", Code.PATH) from None
+        self.path = NewtonPath(self.p, origin=start)
+        if not NewtonPath.matches(message["beta"], self.path.start()):
+            raise Refusal("refused", Code.PATH)
+        return True
+
+    def _anchored(
+        self, evidence: Any, round_no: int | None
+    ) -> dict[str, dict[str, Any]]:
+        """The signed replies of an IPTW weights round, at the propensity point.
+
+        The design replies they rest on must come with them.
+        """
+        if round_no is None or self.design_round is None or self.ps_point is None:
+            raise Refusal("refused", Code.PATH)
+        verified = self._verified(evidence)
+        designs = self._at(verified, self.design_round, None)
+        if any(o.get("design") != self.design_stamp for o in designs.values()):
+            raise Refusal("refused", Code.PATH)
+        return self._at(verified, round_no, point_digest(self.ps_point))
+
+    def _check_weighing(self, op: str, message: Mapping[str, Any]) -> None:
+        """``weights`` where the propensity fit converged; ``truncate`` right after."""
+        assert self.p is not None
+        if self.last_eval is None or self.outcome_phase:
+            raise Refusal("refused", Code.PATH)
+        last_round, last_op = self.last_eval
+        if op == WEIGHTS:
+            if self.weights_round is not None or last_op != "terms" or not self.path:
+                raise Refusal("refused", Code.PATH)
+            if self.path.expected is None or self.design_round is None:
+                raise Refusal("refused", Code.PATH)
+            verified = self._verified(message.get("evidence"))
+            designs = self._at(verified, self.design_round, None)
+            if any(o.get("design") != self.design_stamp for o in designs.values()):
+                raise Refusal("refused", Code.PATH)
+            outputs = self._at(verified, last_round, point_digest(self.path.expected))
+            self._check_converged(last_op, outputs, message)
+            if not NewtonPath.matches(message["beta"], self.path.expected):
+                raise Refusal("refused", Code.PATH)
+            self.ps_point = np.array(self.path.expected, dtype=np.float64)
+            return
+        # truncate: once, right after the weights, at the cut-off of the signed counts
+        q = self.admitted.parameters.get("truncate")
+        if q is None or last_op != WEIGHTS or self.ps_point is None:
+            raise Refusal("refused", Code.PATH)
+        if not NewtonPath.matches(message["beta"], self.ps_point):
+            raise Refusal("refused", Code.PATH)
+        weighed = self._anchored(message.get("evidence"), self.weights_round)
+        from pht.algorithms.iptw_local import cutoff_of
+
+        try:
+            cutoff = cutoff_of(weighed, float(q))
+        except (KeyError, TypeError, ValueError, PhtError):
+            raise Refusal("refused", Code.PATH) from None
+        if message.get("cutoff") != cutoff:
+            raise Refusal("refused", Code.PATH)
+        self.cutoff = cutoff
+
     def _accept(self, loglik: float) -> None:
         """The path accepts the point just evaluated (for the convergence rule)."""
         self.accepted = loglik
@@ -589,7 +751,7 @@ class StationSession:
         ``tol`` and so is the log-likelihood change of the last accepted step.
         """
         assert self.p is not None and self.path is not None
-        if last_op == "terms":
+        if last_op in TERMS:
             loglik, gradient, hessian = _summed_terms(outputs, self.p)
         elif last_op == "curvature" and self.first is not None:
             self._check_weights(message, self.first)

@@ -127,6 +127,11 @@ def _refuse_level(
         )
 
 
+level_rules = _refuse_level
+"""The tied-value and dominance rules of one level (also the glm train's, on a
+continuous outcome within each covariate value)."""
+
+
 def station_output(
     parameters: Mapping[str, Any],
     column: Column,

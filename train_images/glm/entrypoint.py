@@ -24,6 +24,7 @@ class GlmSession(Session):
             {c: columns[c] for c in used_columns(params)},
             params,
             train_input.min_count,
+            train_input.rules,
         )
 
     def opened(self) -> Mapping[str, Any]:
