@@ -14,6 +14,15 @@ import numpy as np
 Columns = dict[str, np.ndarray]
 
 
+def pd_na() -> Any:
+    """Pandas' NA scalar (None when pandas is absent)."""
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        return None
+    return pd.NA
+
+
 def missing(values: Any) -> np.ndarray:
     """Boolean mask of missing values (NaN, NaT, None/NaN in object arrays)."""
     values = np.asarray(values)
@@ -22,11 +31,19 @@ def missing(values: Any) -> np.ndarray:
     if values.dtype.kind == "M":
         return np.isnat(values)
     if values.dtype.kind == "O":
-        return np.fromiter(
-            (v is None or (isinstance(v, float) and v != v) for v in values),
-            dtype=bool,
-            count=values.size,
-        )
+        # None, or NaN (the only value not equal to itself), compared in C
+        try:
+            none = values == None  # noqa: E711 - elementwise, in C
+            return np.asarray(none | (values != values), dtype=bool)
+        except TypeError:  # a value with no truth (pd.NA): one at a time
+            return np.fromiter(
+                (
+                    v is None or v is pd_na() or (isinstance(v, float) and v != v)
+                    for v in values
+                ),
+                dtype=bool,
+                count=values.size,
+            )
     return np.zeros(values.shape, dtype=bool)
 
 

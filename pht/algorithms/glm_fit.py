@@ -206,12 +206,39 @@ def check_estimable(information: FloatArray, names: Sequence[str]) -> None:
         )
 
 
+def _quasi_separation(
+    names: Sequence[str], beta: FloatArray, fit: Fit, what: str
+) -> None:
+    """A converged binomial fit whose coefficient sits on a flat ridge: name it.
+
+    Under quasi-complete separation Newton "converges" with a coefficient tens of
+    log-odds units out and a standard error thousands of times larger; the fit is
+    not an estimate.
+    """
+    try:
+        se = np.sqrt(np.clip(np.diag(np.linalg.inv(-fit.terms.hessian)), 0, None))
+    except np.linalg.LinAlgError:
+        return
+    flat = [
+        names[j]
+        for j in range(1, len(names))
+        if abs(beta[j]) > 10 and se[j] > 100 * abs(beta[j])
+    ]
+    if flat:
+        raise DataError(
+            f"(quasi-)perfect separation: {', '.join(flat)} predict(s) {what} "
+            "(almost) perfectly, so the coefficient is not estimable; merge sparse "
+            "levels, drop the covariate or restrict the population"
+        )
+
+
 def check_fit(
     model: GlmModel,
     names: Sequence[str],
     fit: Fit,
     start: FloatArray,
     information: FloatArray,
+    what: str = "the outcome",
 ) -> None:
     """Raise the error that explains a failed fit, naming what to change.
 
@@ -225,6 +252,8 @@ def check_fit(
     beta = np.asarray(fit.beta, dtype=np.float64)
     finite = bool(np.all(np.isfinite(beta)))
     if fit.converged and finite:
+        if model.family == "binomial":
+            _quasi_separation(names, beta, fit, what)
         return
     if model.family == "binomial" and finite:
         diag = np.clip(np.diag(np.asarray(information, dtype=np.float64)), 0, None)
@@ -241,7 +270,7 @@ def check_fit(
         ]
         if diverged:
             raise DataError(
-                f"perfect separation: {', '.join(diverged)} predict(s) the outcome "
+                f"perfect separation: {', '.join(diverged)} predict(s) {what} "
                 "(almost) perfectly, so the coefficient grows without bound; merge "
                 "sparse levels or drop the covariate"
             )

@@ -258,8 +258,9 @@ def check_cells(
     * every value of a cell column, and every pair of values of two cell columns, is
       held by 0 or at least ``k`` patients;
     * a count outcome (binomial, Poisson): the events (and a 0/1 outcome's
-      non-events) among the patients of every such value are 0 or at least ``k``;
-    * a continuous or count outcome: within every such value (and overall) the
+      non-events) among the patients of every such value, and of every pair of
+      values, are 0 or at least ``k``;
+    * a continuous or count outcome: within every such value or pair (and overall) the
       ``means`` train's rules hold: not fewer than ``k`` patients (but some) differ
       from a shared value, and no patient dominates the sum of the values or of the
       squared deviations (``share``).
@@ -285,27 +286,35 @@ def check_cells(
                     "at this station; merge levels or drop a covariate"
                 )
     binary = bool(np.all((y == 0.0) | (y == 1.0)))
+    # the cells: every value of a cell column and every pair of values of two (the
+    # curvature and the robust meat weight each row by a function of its outcome, so
+    # a pair's outcome follows from them with the pair's count)
+    cells = list(codes)
+    for a, code in enumerate(codes):
+        for other in codes[a + 1 :]:
+            cells.append(code * (int(other.max()) + 1) + other)
     if family != "gaussian":
-        for code in codes:
+        for code in cells:
             events = np.bincount(code, weights=y)
-            cells = [events]
+            parts = [events]
             if binary:
-                cells.append(np.bincount(code) - events)
-            if any(small(c) for c in cells):
+                parts.append(np.bincount(code) - events)
+            if any(small(c) for c in parts):
                 raise DisclosureError(
-                    f"a covariate value has fewer than {k} events or non-events of "
-                    "the outcome at this station; merge levels or drop the covariate"
+                    f"a covariate value (or two together) has fewer than {k} events "
+                    "or non-events of the outcome at this station; merge levels or "
+                    "drop a covariate"
                 )
     if family == "binomial" or binary:
         return
     from pht.trains.means import level_rules
 
-    masks = [np.ones(y.size, dtype=bool)]
-    for code in codes:
-        masks += [code == v for v in range(int(code.max()) + 1)]
-    for mask in masks:
-        part = y[mask]
-        if part.size:
+    level_rules(y, float(y.mean()), k, share, outcome, "a covariate")
+    for code in cells:
+        order = np.argsort(code, kind="stable")
+        bounds = np.flatnonzero(np.diff(code[order])) + 1
+        for part_index in np.split(order, bounds):
+            part = y[part_index]
             level_rules(part, float(part.mean()), k, share, outcome, "a covariate")
 
 

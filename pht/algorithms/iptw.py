@@ -271,18 +271,52 @@ def choose_cutoff(
     """
     above = pooled_above(counts, sizes)
     allowed = (1.0 - q) * sum(int(s) for s in sizes)
-    for point, count in zip(GRID, above, strict=True):
+    for i, count in enumerate(above):
         if count <= allowed:
-            return point
+            # never at a point where a station withheld its count: the sums over the
+            # few patients above it would follow from the truncated and untruncated
+            # sums (the next point up where every station released its count)
+            for j in range(i, len(GRID)):
+                if all(station[j] is not None for station in counts):
+                    return GRID[j]
+            break
     return GRID[-1]
 
 
-def above_grid(w: FloatArray, k: int) -> list[int | None]:
-    """A station's released counts of weights above each grid point."""
-    ordered = np.sort(np.asarray(w, dtype=np.float64))
+def above_grid(
+    w: FloatArray,
+    k: int,
+    arms: npt.ArrayLike | None = None,
+    share: float = 0.9,
+) -> list[int | None]:
+    """A station's released counts of weights above each grid point.
+
+    A count is null (withheld) where, in either arm (``arms``: True for the treated),
+    1 to k-1 patients have a weight above the point, or one of them holds more than
+    ``share`` of the excess ``sum (w - point)``: truncating there would single them
+    out (the untruncated minus the truncated sums are sums over them), so
+    :func:`choose_cutoff` never picks such a point.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    ordered = np.sort(w)
     # weights strictly above each point: n - (number <= point)
     counts = ordered.size - np.searchsorted(ordered, np.asarray(GRID), side="right")
-    return [released(int(c), k) for c in counts]
+    groups = (
+        [np.ones(w.size, dtype=bool)]
+        if arms is None
+        else [np.asarray(arms, dtype=bool), ~np.asarray(arms, dtype=bool)]
+    )
+    out: list[int | None] = []
+    for point, count in zip(GRID, counts, strict=True):
+        value = released(int(count), k)
+        for group in groups:
+            excess = w[group & (w > point)] - point
+            if 0 < excess.size < k or (
+                excess.size and excess.max() > share * float(excess.sum()) > 0
+            ):
+                value = None
+        out.append(value)
+    return out
 
 
 def extreme_counts(w: FloatArray, k: int) -> list[int | None]:

@@ -54,6 +54,7 @@ from pht.algorithms.glm_local import (
     terms_output,
 )
 from pht.algorithms.iptw import (
+    GRID,
     ArmSums,
     above_grid,
     arm_sums,
@@ -317,10 +318,9 @@ class LocalIptw:
         # the outcome model's terms are weighted sums over each arm (and value): the
         # events among them, as for a glm, 0 or at least k; checked here, so that a
         # station that cannot release them leaves before the fit, not in the middle
-        columns = [np.ones((self.n, 1)), self.t[:, None]]
-        if self.parameters.get("outcome_covariates"):
-            columns.append(x[:, 1:])
-        design_out = np.hstack(columns)
+        # with the covariates whatever the outcome design: the weights depend on them,
+        # so per-arm weighted sums weigh each arm x value cell differently
+        design_out = np.hstack([np.ones((self.n, 1)), self.t[:, None], x[:, 1:]])
         if self.cox:
             check_cells(design_out, self.event, "binomial", self.k, self.share, "event")
         else:
@@ -360,8 +360,23 @@ class LocalIptw:
             "treated": extreme_counts(w[treated], self.k),
             "control": extreme_counts(w[~treated], self.k),
         }
+        if cutoff is not None:
+            # the untruncated minus the truncated sums are sums over the patients
+            # above the cut-off: only where this station released their count
+            untruncated = weights(self.t, e, self.estimand, marginal=marginal)
+            position = [g for g in GRID if g == float(cutoff)]
+            if not position or (
+                above_grid(untruncated, self.k, treated, self.share)[
+                    GRID.index(position[0])
+                ]
+                is None
+            ):
+                raise DisclosureError(
+                    "the truncation cut-off would single out patients with the "
+                    "largest weights at this station"
+                )
         out["above"] = (
-            above_grid(w, self.k)
+            above_grid(w, self.k, treated, self.share)
             if self.truncating and message.get("op") == "weights"
             else None
         )

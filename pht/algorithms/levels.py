@@ -88,6 +88,14 @@ def labels(values: npt.ArrayLike) -> tuple[npt.NDArray[np.object_], LevelType]:
         unique, inverse = np.unique(array, return_inverse=True)
         mapped = np.asarray([label_of(v) for v in unique.tolist()], dtype=object)
         return mapped[inverse.reshape(array.shape)], kind
+    flat = array.ravel().tolist()
+    if set(map(type, flat)) == {str}:
+        # texts only (the usual object column): no two types can collide, so label
+        # each distinct text once and map the rows through a dict, in C
+        texts = {v: label_of(v) for v in dict.fromkeys(flat)}
+        out = np.empty(len(flat), dtype=object)
+        out[:] = list(map(texts.__getitem__, flat))
+        return out.reshape(array.shape), "text"
     # objects: one label per distinct (type, value); 1 and True must not share one
     cache: dict[tuple[type, Any], str] = {}
     kinds: set[LevelType] = set()

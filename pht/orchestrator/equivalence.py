@@ -541,9 +541,24 @@ def parse(
     weighting_node = root.get("weighting")
     if weighting_node is not None:
         w = weighting_node.mapping(WEIGHTING_KEYS)
-        for key in sorted(WEIGHTING_KEYS):
-            if key in w:
-                weighting[key] = w.require(key).value()
+        if "estimand" in w:
+            estimand = w.require("estimand").value()
+            if estimand not in ("ATE", "ATT"):
+                raise w.require("estimand").error(
+                    f"{yamlcfg.quote(estimand)} is not an estimand; use ATE (the "
+                    "whole population) or ATT (the treated)"
+                )
+            weighting["estimand"] = estimand
+        if "stabilised" in w:
+            weighting["stabilised"] = _bool(w.require("stabilised"), False)
+        if "truncate" in w:
+            q = _number(w.require("truncate"))
+            if q is None or not 0.5 <= q <= 0.9999:
+                raise w.require("truncate").error(
+                    f"{q:g} is not a percentile to truncate at; give one in "
+                    "[0.5, 0.9999], e.g. 0.99 (the pooled 99th percentile)"
+                )
+            weighting["truncate"] = q
     outcomes_node = root.require("outcomes")
     items = outcomes_node.items()
     if not items:
@@ -583,6 +598,19 @@ def parse(
                     f"'{column}' is not one of this outcome's covariates; add it to "
                     "covariates or drop it here"
                 )
+    weighted = [o for o in outcomes if o.adjustment == "iptw"]
+    if weighting_node is not None and not weighted:
+        raise weighting_node.error(
+            "no outcome has adjustment: iptw, so nothing is weighted; drop weighting "
+            "or set adjustment: iptw on an outcome"
+        )
+    for item, o in zip(items, outcomes, strict=True):
+        own = o.covariates if o.covariates is not None else covariates
+        if o.adjustment == "iptw" and not own:
+            raise item.error(
+                "adjustment: iptw needs the case-mix covariates of the propensity "
+                "model; give covariates (the study's or this outcome's)"
+            )
     primaries = [i for i, o in enumerate(outcomes) if o.primary]
     if len(primaries) > 1:
         raise items[primaries[1]].error(
@@ -679,7 +707,7 @@ def parse(
         "categorical": list(categorical),
         "alpha": alpha,
         "crude": crude,
-        "weighting": weighting,
+        **({"weighting": weighting} if weighting else {}),
         "outcomes": [
             {
                 "name": o.name,
@@ -1124,6 +1152,17 @@ def run_equivalence(
                 analysis.study, network, engine, requester, progress, released
             )
         except PhtError as exc:
+            text = str(exc)
+            for prefix, key, level in (
+                ("treated:", "comparison.treatment", design.comparison.treatment),
+                ("control:", "comparison.reference", design.comparison.reference),
+            ):
+                if text.startswith(prefix) and "held by no patient" in text:
+                    raise ConfigError(
+                        f"{key}: '{level}' is not a level of "
+                        f"'{design.comparison.column}' at the stations that took part; "
+                        "check its spelling"
+                    ) from None
             if analysis.outcome == SAVINGS:
                 raise type(exc)(f"savings (the utilisation request): {exc}") from None
             hint = _hint(specs[analysis.outcome], str(exc))
@@ -1198,6 +1237,7 @@ def run_equivalence(
             **sections,
         }
     outcomes = []
+    extra_warnings: list[str] = []
     for spec in design.outcomes:
         row: dict[str, Any] = {
             "name": spec.name,
@@ -1218,7 +1258,24 @@ def run_equivalence(
                     row[role] = {"error": errors[(spec.name, role)]}
                 continue
             judged = eq.verdict(found, spec.hypothesis)
-            part = analyses[f"{spec.name} ({role})"].get("partial") or {}
+            done = analyses[f"{spec.name} ({role})"]
+            balance = (done.get("iptw") or {}).get("balance") or []
+            unbalanced = [
+                str(b.get("term"))
+                for b in balance
+                if isinstance(b, Mapping)
+                and isinstance(b.get("smd_after"), int | float)
+                and abs(b["smd_after"]) > 0.1
+            ]
+            if unbalanced:
+                caveat = (
+                    f"outcome '{spec.name}' ({role}): after weighting, "
+                    f"{', '.join(unbalanced)} still differ(s) between the arms "
+                    "(|SMD| > 0.1): the weights do not balance the case mix, so the "
+                    "IPTW estimate is not an adjusted comparison"
+                )
+                extra_warnings.append(caveat)
+            part = done.get("partial") or {}
             row[role] = {
                 **effect_dict(found),
                 **verdict_dict(judged),
@@ -1284,7 +1341,9 @@ def run_equivalence(
             ],
         },
     }
-    caveats: list[Any] = []
+    caveats: list[Any] = [
+        {"category": "BalanceWarning", "message": m} for m in extra_warnings
+    ]
     for a in analyses.values():
         for w in a.get("warnings") or []:
             if w not in caveats:

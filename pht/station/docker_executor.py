@@ -72,10 +72,27 @@ def _client() -> Any:
         import docker
     except ImportError:
         raise ExecutorError("the docker executor needs the `docker` package") from None
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://"):
+        # a stale socket file (no engine): the SDK would leave its socket open
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(5)
+            try:
+                probe.connect(host.removeprefix("unix://"))
+            except OSError as exc:
+                raise ExecutorError(
+                    f"no Docker engine reachable ({type(exc).__name__}); start one "
+                    "with deploy/docker-engine.sh"
+                ) from None
+    client = None
     try:
         client = docker.from_env(timeout=120)
         client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means: no engine
+        if client is not None:  # a stale socket file: no connection left open
+            client.close()
         raise ExecutorError(
             f"no Docker engine reachable ({type(exc).__name__}); start one with "
             "deploy/docker-engine.sh"

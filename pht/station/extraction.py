@@ -11,6 +11,7 @@ computes from that extract.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import uuid
 from collections.abc import Sequence
@@ -64,10 +65,12 @@ def spanned_by_few(population: Population, covariates: Sequence[str], k: int) ->
     pattern: list[np.ndarray] = []
     for column in covariates:
         raw = population.column(column)
-        named = labels(raw)[0].astype(str)
-        levels, codes = np.unique(named, return_inverse=True)
+        named = labels(raw)[0].reshape(-1).tolist()
+        index = {label: j for j, label in enumerate(dict.fromkeys(named))}
+        codes = np.fromiter(map(index.__getitem__, named), np.int64, len(named))
+        levels = np.arange(len(index))
         if levels.size <= CELL_LEVELS:
-            pattern.append(codes.reshape(-1))
+            pattern.append(codes)
         if np.asarray(raw).dtype.kind in "biuf":
             values = np.asarray(raw, dtype=np.float64)
             spread = values.std()
@@ -79,9 +82,16 @@ def spanned_by_few(population: Population, covariates: Sequence[str], k: int) ->
             )
     if not pattern or population.n == 0:
         return False
-    _, which, counts = np.unique(
-        np.stack(pattern, axis=1), axis=0, return_inverse=True, return_counts=True
-    )
+    sizes = [int(codes.max()) + 1 for codes in pattern]
+    if math.prod(sizes) < 2**62:  # one int64 key per pattern (mixed radix)
+        key = np.zeros(population.n, dtype=np.int64)
+        for codes, size in zip(pattern, sizes, strict=True):
+            key = key * size + codes
+        _, which, counts = np.unique(key, return_inverse=True, return_counts=True)
+    else:
+        _, which, counts = np.unique(
+            np.stack(pattern, axis=1), axis=0, return_inverse=True, return_counts=True
+        )
     which = which.reshape(-1)
     rare = np.flatnonzero(counts < k)
     if rare.size == 0:

@@ -300,7 +300,15 @@ class IptwStrategy(RoundsStrategy):
             "terms", start, names, "the propensity model"
         )
         try:
-            check_fit(PROPENSITY, names, fit, start, information)
+            check_fit(
+                PROPENSITY,
+                names,
+                fit,
+                start,
+                information,
+                f"the treatment ({params['treatment']} = {params['treated']}; "
+                "a positivity violation: some patients can only get one arm)",
+            )
         except DataError as exc:
             raise DataError(
                 f"the propensity model of '{params['treatment']}': {exc}"
