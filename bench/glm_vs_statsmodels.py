@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 from bench.cox_vs_lifelines import anon_kib, measure  # noqa: E402
 
 OUTCOME = "tox_grade3"
-NUMERIC = ["age", "ecog", "ldh_elevated", "brain_mets", "line"]
+NUMERIC = ["age", "weight_kg", "ldh_elevated", "brain_mets", "line"]
 REFERENCE = {"sex": "F", "drug": "pembrolizumab", "regimen": "standard"}
 COVARIATES = [*NUMERIC, *REFERENCE]
 COLUMNS = [OUTCOME, *COVARIATES]
