@@ -131,3 +131,25 @@ def check_estimable(information: np.ndarray, names: Sequence[str]) -> None:
             f"covariate(s) {', '.join(dependent)} are collinear with other covariates; "
             "drop them or merge levels"
         )
+
+
+def covariate_problems(parameters: Mapping[str, Any]) -> list[str]:
+    """``reference`` and ``categorical`` entries naming no covariate, as ``key: fix``.
+
+    A train plugin's parameter check (glm, iptw, survival.cox).
+    """
+    covariates = list(parameters.get("covariates") or [])
+    listed = ", ".join(covariates)
+    problems = [
+        f"reference.{column}: '{column}' is not one of the covariates ({listed}); "
+        "add it to covariates or drop its reference"
+        for column in (parameters.get("reference") or {})
+        if column not in covariates
+    ]
+    problems += [
+        f"categorical: '{column}' is not one of the covariates ({listed}); add it to "
+        "covariates or drop it here"
+        for column in (parameters.get("categorical") or [])
+        if column not in covariates
+    ]
+    return problems

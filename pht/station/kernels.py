@@ -138,7 +138,23 @@ class CoxKernel:
         return out
 
 
-class GlmKernel:
+class _LocalKernel:
+    """A kernel whose answers are a station-side class's, built on the extract."""
+
+    local: Any
+
+    def describe(self) -> dict[str, Any]:
+        """Round 0 as the station computes it."""
+        return dict(self.local.describe())
+
+    def answer(self, op: str, message: Mapping[str, Any]) -> dict[str, Any]:
+        """What the train must answer to ``message``."""
+        if op != message.get("op"):
+            raise DisclosureError("an operation the kernel does not know")
+        return dict(self.local.answer(message))
+
+
+class GlmKernel(_LocalKernel):
     """The station's own GLM answers for one session (round 0 included)."""
 
     def __init__(
@@ -154,18 +170,8 @@ class GlmKernel:
         self.local = LocalGlm(columns, parameters, k, rules)
         self.model = self.local.model
 
-    def describe(self) -> dict[str, Any]:
-        """Round 0 as the station computes it."""
-        return self.local.describe()
 
-    def answer(self, op: str, message: Mapping[str, Any]) -> dict[str, Any]:
-        """What the train must answer to ``message``."""
-        if op != message.get("op"):
-            raise DisclosureError("an operation the kernel does not know")
-        return self.local.answer(message)
-
-
-class IptwKernel:
+class IptwKernel(_LocalKernel):
     """The station's own IPTW answers for one session (round 0 included)."""
 
     def __init__(
@@ -182,16 +188,6 @@ class IptwKernel:
         self.local = LocalIptw(columns, parameters, k, rules)
         self.model = glm_model("binomial")  # the propensity model
         self.outcome_model = outcome_model_of(parameters)
-
-    def describe(self) -> dict[str, Any]:
-        """Round 0 as the station computes it."""
-        return self.local.describe()
-
-    def answer(self, op: str, message: Mapping[str, Any]) -> dict[str, Any]:
-        """What the train must answer to ``message``."""
-        if op != message.get("op"):
-            raise DisclosureError("an operation the kernel does not know")
-        return self.local.answer(message)
 
 
 def same(given: Any, expected: Any) -> bool:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from pht.algorithms.cox import Design
-from pht.algorithms.design import agree_design
+from pht.algorithms.design import agree_design, covariate_problems
 from pht.algorithms.glm import GlmPieces
 from pht.algorithms.glm_fit import (
     GlmResult,
@@ -363,18 +363,7 @@ def check(parameters: Mapping[str, Any]) -> Sequence[str]:
         problems.append(
             f"exposure: '{exposure}' is also a covariate; drop it from covariates"
         )
-    problems += [
-        f"reference.{column}: '{column}' is not one of the covariates "
-        f"({', '.join(covariates)}); add it to covariates or drop its reference"
-        for column in (parameters.get("reference") or {})
-        if column not in covariates
-    ]
-    problems += [
-        f"categorical: '{column}' is not one of the covariates "
-        f"({', '.join(covariates)}); add it to covariates or drop it here"
-        for column in (parameters.get("categorical") or [])
-        if column not in covariates
-    ]
+    problems += covariate_problems(parameters)
     return problems
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from pht.algorithms.cox import Design
 from pht.algorithms.cox_weighted import sandwich, wald
-from pht.algorithms.design import agree_design
+from pht.algorithms.design import agree_design, covariate_problems
 from pht.algorithms.glm import GlmModel, glm_model
 from pht.algorithms.glm_fit import (
     check_estimable,
@@ -544,18 +544,7 @@ def check(parameters: Mapping[str, Any]) -> Sequence[str]:
             )
         if value is not None and value == treatment:
             problems.append(f"{key}: '{value}' is the treatment; name another column")
-    problems += [
-        f"reference.{column}: '{column}' is not one of the covariates "
-        f"({', '.join(covariates)}); add it to covariates or drop its reference"
-        for column in (parameters.get("reference") or {})
-        if column not in covariates
-    ]
-    problems += [
-        f"categorical: '{column}' is not one of the covariates "
-        f"({', '.join(covariates)}); add it to covariates or drop it here"
-        for column in (parameters.get("categorical") or [])
-        if column not in covariates
-    ]
+    problems += covariate_problems(parameters)
     return problems
 
 

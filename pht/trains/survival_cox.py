@@ -50,7 +50,7 @@ from pht.algorithms.cox_checks import (
     ph_test,
     transform,
 )
-from pht.algorithms.design import agree_design, check_estimable
+from pht.algorithms.design import agree_design, check_estimable, covariate_problems
 from pht.algorithms.numeric import z_critical
 from pht.algorithms.optimize import Ask, Fit, Value, newton
 from pht.errors import (
@@ -589,12 +589,7 @@ class CoxStrategy(RoundsStrategy):
 def check(parameters: Mapping[str, Any]) -> Sequence[str]:
     """Problems with the study's parameters together, as ``"key: fix"``."""
     covariates = list(parameters.get("covariates") or [])
-    problems = [
-        f"reference.{column}: '{column}' is not one of the covariates "
-        f"({', '.join(covariates)}); add it to covariates or drop its reference"
-        for column in (parameters.get("reference") or {})
-        if column not in covariates
-    ]
+    problems = [p for p in covariate_problems(parameters) if p.startswith("reference.")]
     problems += [
         f"covariates: '{parameters[role]}' is the {role} column; it cannot also be a "
         "covariate (drop it from covariates)"
@@ -602,10 +597,7 @@ def check(parameters: Mapping[str, Any]) -> Sequence[str]:
         if parameters.get(role) in covariates
     ]
     problems += [
-        f"categorical: '{column}' is not one of the covariates "
-        f"({', '.join(covariates)}); add it to covariates or drop it here"
-        for column in (parameters.get("categorical") or [])
-        if column not in covariates
+        p for p in covariate_problems(parameters) if p.startswith("categorical:")
     ]
     return problems
 
