@@ -44,7 +44,8 @@ NEWEST := .venv-newest
 NEWEST_STAMP := $(NEWEST)/.installed-stamp
 ORACLES := test_cox_oracle test_km_oracle test_r_audit test_rmst_oracle \
 	test_glm_algorithms test_equivalence_algorithms test_glm_train \
-	test_cox_weighted test_equivalence_study test_iptw test_bench_glm
+	test_cox_weighted test_equivalence_study test_iptw test_bench_glm \
+	test_nma_algorithms
 
 $(NEWEST_STAMP): pyproject.toml
 	test -x $(NEWEST)/bin/python || $(PYTHON) -m venv $(NEWEST)
