@@ -2,7 +2,8 @@
 
 Oracle constants: tests/reference/nma_reference.json, made by
 tests/reference/nma_reference.R (metafor's rma.mv with the multi-arm covariance on
-metadat's dat.senn2013 and dat.hasselblad1998); R is not needed here.
+metadat's dat.senn2013 and dat.hasselblad1998, and a synthetic arm-level set with weak
+direct evidence); R is not needed here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ REF = json.loads(
     (Path(__file__).parent / "reference" / "nma_reference.json").read_text()
 )
 TOL = 1e-8
-DATASETS = ["senn2013", "hasselblad1998"]
+DATASETS = ["senn2013", "hasselblad1998", "synthetic"]
 
 
 def _contrasts(name: str) -> list[Contrast]:
@@ -46,6 +47,16 @@ def test_common_effects_equal_metafor_rma_mv(name: str) -> None:
     np.testing.assert_allclose(r.common.se, ref["common"]["se"], rtol=0, atol=TOL)
     assert r.q.statistic == pytest.approx(ref["q"], abs=TOL)
     assert r.q.df == ref["df"]
+    # vcov(fit): every treatment versus the first, from the basic parameters' L^+
+    first = r.treatments[0]
+    cov = r.covariance(first)
+    np.testing.assert_allclose(cov[1:, 1:], ref["common_vcov"], rtol=0, atol=TOL)
+    np.testing.assert_allclose(np.diag(cov), r.common.se[:, 0] ** 2, atol=1e-14)
+    assert np.all(cov[0] == 0.0) and np.all(cov[:, 0] == 0.0)
+    np.testing.assert_allclose(r.common.cov.sum(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(
+        r.common.theta[:, None] - r.common.theta[None, :], r.common.te, atol=1e-14
+    )
 
 
 @pytest.mark.parametrize("name", DATASETS)
@@ -58,7 +69,70 @@ def test_tau2_and_random_effects_equal_gls_dl_and_metafor(name: str) -> None:
     assert r.tau == pytest.approx(math.sqrt(r.tau2))
     np.testing.assert_allclose(r.random.te, ref["random"]["te"], rtol=0, atol=TOL)
     np.testing.assert_allclose(r.random.se, ref["random"]["se"], rtol=0, atol=TOL)
+    cov = r.covariance(r.treatments[0], "random")
+    np.testing.assert_allclose(cov[1:, 1:], ref["random_vcov"], rtol=0, atol=TOL)
     assert r.i2 == pytest.approx(ref["i2"], abs=TOL)
+    assert r.tau2_method == "DL"
+
+
+@pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_reml_ml_tau2_and_random_effects_equal_metafor_rma_mv(
+    name: str, method: str
+) -> None:
+    # oracle: rma.mv(y, V, mods = X, random = ~ factor(comparison) | study, rho = 0.5,
+    # method = "REML"/"ML") with the multi-arm V, its optimum polished to the root of
+    # the score (uniroot, tol 1e-15; rma.mv's log-likelihood checked not lower), te/se
+    # from rma.mv with tau2 fixed there
+    ref = REF[name][method.lower()]
+    r = _fit(name, method_tau=method)
+    assert r.tau2_method == method
+    assert r.tau2 == pytest.approx(ref["tau2"], abs=TOL)
+    assert r.tau2 is not None and r.tau == pytest.approx(math.sqrt(r.tau2))
+    np.testing.assert_allclose(r.random.te, ref["te"], rtol=0, atol=TOL)
+    np.testing.assert_allclose(r.random.se, ref["se"], rtol=0, atol=TOL)
+    cov = r.covariance(r.treatments[0], "random")
+    np.testing.assert_allclose(cov[1:, 1:], ref["vcov"], rtol=0, atol=TOL)
+    # rma.mv's own (unpolished) optimum is within its optimiser's tolerance
+    assert r.tau2 == pytest.approx(ref["tau2_rma_mv_optimum"], abs=1e-6)
+    # common effects, Q and I^2 do not depend on the tau2 method
+    dl = _fit(name)
+    np.testing.assert_allclose(r.common.te, dl.common.te, atol=0)
+    assert r.i2 == dl.i2
+
+
+def test_reml_differs_from_netmeta_contrast_only_for_multiarm() -> None:
+    # netmeta given contrasts only passes a diagonal V to rma.mv (tau2 from that call
+    # in R: tau2_reml_netmeta_diagonal_v); with Willms (1999) 3-arm the two differ
+    ref = REF["senn2013"]
+    r = _fit("senn2013", method_tau="REML")
+    assert r.tau2 is not None
+    assert abs(r.tau2 - ref["tau2_reml_netmeta_diagonal_v"]) > 1e-3
+
+
+def test_reml_two_arm_network_equals_netmeta_diagonal_v() -> None:
+    # without multi-arm studies V is diagonal, as netmeta's: on the two-arm part of
+    # Senn2013, REML solves the score equation written out with numpy
+    con = [c for c in _contrasts("senn2013") if c.studlab != "Willms (1999)"]
+    r = nma(con, method_tau="REML")
+    assert r.tau2 is not None and r.tau2 > 0
+    trts = list(r.treatments)
+    x = np.zeros((len(con), len(trts)))
+    for row, c in enumerate(con):
+        x[row, trts.index(c.treat1)] += 1.0
+        x[row, trts.index(c.treat2)] -= 1.0
+    x = x[:, 1:]
+    y = np.array([c.TE for c in con])
+    v = np.array([c.seTE**2 for c in con])
+
+    def score(t: float) -> float:
+        s_inv = np.diag(1.0 / (v + t))
+        proj = s_inv - s_inv @ x @ np.linalg.solve(x.T @ s_inv @ x, x.T @ s_inv)
+        py = proj @ y
+        return float(-0.5 * np.trace(proj) + 0.5 * py @ py)
+
+    assert abs(score(r.tau2)) < 1e-9
+    assert score(r.tau2 * 0.99) > 0 > score(r.tau2 * 1.01)
 
 
 @pytest.mark.parametrize("name", DATASETS)
@@ -176,36 +250,69 @@ def test_pscores_equal_r_pnorm(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", DATASETS)
-@pytest.mark.parametrize("model", ["common", "random"])
-def test_side_split_equals_r_back_calculation(name: str, model: str) -> None:
-    # oracle: rma(method = "FE") on the pair's contrasts for the direct estimate, the
-    # network estimate from rma.mv, indirect = (TE - P TE_dir) / (1 - P)
+@pytest.mark.parametrize("model", ["common", "random", "random_reml"])
+def test_side_split_equals_netmeta_back_calculation_in_r(name: str, model: str) -> None:
+    # oracle (R, netmeta 3.6-2's rules): direct = rma(method = "FE") on the pair's
+    # contrasts; P = v_net / v_direct with v_net from rma.mv on Krahn's basic
+    # contrasts; indirect = (TE - P TE_dir) / (1 - P) (TE_dir 0 when P < sqrt(eps));
+    # netsplit's tol.direct 0.0005 hides the indirect (P ~ 1) and the direct
+    # (common-effects P ~ 0) estimates
     ref = {(s["treat1"], s["treat2"]): s for s in REF[name][f"split_{model}"]}
-    r = _fit(name)
+    r = _fit(name, method_tau="REML" if model == "random_reml" else "DL")
     rows = r.split_common if model == "common" else r.split_random
     n = len(r.treatments)
     assert len(rows) == n * (n - 1) // 2
-    with_direct = [row for row in rows if row.direct is not None]
-    assert {(row.treat1, row.treat2) for row in with_direct} == set(ref)
-    for row in with_direct:
+    with_studies = [row for row in rows if row.studies > 0]
+    assert {(row.treat1, row.treat2) for row in with_studies} == set(ref)
+    for row in with_studies:
         s = ref[(row.treat1, row.treat2)]
-        assert row.direct is not None
         assert row.studies == s["studies"]
         assert row.prop_direct == pytest.approx(s["prop_direct"], abs=TOL)
-        assert row.direct.te == pytest.approx(s["direct_te"], abs=TOL)
-        assert row.direct.se == pytest.approx(s["direct_se"], abs=TOL)
+        if "direct_te" in s:
+            assert row.direct is not None
+            assert row.direct.te == pytest.approx(s["direct_te"], abs=TOL)
+            assert row.direct.se == pytest.approx(s["direct_se"], abs=TOL)
+        else:
+            assert row.direct is None
         if "indirect_te" in s:
-            assert row.indirect is not None and row.difference is not None
+            assert row.indirect is not None
             assert row.indirect.te == pytest.approx(s["indirect_te"], abs=TOL)
             assert row.indirect.se == pytest.approx(s["indirect_se"], abs=TOL)
+        else:
+            assert row.indirect is None
+        if "diff_te" in s:
+            assert row.difference is not None
             assert row.difference.te == pytest.approx(s["diff_te"], abs=TOL)
             assert row.difference.se == pytest.approx(s["diff_se"], abs=TOL)
             assert row.difference.pvalue == pytest.approx(s["diff_p"], abs=TOL)
         else:
-            assert row.indirect is None and row.difference is None
+            assert row.difference is None
     for row in rows:
-        if row.direct is None:  # only indirect evidence: indirect is the network
-            assert row.indirect == row.network and row.prop_direct == 0.0
+        if row.studies == 0:  # only indirect evidence: indirect is the network
+            assert row.direct is None and row.prop_direct == 0.0
+            assert row.indirect == row.network
+
+
+def test_split_edge_cases_of_the_synthetic_network_are_covered() -> None:
+    # the rules above are exercised: P < sqrt(eps), P < tol.direct, P ~ 1, no studies
+    rows = {(x.treat1, x.treat2): x for x in _fit("synthetic").split_common}
+    assert rows[("A", "D")].prop_direct < math.sqrt(np.finfo(float).eps)
+    assert rows[("A", "D")].direct is None and rows[("A", "D")].indirect is not None
+    assert 1e-6 < rows[("B", "D")].prop_direct < 0.0005
+    assert rows[("B", "D")].direct is None
+    assert abs(rows[("C", "D")].prop_direct - 1) < 0.0005
+    assert rows[("C", "D")].indirect is None and rows[("C", "D")].direct is not None
+    senn = _fit("senn2013").split_common
+    assert any(x.studies == 0 for x in senn)
+
+
+def test_split_of_two_treatments_is_all_direct() -> None:
+    # netmeta sets prop.direct to 1 when the network has two treatments
+    r = nma([Contrast("s1", "A", "B", 0.5, 0.2), Contrast("s2", "A", "B", 0.1, 0.3)])
+    (row,) = r.split_common
+    assert row.prop_direct == 1.0 and row.indirect is None and row.difference is None
+    assert row.direct is not None
+    assert row.direct.te == pytest.approx(row.network.te, abs=1e-14)
 
 
 def test_estimates_do_not_depend_on_order_orientation_or_names() -> None:
@@ -290,9 +397,23 @@ def test_multiarm_study_pairs_in_any_order_and_orientation() -> None:
     np.testing.assert_allclose(a.random.se, b.random.se, atol=1e-12)
 
 
-def test_preset_tau2_is_used_for_random_effects() -> None:
-    r = _fit("senn2013", tau2=0.0)
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_homogeneous_network_gives_tau2_zero_at_the_boundary(method: str) -> None:
+    # the contrasts agree exactly, so the (restricted) likelihood falls from tau2 = 0
+    con = [
+        Contrast("s1", "A", "B", 0.2, 0.3),
+        Contrast("s2", "A", "B", 0.2, 0.4),
+        Contrast("s3", "B", "C", 0.1, 0.3),
+        Contrast("s4", "A", "C", 0.3, 0.5),
+    ]
+    r = nma(con, method_tau=method)  # type: ignore[arg-type]
     assert r.tau2 == 0.0
+    np.testing.assert_allclose(r.random.te, r.common.te, atol=1e-14)
+
+
+def test_preset_tau2_is_used_for_random_effects() -> None:
+    r = _fit("senn2013", tau2=0.0, method_tau="REML")
+    assert r.tau2 == 0.0 and r.tau2_method == "preset"
     np.testing.assert_allclose(r.random.te, r.common.te, atol=1e-12)
     np.testing.assert_allclose(r.random.se, r.common.se, atol=1e-12)
 
@@ -312,10 +433,14 @@ def test_league_table_has_names_on_diagonal_and_antisymmetric_cells() -> None:
     assert r.q.df == 1 and r.q.statistic == pytest.approx(1 / 3)
 
 
-def test_no_heterogeneity_df_gives_no_tau2() -> None:
-    r = nma([Contrast("s1", "A", "B", 0.5, 0.2), Contrast("s2", "B", "C", 0.1, 0.3)])
+@pytest.mark.parametrize("method", ["DL", "REML", "ML"])
+def test_no_heterogeneity_df_gives_no_tau2(method: str) -> None:
+    r = nma(
+        [Contrast("s1", "A", "B", 0.5, 0.2), Contrast("s2", "B", "C", 0.1, 0.3)],
+        method_tau=method,  # type: ignore[arg-type]
+    )
     assert r.q.df == 0 and r.q.pvalue is None
-    assert r.tau2 is None and r.i2 is None
+    assert r.tau2 is None and r.i2 is None and r.tau2_method == method
     np.testing.assert_allclose(r.random.te, r.common.te)
     assert r.common.te[0, 2] == pytest.approx(0.6)
     assert r.common.se[0, 2] == pytest.approx(math.sqrt(0.04 + 0.09))
@@ -379,5 +504,7 @@ def test_bad_options_are_one_line() -> None:
         nma(con, small_values="desirable")  # type: ignore[arg-type]
     with pytest.raises(DataError, match="tau2 must be a finite number >= 0"):
         nma(con, tau2=-1.0)
+    with pytest.raises(DataError, match="method_tau must be 'DL', 'REML' or 'ML'"):
+        nma(con, method_tau="PM")  # type: ignore[arg-type]
     with pytest.raises(DataError, match="unknown treatment 'insulin'"):
         nma(con).estimate("insulin", "placebo")

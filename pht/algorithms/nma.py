@@ -23,18 +23,45 @@ Method (Rücker 2012, *Res Synth Methods* 3:312; Rücker & Schwarzer 2014, *Stat
   design-by-treatment decomposition (Krahn et al. 2013): **within designs** is the sum
   over designs (sets of arms) of the Q of a fit with a free effect per design, and
   **between designs** (inconsistency) is the rest.
-* **tau^2**: netmeta's generalised DerSimonian-Laird
+* **tau^2**, ``method_tau="DL"`` (default): netmeta's generalised DerSimonian-Laird
   ``max(0, (Q - df) / tr((I - H) (B B' o E / 2) W))`` with ``H = B L^+ B' W`` and
   ``E[e, f] = 1`` when edges ``e``, ``f`` come from the same study; **I^2** and its CI
-  as Higgins & Thompson (2002) via ``H = sqrt(Q / df)``.
+  as Higgins & Thompson (2002) via ``H = sqrt(Q / df)`` (from Q, whatever the method).
+* **tau^2**, ``"REML"`` / ``"ML"``: the (restricted) maximum likelihood of the
+  contrast-based model on each study's basic contrasts (its other arms minus its first)
+  ``y ~ N(X d, V + tau^2 V0)``: ``V0`` has 1 on the diagonal and 1/2 between contrasts
+  of one study (netmeta's ``rma.mv(..., random = ~ factor(comparison) | studlab,
+  rho = 0.5)``), and ``V`` is the multi-arm covariance the reduced weights imply
+  (``C Lt C'`` with ``Lt = -P R P / 2``: contrasts sharing an arm covary by that arm's
+  variance; for arm-level variances exactly that). The fixed effects are profiled out
+  and the 1-D problem in ``tau^2 >= 0`` is solved by a grid, a bracketed root of the
+  score (Brent) and Newton polishing. netmeta 3.6-2 given contrasts only (no arm-level
+  ``n``/``event``/``mean``/``sd``) uses a *diagonal* ``V`` there, so for multi-arm
+  studies its REML/ML tau^2 differs from this one; given arm-level data (its ``calcV``)
+  it uses this covariance and agrees. Two-arm networks agree either way. Senn2013
+  (one 3-arm study): REML tau^2 0.099915 here, 0.101114 from netmeta's contrast-only
+  call.
 * **Random effects**: ``tau^2`` added to every contrast's variance *before* the
   multi-arm reduction, then the same fit.
+* **Covariance**: ``PairwiseEstimates.cov`` is ``L^+``, the covariance of the basic
+  parameters ``theta`` (centred to mean 0); :meth:`NmaResult.covariance` turns it into
+  the covariance of all treatments versus any reference (for a forest plot).
 * **P-scores** (Rücker & Schwarzer 2015): the mean over the other treatments of
   ``Phi(-z_ij)`` (``small_values="good"``) or ``Phi(z_ij)`` (``"bad"``).
-* **SIDE split** by back-calculation (netmeta ``netsplit``): direct = inverse-variance
-  pooled contrasts of the pair (variances plus ``tau^2`` for random effects), ``P =
-  se_nma^2 / se_direct^2``, indirect ``(TE_nma - P TE_direct) / (1 - P)`` with
-  ``se_nma / sqrt(1 - P)``, and the z-test of direct minus indirect.
+* **SIDE split** by back-calculation, as netmeta 3.6-2 (``netmeta``, ``netmeasures``,
+  ``nma_krahn``, ``direct.indirect``): direct = inverse-variance pooled contrasts of
+  the pair as given (``seTE^2``, plus ``tau^2`` for random effects; contrasts of a
+  multi-arm study are pooled as if independent); ``P = v_net / v_direct`` with
+  ``v_net`` from Krahn et al.'s GLS (each multi-arm study's basic contrasts versus its
+  first arm, covariance ``(v_1i + v_1j - v_ij) / 2``; equal to the network variance
+  unless a study with four or more arms has variances no arm-level model gives), P = 0
+  without direct evidence and 1 in a two-treatment network; indirect ``(TE_nma - P
+  TE_direct) / (1 - P)`` with ``se_nma / sqrt(1 - P)`` (``TE_direct`` taken as 0 when
+  ``P < sqrt(eps)``; none when ``P > 1`` or ``|P - 1| < sqrt(eps)``); then netsplit's
+  ``tol.direct``: no indirect estimate when ``|P - 1| < 0.0005``, no direct estimate
+  when the *common-effects* ``P < 0.0005`` (for both models, as netmeta), the network
+  estimate as indirect without direct evidence; and the z-test of direct minus
+  indirect.
 
 Example
 -------
@@ -60,18 +87,22 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+from scipy import optimize, stats
 
 from pht.algorithms.pairwise import Contrast
 from pht.errors import DataError
 
 FloatArray = npt.NDArray[np.float64]
 SmallValues = Literal["good", "bad"]
+TauMethod = Literal["DL", "REML", "ML"]
 
 #: netmeta's ``tol.multiarm``: largest |TE_AC - (TE_AB + TE_BC)| in a multi-arm study
 MULTIARM_TOLERANCE = 0.001
-#: netmeta's ``tol.direct``: a direct-evidence proportion this close to 0 or 1 is 0 or 1
+#: netsplit's ``tol.direct``: a direct-evidence proportion this close to 0 (1) shows no
+#: direct (indirect) estimate
 DIRECT_TOLERANCE = 0.0005
+#: netmeta's ``.Machine$double.eps^0.5`` in the back-calculation
+_SQRT_EPS = math.sqrt(np.finfo(float).eps)
 
 
 @dataclass(frozen=True)
@@ -91,7 +122,9 @@ class PairwiseEstimates:
     """All-pairs ``n x n`` matrices: ``te[i, j]`` estimates treatment i minus j.
 
     The diagonal is 0 (``te``, ``se``, ``z``, the CI) with ``pvalue`` 1. This is the
-    league table's content.
+    league table's content. ``theta`` are the basic parameters (treatment effects
+    centred to mean 0, ``te[i, j] = theta[i] - theta[j]``) and ``cov`` their covariance
+    ``L^+`` (singular: it sums to 0 over rows); see :meth:`NmaResult.covariance`.
     """
 
     te: FloatArray
@@ -100,6 +133,8 @@ class PairwiseEstimates:
     upper: FloatArray
     z: FloatArray
     pvalue: FloatArray
+    theta: FloatArray
+    cov: FloatArray
 
 
 @dataclass(frozen=True)
@@ -124,9 +159,11 @@ class DesignQ:
 class SplitRow:
     """Direct and indirect evidence of one pair (treat1 minus treat2), back-calculated.
 
-    ``direct`` is None without studies of the pair; ``indirect`` is None when the
-    evidence is all direct (``prop_direct`` 1), and equals the network estimate when it
-    is all indirect. ``difference`` is direct minus indirect (None unless both exist).
+    ``direct`` is None without studies of the pair, and when the common-effects
+    ``prop_direct`` is under 0.0005 (netsplit's ``tol.direct``); ``indirect`` is None
+    when the evidence is (within 0.0005 of) all direct, and equals the network
+    estimate without studies of the pair. ``difference`` is direct minus indirect
+    (None unless both exist). See the module docstring for netmeta's rules.
     """
 
     treat1: str
@@ -141,7 +178,12 @@ class SplitRow:
 
 @dataclass(frozen=True)
 class NmaResult:
-    """The fitted network: common- and random-effects estimates and their diagnostics."""
+    """The fitted network: common- and random-effects estimates and their diagnostics.
+
+    ``tau2_method`` says where ``tau2`` came from: ``"DL"``, ``"REML"``, ``"ML"`` or
+    ``"preset"`` (given by the caller). ``tau2`` is None (and the random-effects model
+    equals the common one) when ``q.df`` is 0 and nothing was preset.
+    """
 
     treatments: tuple[str, ...]
     studies: tuple[str, ...]
@@ -155,6 +197,7 @@ class NmaResult:
     q_designs: tuple[DesignQ, ...]
     tau2: float | None
     tau: float | None
+    tau2_method: Literal["DL", "REML", "ML", "preset"]
     i2: float | None
     i2_lower: float | None
     i2_upper: float | None
@@ -188,6 +231,23 @@ class NmaResult:
             float(est.pvalue[i, j]),
         )
 
+    def covariance(
+        self, reference: str, model: Literal["common", "random"] = "common"
+    ) -> FloatArray:
+        """Covariance of every treatment versus ``reference``.
+
+        Element ``[i, j]`` is ``Cov(te[i, r], te[j, r])`` with ``r`` the reference, so
+        the diagonal is ``se[:, r] ** 2``; row and column ``r`` are 0. Rows follow
+        :attr:`treatments`.
+        """
+        est = self.common if model == "common" else self.random
+        r = self.index(reference)
+        c = est.cov
+        out = c - c[:, [r]] - c[[r], :] + c[r, r]
+        out[r, :] = 0.0
+        out[:, r] = 0.0
+        return np.asarray((out + out.T) / 2, dtype=np.float64)
+
 
 @dataclass(frozen=True)
 class _Study:
@@ -215,6 +275,7 @@ def nma(
     level: float = 0.95,
     small_values: SmallValues = "good",
     tau2: float | None = None,
+    method_tau: TauMethod = "DL",
 ) -> NmaResult:
     """Fit the network meta-analysis of ``contrasts`` (see the module docstring).
 
@@ -228,7 +289,10 @@ def nma(
         ``"good"`` when small effects are desirable (P-scores), else ``"bad"``.
     tau2
         A preset between-study variance for the random-effects model (netmeta's
-        ``tau.preset``); None estimates it by netmeta's DerSimonian-Laird.
+        ``tau.preset``); None estimates it by ``method_tau``.
+    method_tau
+        ``"DL"`` (netmeta's generalised DerSimonian-Laird), ``"REML"`` or ``"ML"``
+        (see the module docstring for the multi-arm covariance used).
     """
     if not 0.0 < level < 1.0:
         raise DataError(f"nma: level must be between 0 and 1, got {level}")
@@ -238,6 +302,10 @@ def nma(
         )
     if tau2 is not None and not (math.isfinite(tau2) and tau2 >= 0):
         raise DataError(f"nma: tau2 must be a finite number >= 0, got {tau2}")
+    if method_tau not in ("DL", "REML", "ML"):
+        raise DataError(
+            f"nma: method_tau must be 'DL', 'REML' or 'ML', got {method_tau!r}"
+        )
     treatments, studies = _studies(list(contrasts))
     n = len(treatments)
     _check_connected(treatments, studies)
@@ -281,14 +349,21 @@ def nma(
         q.statistic - q_w, df - df_w, _chi2_p(q.statistic - q_w, df - df_w)
     )
 
-    tau2_dl = _tau2_dl(common, n, q.statistic, df) if df > 0 else None
-    tau2_used = tau2 if tau2 is not None else (tau2_dl if tau2_dl is not None else 0.0)
+    tau2_est: float | None = None
+    if tau2 is None and df > 0:
+        if method_tau == "DL":
+            tau2_est = _tau2_dl(common, n, q.statistic, df)
+        else:
+            tau2_est = _tau2_likelihood(studies, n, reml=method_tau == "REML")
+    tau2_out = tau2 if tau2 is not None else tau2_est
+    tau2_used = 0.0 if tau2_out is None else tau2_out
     random = _fit(studies, n, tau2_used)
     i2, i2_lo, i2_hi = _i2(q.statistic, df, z_crit)
 
     common_est = _pairwise(common.theta, common.lplus, z_crit)
     random_est = _pairwise(random.theta, random.lplus, z_crit)
-    tau2_out = tau2 if tau2 is not None else tau2_dl
+    prop_common = _prop_direct(studies, n, 0.0)
+    prop_random = _prop_direct(studies, n, tau2_used)
     return NmaResult(
         treatments=treatments,
         studies=tuple(s.label for s in studies),
@@ -302,13 +377,18 @@ def nma(
         q_designs=tuple(q_designs),
         tau2=tau2_out,
         tau=None if tau2_out is None else math.sqrt(tau2_out),
+        tau2_method="preset" if tau2 is not None else method_tau,
         i2=i2,
         i2_lower=i2_lo,
         i2_upper=i2_hi,
         pscores_common=_pscores(common_est, small_values),
         pscores_random=_pscores(random_est, small_values),
-        split_common=_split(treatments, studies, common_est, 0.0, z_crit),
-        split_random=_split(treatments, studies, random_est, tau2_used, z_crit),
+        split_common=_split(
+            treatments, studies, common_est, 0.0, prop_common, prop_common, z_crit
+        ),
+        split_random=_split(
+            treatments, studies, random_est, tau2_used, prop_random, prop_common, z_crit
+        ),
     )
 
 
@@ -582,7 +662,9 @@ def _pairwise(theta: FloatArray, lplus: FloatArray, z_crit: float) -> PairwiseEs
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(se > 0, te / np.where(se > 0, se, 1.0), 0.0)
     pvalue = 2 * stats.norm.sf(np.abs(z))
-    return PairwiseEstimates(te, se, te - z_crit * se, te + z_crit * se, z, pvalue)
+    return PairwiseEstimates(
+        te, se, te - z_crit * se, te + z_crit * se, z, pvalue, theta, lplus
+    )
 
 
 def _pscores(est: PairwiseEstimates, small_values: SmallValues) -> tuple[float, ...]:
@@ -605,8 +687,15 @@ def _split(
     studies: Sequence[_Study],
     est: PairwiseEstimates,
     tau2: float,
+    prop: FloatArray,
+    prop_common: FloatArray,
     z_crit: float,
 ) -> tuple[SplitRow, ...]:
+    """The back-calculation of netmeta.R with the display rules of netsplit.
+
+    ``prop`` is this model's direct-evidence proportion, ``prop_common`` the
+    common-effects one (netsplit hides the direct estimate of *both* models by it).
+    """
     sums: dict[tuple[int, int], list[float]] = {}
     for s in studies:
         for (i, j), te, var in zip(s.pairs, s.te, s.var, strict=True):
@@ -620,30 +709,34 @@ def _split(
     for i in range(n):
         for j in range(i + 1, n):
             network = _estimate(float(est.te[i, j]), float(est.se[i, j]), z_crit)
+            p = float(prop[i, j])
             if (i, j) not in sums:
+                # only indirect evidence: netsplit shows the network estimate
                 rows.append(
                     SplitRow(
-                        treatments[i],
-                        treatments[j],
-                        0,
-                        0.0,
-                        network,
-                        None,
-                        network,
-                        None,
+                        treatments[i], treatments[j], 0, p, network, None, network, None
                     )
                 )
                 continue
             w_sum, wte, k = sums[(i, j)]
-            direct = _estimate(wte / w_sum, math.sqrt(1.0 / w_sum), z_crit)
-            prop = network.se**2 / direct.se**2
-            indirect = difference = None
-            if abs(prop - 1.0) >= DIRECT_TOLERANCE and prop < 1.0:
+            direct_te, direct_se = wte / w_sum, math.sqrt(1.0 / w_sum)
+            # netmeta.R: TE.direct is 0 where P ~ 0; no indirect where P ~ 1 or P > 1
+            te_dir = 0.0 if abs(p) < _SQRT_EPS else direct_te
+            indirect = None
+            if not (abs(p - 1.0) < _SQRT_EPS or p > 1.0):
                 indirect = _estimate(
-                    (network.te - prop * direct.te) / (1.0 - prop),
-                    network.se / math.sqrt(1.0 - prop),
+                    (network.te - p * te_dir) / (1.0 - p),
+                    math.sqrt(network.se**2 / (1.0 - p)),
                     z_crit,
                 )
+            # netsplit's direct.indirect(): tol.direct, the direct by the common P
+            if abs(p - 1.0) < DIRECT_TOLERANCE:
+                indirect = None
+            direct = None
+            if not abs(float(prop_common[i, j])) < DIRECT_TOLERANCE:
+                direct = _estimate(direct_te, direct_se, z_crit)
+            difference = None
+            if direct is not None and indirect is not None:
                 difference = _estimate(
                     direct.te - indirect.te,
                     math.sqrt(direct.se**2 + indirect.se**2),
@@ -654,7 +747,7 @@ def _split(
                     treatments[i],
                     treatments[j],
                     int(k),
-                    prop,
+                    p,
                     network,
                     direct,
                     indirect,
@@ -662,3 +755,178 @@ def _split(
                 )
             )
     return tuple(rows)
+
+
+def _prop_direct(studies: Sequence[_Study], n: int, tau2: float) -> FloatArray:
+    """The direct-evidence proportions of netmeta (``netmeasures``, ``nma_krahn``).
+
+    ``v_net / v_direct`` per pair with studies, where ``v_net`` is the GLS variance of
+    Krahn et al. (2013): each study's basic contrasts versus its first arm with
+    covariance ``(v_1i + v_1j - v_ij) / 2`` (contrast variances plus ``tau2``), and
+    ``v_direct`` the inverse-variance pooled variance of the pair's contrasts. 0 without
+    direct evidence; 1 everywhere off the diagonal for two treatments.
+    """
+    prop = np.zeros((n, n))
+    if n == 2:
+        prop[0, 1] = prop[1, 0] = 1.0
+        return prop
+    info = np.zeros((n, n))
+    w_direct = np.zeros((n, n))
+    for s in studies:
+        var = {p: v + tau2 for p, v in zip(s.pairs, s.var, strict=True)}
+        for (i, j), v in var.items():
+            w_direct[i, j] += 1.0 / v
+        base, others = s.arms[0], s.arms[1:]
+        k = len(others)
+        v_s = np.empty((k, k))
+        for a, ta in enumerate(others):
+            for b, tb in enumerate(others):
+                v_s[a, b] = (
+                    var[(base, ta)]
+                    if a == b
+                    else (var[(base, ta)] + var[(base, tb)] - var[_pair(ta, tb)]) / 2
+                )
+        c = np.zeros((k, n))
+        c[np.arange(k), list(others)] = 1.0
+        c[:, base] = -1.0
+        info += c.T @ np.linalg.pinv(v_s) @ c
+    cov = _laplacian_pinv(info)
+    d = np.diag(cov)
+    v_net = d[:, None] + d[None, :] - 2 * cov
+    has = w_direct > 0
+    prop[has] = v_net[has] * w_direct[has]
+    return np.asarray(np.maximum(prop, prop.T), dtype=np.float64)
+
+
+def _pair(a: int, b: int) -> tuple[int, int]:
+    return (a, b) if a < b else (b, a)
+
+
+# -- (restricted) maximum likelihood -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Gls:
+    """The basic-contrast model ``y ~ N(X d, V + tau2 V0)`` of a network."""
+
+    y: FloatArray
+    x: FloatArray
+    v: FloatArray
+    v0: FloatArray
+
+
+def _basic_model(studies: Sequence[_Study], n: int) -> _Gls:
+    ys: list[float] = []
+    xs: list[FloatArray] = []
+    blocks: list[tuple[FloatArray, FloatArray]] = []
+    for s in studies:
+        k = len(s.arms)
+        te = dict(zip(s.pairs, s.te, strict=True))
+        var = dict(zip(s.pairs, s.var, strict=True))
+        # Lt = -P R P / 2 over the study's arms: the arm-level covariance (up to
+        # centring) that the reduced weights imply
+        r = np.zeros((k, k))
+        for a in range(k):
+            for b in range(a + 1, k):
+                r[a, b] = r[b, a] = var[(s.arms[a], s.arms[b])]
+        centre = np.eye(k) - 1.0 / k
+        lt = -0.5 * centre @ r @ centre
+        c_local = np.zeros((k - 1, k))
+        c_local[:, 0] = -1.0
+        c_local[np.arange(k - 1), np.arange(1, k)] = 1.0
+        blocks.append(
+            (c_local @ lt @ c_local.T, (np.eye(k - 1) + np.ones((k - 1, k - 1))) / 2)
+        )
+        base = s.arms[0]
+        for other in s.arms[1:]:
+            ys.append(-float(te[(base, other)]))  # theta_other - theta_base
+            row = np.zeros(n)
+            row[other], row[base] = 1.0, -1.0
+            xs.append(row[1:])
+    m = len(ys)
+    v = np.zeros((m, m))
+    v0 = np.zeros((m, m))
+    at = 0
+    for b_v, b_v0 in blocks:
+        size = b_v.shape[0]
+        v[at : at + size, at : at + size] = b_v
+        v0[at : at + size, at : at + size] = b_v0
+        at += size
+    return _Gls(np.array(ys), np.array(xs), v, v0)
+
+
+def _loglik_parts(model: _Gls, tau2: float, reml: bool) -> tuple[float, float, float]:
+    """Log-likelihood (up to a constant), score and observed information in tau2."""
+    sigma = model.v + tau2 * model.v0
+    chol = np.linalg.cholesky(sigma)
+    inv = np.linalg.inv(chol)
+    s_inv = inv.T @ inv
+    s_inv_x = s_inv @ model.x
+    info_x = model.x.T @ s_inv_x
+    proj = s_inv - s_inv_x @ np.linalg.solve(info_x, s_inv_x.T)
+    py = proj @ model.y
+    logdet = 2.0 * float(np.sum(np.log(np.diag(chol))))
+    ll = -0.5 * (logdet + float(model.y @ py))
+    a = proj if reml else s_inv
+    if reml:
+        ll -= 0.5 * float(np.linalg.slogdet(info_x)[1])
+    av0 = a @ model.v0
+    v0py = model.v0 @ py
+    score = -0.5 * float(np.trace(av0)) + 0.5 * float(py @ v0py)
+    # -d2l/dtau2^2 = -tr(A V0 A V0) / 2 + y'P V0 P V0 P y (A = P for REML)
+    obs = -0.5 * float(np.sum(av0 * av0.T)) + float(v0py @ proj @ v0py)
+    return ll, score, obs
+
+
+def _tau2_likelihood(studies: Sequence[_Study], n: int, *, reml: bool = True) -> float:
+    """REML (or ML) estimate of tau^2 in the contrast-based network model.
+
+    Maximises the profile (restricted) log-likelihood of ``y ~ N(X d, V + tau2 V0)`` on
+    the basic contrasts (module docstring) over ``tau2 >= 0``: a log-spaced grid
+    brackets the maximum, Brent's method finds the root of the score there, and Newton
+    steps polish it (to about 1e-12 relative). Returns 0 when the score at 0 is <= 0
+    and the grid finds nothing higher.
+    """
+    model = _basic_model(studies, n)
+    scale = float(np.mean(np.diag(model.v)))
+    grid = [0.0] + [scale * 10.0**e for e in np.arange(-8.0, 4.01, 0.25)]
+    lls = [_loglik_parts(model, t, reml)[0] for t in grid]
+    while int(np.argmax(lls)) == len(grid) - 1:
+        if grid[-1] > 1e12 * scale:
+            raise DataError(
+                "nma: the REML/ML likelihood of tau2 keeps rising; the contrasts "
+                "cannot identify tau2, use method_tau='DL' or preset tau2"
+            )
+        grid.append(grid[-1] * 10.0)
+        lls.append(_loglik_parts(model, grid[-1], reml)[0])
+    g = int(np.argmax(lls))
+
+    def score(t: float) -> float:
+        return _loglik_parts(model, t, reml)[1]
+
+    s_g = score(grid[g])
+    if g == 0 and s_g <= 0.0:
+        return 0.0
+    lo, hi = (grid[g], grid[g + 1]) if s_g > 0 else (grid[g - 1], grid[g])
+    if score(lo) > 0.0 > score(hi):
+        est = float(optimize.brentq(score, lo, hi, xtol=1e-300, rtol=1e-15))
+    else:  # no sign change: maximise directly within the grid cell pair
+        lo, hi = grid[max(g - 1, 0)], grid[g + 1]
+        res = optimize.minimize_scalar(
+            lambda t: -_loglik_parts(model, t, reml)[0],
+            bounds=(lo, hi),
+            method="bounded",
+            options={"xatol": 1e-14 * max(hi, 1e-300)},
+        )
+        est = float(res.x)
+    for _ in range(5):  # Newton polishing, kept only while it stays in the bracket
+        _, sc, obs = _loglik_parts(model, est, reml)
+        if obs <= 0.0:
+            break
+        step = sc / obs
+        if not lo <= est + step <= hi:
+            break
+        est += step
+        if abs(step) <= 1e-13 * max(est, scale):
+            break
+    return max(est, 0.0)
