@@ -45,7 +45,7 @@ NEWEST_STAMP := $(NEWEST)/.installed-stamp
 ORACLES := test_cox_oracle test_km_oracle test_r_audit test_rmst_oracle \
 	test_glm_algorithms test_equivalence_algorithms test_glm_train \
 	test_cox_weighted test_equivalence_study test_iptw test_bench_glm \
-	test_nma_algorithms
+	test_nma_algorithms test_nma_inputs test_nma_study
 
 $(NEWEST_STAMP): pyproject.toml
 	test -x $(NEWEST)/bin/python || $(PYTHON) -m venv $(NEWEST)

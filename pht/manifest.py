@@ -50,13 +50,22 @@ inside model terms), ``period`` is a date released only as its year,
 name is released only where the station's policy says ``show_station_name``."""
 COLUMN_KINDS = ("numeric", "binary", "categorical", "date")
 """``date``: a date or timestamp column, or whole years (for ``period`` columns)."""
-PARAM_TYPES = ("column", "columns", "number", "integer", "string", "boolean", "mapping")
+PARAM_TYPES = (
+    "column",
+    "columns",
+    "number",
+    "integer",
+    "string",
+    "strings",
+    "boolean",
+    "mapping",
+)
 
 TRAINS_DIR = Path(__file__).resolve().parent.parent / "train_images"
 """The train catalogue shipped with this checkout."""
 
 ParamType = Literal[
-    "column", "columns", "number", "integer", "string", "boolean", "mapping"
+    "column", "columns", "number", "integer", "string", "strings", "boolean", "mapping"
 ]
 
 
@@ -93,6 +102,14 @@ class ParamSpec:
                 return "expected a list of column names"
             if len(set(value)) != len(value):
                 return "lists a column twice"
+            return None
+        if self.type == "strings":
+            if not isinstance(value, list) or not all(
+                isinstance(v, str) and v.strip() for v in value
+            ):
+                return "expected a list of non-empty names"
+            if len(set(value)) != len(value):
+                return "lists a name twice"
             return None
         if self.type == "mapping":
             if not isinstance(value, dict) or not all(
