@@ -32,6 +32,7 @@ demo: $(DEMO_STAMP)
 
 test: lint
 	bash deploy/prepare-containers.sh
+	bash deploy/postgres.sh install || test "$$CI" != true
 	$(BIN)/python -m pytest
 	$(MAKE) test-newest
 

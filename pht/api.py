@@ -151,9 +151,13 @@ class Study:
 
     @property
     def train(self) -> str:
-        """The train as ``name@version`` (``equivalence`` for that study design)."""
+        """The train as ``name@version`` (the design's name for a study design)."""
         if self.config.design is not None:
-            return "equivalence"
+            from pht.orchestrator.nma import DESIGN, NmaDesign
+
+            return (
+                DESIGN if isinstance(self.config.design, NmaDesign) else "equivalence"
+            )
         return str(self.config.train.manifest.ref)
 
     @property

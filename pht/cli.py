@@ -238,6 +238,14 @@ def synth(
     patients: Annotated[
         int, typer.Option(help="patients over all three stations", min=30)
     ] = 9000,
+    postgres: Annotated[
+        Path | None,
+        typer.Option(
+            help="also load them into PostgreSQL: a file holding an administrator's "
+            "DSN (deploy/postgres.sh writes DIR/admin.dsn); tables registry.<station> "
+            "and OMOP CDM v5.4 schemas omop_<station>, readable by pht_station"
+        ),
+    ] = None,
 ) -> None:
     """Generate synthetic registries: nkr, dica and umc Parquet files (docs/)."""
     _check_out_dir(out_dir)
@@ -246,6 +254,17 @@ def synth(
     paths = synth_mod.write(out_dir, seed=seed, patients=patients)
     for station, path in paths.items():
         out.print(f"{station}: {path}")
+    if postgres is not None:
+        from pht import synth_db
+
+        loaded = synth_db.load_registries(
+            synth_db.read_dsn(postgres), seed=seed, patients=patients
+        )
+        for station, where in loaded.items():
+            out.print(
+                f"{station}: postgres table {where['table']}, "
+                f"omop schema {where['schema']}"
+            )
 
 
 @app.command()
@@ -337,15 +356,27 @@ def demo(
     executor: Annotated[
         str, typer.Option(help="process, or docker (builds the train images first)")
     ] = "process",
+    sources: Annotated[
+        str,
+        typer.Option(
+            help="parquet (every station on a Parquet file), or mixed: nkr on "
+            "Parquet, dica on a PostgreSQL table, umc on an OMOP CDM cohort (starts "
+            "a PostgreSQL server with deploy/postgres.sh)"
+        ),
+    ] = "parquet",
 ) -> None:
     """Create synthetic registries and a network, run the example study, show the report."""
     _check_out_dir(workdir, "--workdir")
-    from pht.demo import create_demo
+    from pht.demo import SOURCES, create_demo
     from pht.errors import ConfigError
 
     if executor not in ("process", "docker"):
         raise ConfigError(f"--executor must be process or docker, not '{executor}'")
-    made = create_demo(workdir, seed=seed, patients=patients, executor=executor)
+    if sources not in SOURCES:
+        raise ConfigError(f"--sources must be {' or '.join(SOURCES)}, not '{sources}'")
+    made = create_demo(
+        workdir, seed=seed, patients=patients, executor=executor, sources=sources
+    )
     console.print(
         f"demo network in {made.root} (network.yaml, study.yaml, data/, keys/, "
         "trains/, stations/)"
@@ -353,7 +384,7 @@ def demo(
     # nkr refuses by design (few weight-based patients): a partial result, exit 0
     report = _run(made.study, made.network, made.out, made.identity, False)
     out.print(f"open {report.resolve()} in a browser")
-    for name in ("utilisation", "dose"):
+    for name in ("utilisation", "dose", "nma"):
         out.print(
             "next: pht run "
             f"{made.root / f'study-{name}.yaml'} --network {made.network} "
@@ -678,6 +709,47 @@ def station_review(
             out.print(f"{request}: {reply.status}")
     finally:
         node.close()
+
+
+@station_app.command("check")
+def station_check(
+    network: Annotated[Path, typer.Option(help="the network.yaml")],
+    station: Annotated[str, typer.Option(help="the station id")],
+    dataset: Annotated[
+        str | None, typer.Option(help="only this dataset (default: all)")
+    ] = None,
+) -> None:
+    """Per column of each dataset: type, values, missing, allowed (any dataset kind)."""
+    from pht.errors import ConfigError, DataError
+    from pht.orchestrator.config import load_network
+    from pht.station.check import check_station
+    from pht.station.policy import load_policy
+
+    net = load_network(network)
+    if station not in net.stations:
+        known = ", ".join(net.stations)
+        raise ConfigError(f"unknown station '{station}'; the network has: {known}")
+    host = net.stations[station].hosted()
+    if dataset is not None and dataset not in host.datasets:
+        known = ", ".join(host.datasets)
+        raise ConfigError(
+            f"station {station} holds no dataset '{dataset}'; it holds: {known}"
+        )
+    checks = check_station(
+        station,
+        {k: d.held() for k, d in host.datasets.items()},
+        load_policy(host.policy),
+        dataset,
+    )
+    for check in checks:
+        if check.problem is None:
+            for line in check.lines():
+                out.print(line)
+    problems = [c for c in checks if c.problem is not None]
+    for check in problems[:-1]:
+        console.print(check.lines()[0], markup=False)
+    if problems:
+        raise DataError(problems[-1].lines()[0])
 
 
 images_app = typer.Typer(

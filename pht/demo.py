@@ -5,10 +5,14 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pht import synth
 from pht.errors import ConfigError
 from pht.provision import policy_document, provision
+
+SOURCES = ("parquet", "mixed")
+"""``pht demo --sources``: all stations on Parquet, or Parquet, PostgreSQL and OMOP."""
 
 MARKER = ".pht-demo"
 """The file that marks a folder as the demo's own (safe to replace)."""
@@ -100,6 +104,126 @@ savings:
 """
 
 
+NMA_STUDY = """\
+# Place in therapy (README: "network meta-analysis studies"): how do the first-line
+# anti-PD-1 regimens compare on overall survival when no trial compared them all?
+# Each station is one study: its own Cox model (adjusted for age and ECOG) between
+# its drug / regimen arms; published trials (trials-nma.csv) add ipilimumab, the
+# comparator of the landmark trials, which no station uses as monotherapy.
+question: Which first-line anti-PD-1 regimen gives the longest overall survival?
+purpose: package-management/reassessment
+design: nma
+dataset: melanoma
+stations: [nkr, dica, umc]
+min_stations: 2
+inputs:
+  treatment: drug
+  treatment_by: regimen
+  input: cox
+  time: os_days
+  event: death
+  covariates: [age, ecog]
+measure: HR
+trials: trials-nma.csv
+# the trials' arm names -> the network's labels: CheckMate 067 gave nivolumab 3 mg/kg
+# every 2 weeks (the weight-based regimen); KEYNOTE-006 gave pembrolizumab 10 mg/kg
+# every 2 or 3 weeks, mapped to the standard flat dose by assumption
+rename:
+  nivolumab: nivolumab / weight_based
+  pembrolizumab: pembrolizumab / standard
+  ipilimumab+nivolumab: ipilimumab+nivolumab / standard
+reference: ipilimumab
+small_values: good
+model: random
+tau: DL
+"""
+
+NMA_TRIALS = (
+    # (study, treat1, treat2, HR, lower, upper, n1, n2, source): hazard ratios of
+    # death with their 95% CIs and the arms' randomised patients
+    (
+        "CheckMate 067",
+        "ipilimumab+nivolumab",
+        "ipilimumab",
+        0.55,
+        0.45,
+        0.69,
+        314,
+        315,
+        "Wolchok et al., N Engl J Med 2017;377:1345 (3-year OS)",
+    ),
+    (
+        "CheckMate 067",
+        "nivolumab",
+        "ipilimumab",
+        0.65,
+        0.53,
+        0.80,
+        316,
+        315,
+        "Wolchok et al., N Engl J Med 2017;377:1345 (3-year OS)",
+    ),
+    (
+        "CheckMate 067",
+        "ipilimumab+nivolumab",
+        "nivolumab",
+        0.85,
+        0.68,
+        1.07,
+        314,
+        316,
+        "Wolchok et al. 2017, descriptive; TE = the two contrasts above (a three-arm "
+        "trial's contrasts must add up), seTE from this CI",
+    ),
+    (
+        "KEYNOTE-006",
+        "pembrolizumab",
+        "ipilimumab",
+        0.73,
+        0.61,
+        0.88,
+        556,
+        278,
+        "Robert et al., Lancet Oncol 2019;20:1239 (5-year OS); n1: both "
+        "pembrolizumab arms (every 2 and 3 weeks)",
+    ),
+)
+"""Published trials of the demo NMA: hazard ratios of death with their 95% CIs."""
+
+
+def nma_trials_csv() -> str:
+    """``trials-nma.csv``: the trials at contrast level (log HR, seTE from the CI).
+
+    ``seTE = (log(upper) - log(lower)) / (2 * 1.959964)``; the third contrast of the
+    three-arm CheckMate 067 is the difference of the other two (netmeta needs a
+    multi-arm study's contrasts to be consistent). Columns after ``seTE`` are
+    ignored by the reader and say where each number comes from.
+    """
+    import csv
+    import io
+    import math
+
+    z = 1.959964
+    te = {(s, a, b): math.log(hr) for s, a, b, hr, *_ in NMA_TRIALS}
+    derived = ("CheckMate 067", "ipilimumab+nivolumab", "nivolumab")
+    te[derived] = (
+        te[("CheckMate 067", "ipilimumab+nivolumab", "ipilimumab")]
+        - te[("CheckMate 067", "nivolumab", "ipilimumab")]
+    )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["studlab", "treat1", "treat2", "TE", "seTE", "n1", "n2", "hr", "ci", "source"]
+    )
+    for s, a, b, hr, lo, hi, n1, n2, source in NMA_TRIALS:
+        se = (math.log(hi) - math.log(lo)) / (2 * z)
+        writer.writerow(
+            [s, a, b, f"{te[(s, a, b)]:.6f}", f"{se:.6f}", n1, n2, hr, f"{lo}-{hi}"]
+            + [source]
+        )
+    return buffer.getvalue()
+
+
 @dataclass(frozen=True)
 class Demo:
     """Where the demo's files are."""
@@ -116,6 +240,7 @@ def create_demo(
     seed: int = 2026,
     patients: int = synth.DEFAULT_PATIENTS,
     executor: str = "process",
+    sources: str = "parquet",
 ) -> Demo:
     """Write synthetic data, keys, signed trains, policies, ``network.yaml``, a study.
 
@@ -129,6 +254,9 @@ def create_demo(
                 f"{root} exists and was not made by `pht demo`; choose another "
                 "--workdir (or empty that folder)"
             )
+        from pht.demo_db import stop_cluster
+
+        stop_cluster(root)  # the database an earlier `--sources mixed` started
         shutil.rmtree(root)
     elif root.exists() and not root.is_dir():
         raise ConfigError(f"{root} is a file; choose another --workdir")
@@ -138,6 +266,11 @@ def create_demo(
         encoding="utf-8",
     )
     paths = synth.write(root / "data", seed=seed, patients=patients)
+    held: dict[str, Any] = {s: {"melanoma": paths[s]} for s in synth.STATIONS}
+    if sources == "mixed":  # nkr: Parquet, dica: PostgreSQL, umc: OMOP (demo_db)
+        from pht.demo_db import mixed_datasets
+
+        held = mixed_datasets(root, paths, seed, patients)
     images = None
     if executor == "docker":
         from pht.images import build_all
@@ -145,7 +278,7 @@ def create_demo(
         images = build_all()
     made = provision(
         root,
-        {s: {"melanoma": paths[s]} for s in synth.STATIONS},
+        held,
         names=STATION_NAMES,
         policy=policy_document(),
         executor=executor,
@@ -155,4 +288,6 @@ def create_demo(
     study.write_text(STUDY, encoding="utf-8")
     (root / "study-utilisation.yaml").write_text(UTILISATION_STUDY, encoding="utf-8")
     (root / "study-dose.yaml").write_text(DOSE_STUDY, encoding="utf-8")
+    (root / "study-nma.yaml").write_text(NMA_STUDY, encoding="utf-8")
+    (root / "trials-nma.csv").write_text(nma_trials_csv(), encoding="utf-8")
     return Demo(root, made.network, study, root / "results", made.requester_key)

@@ -142,7 +142,7 @@ def policy_document(
 
 def provision(
     root: Path,
-    datasets: Mapping[str, Mapping[str, Path]],
+    datasets: Mapping[str, Mapping[str, Path | Mapping[str, Any]]],
     *,
     names: Mapping[str, str] | None = None,
     policy: Mapping[str, Any] | None = None,
@@ -153,7 +153,9 @@ def provision(
     """Write keys, keyrings, signed trains, policies and ``network.yaml``.
 
     ``datasets`` maps station id to {dataset id: data file}; data paths are written
-    relative to ``root`` when they lie under it. ``images`` (train ref -> image ID)
+    relative to ``root`` when they lie under it. A dataset given as a mapping is a
+    database source entry (``{kind: postgres, table: ..., dsn_file: ...}``, see
+    :mod:`pht.datasources`), written as it is. ``images`` (train ref -> image ID)
     puts the image digests into the signed statements, for the docker executor.
     """
     root.mkdir(parents=True, exist_ok=True)
@@ -185,6 +187,9 @@ def provision(
     }
     for station_id, held in datasets.items():
         for path in held.values():
+            if not isinstance(path, Path | str):
+                continue  # a database source: the DSN file is the operator's
+            path = Path(path)
             # the station's data: owner-only, plus the train group (gid 10001) that
             # the docker executor adds to its otherwise unprivileged containers
             os.chmod(path, 0o640)
@@ -219,7 +224,12 @@ def provision(
             {
                 "id": station_id,
                 "name": (names or {}).get(station_id, station_id),
-                "datasets": [{"id": d, "path": rel(p)} for d, p in held.items()],
+                "datasets": [
+                    {"id": d, "path": rel(Path(p))}
+                    if isinstance(p, Path | str)
+                    else {"id": d, **p}
+                    for d, p in held.items()
+                ],
                 "policy": rel(folder / "policy.yaml"),
                 "identity": rel(station_key),
                 "keyring": rel(folder / "keyring.yaml"),

@@ -218,3 +218,50 @@ def fit_federated(
         tmp_path, train="survival.cox", dataset="d", parameters=params, min_stations=1
     )
     return run_embedded(study, network, released)
+
+
+# -- PostgreSQL (issue 15) --------------------------------------------------------
+class PostgresCluster:
+    """A running throw-away cluster (deploy/postgres.sh): its folder and DSN files."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.admin_dsn = folder / "admin.dsn"
+        self.station_dsn = folder / "station.dsn"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Any:
+    """A PostgreSQL server for the database-station tests (marked ``postgres``).
+
+    Started by ``deploy/postgres.sh`` (which installs Debian's ``postgresql`` when
+    it is missing and this is root). Without one the tests are skipped with the
+    reason; under CI (``CI=true``) that is a failure.
+    """
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    script = Path(__file__).resolve().parents[1] / "deploy" / "postgres.sh"
+    folder = Path(tempfile.mkdtemp(prefix="phtpg-", dir="/tmp"))
+    done = subprocess.run(
+        ["bash", str(script), "start", str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        reason = (done.stderr.strip().splitlines() or ["no reason"])[-1]
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the PostgreSQL tests, but: {reason}")
+        pytest.skip(f"no PostgreSQL server: {reason}")
+    try:
+        yield PostgresCluster(folder)
+    finally:
+        subprocess.run(
+            ["bash", str(script), "stop", str(folder)], check=False, timeout=120
+        )
+        shutil.rmtree(folder, ignore_errors=True)

@@ -238,10 +238,12 @@ def test_each_rule_refuses_at_its_station_and_nothing_is_released(
     for station in ("small", "dominant"):
         assert replies[station].status == "refused"
         assert replies[station].output is None and replies[station].sealed is None
-    # on the log scale a value of 0 has no logarithm: an error, nothing released
+    # on the log scale a value of 0 has no logarithm: the station's own computation
+    # says the column cannot serve as asked ('column', the analyst acts), nothing
+    # released
     replies = dispatch(rules_network, means_study(tmp_path, scale="log"))
-    assert replies["zero"].status == "error"
-    assert replies["zero"].reason == Code.TRAIN_FAILED.reason
+    assert replies["zero"].status == "refused"
+    assert replies["zero"].reason == Code.COLUMN.reason
     assert replies["zero"].output is None
     assert replies["fine"].ok
 

@@ -508,3 +508,44 @@ def test_bad_options_are_one_line() -> None:
         nma(con, method_tau="PM")  # type: ignore[arg-type]
     with pytest.raises(DataError, match="unknown treatment 'insulin'"):
         nma(con).estimate("insulin", "placebo")
+
+
+# -- issue 13: a multi-arm study whose standard errors cannot come from one analysis ---
+def test_multiarm_study_with_incompatible_standard_errors_is_refused() -> None:
+    """seTE 0.02, 0.02, 0.5: the basic contrasts' covariance is not positive definite.
+
+    Before the check the fit went on and the split divided by a zero variance.
+    """
+    contrasts = [
+        Contrast("CM067", "ipi+nivo", "ipi", -0.5978, 0.02),
+        Contrast("CM067", "nivo", "ipi", -0.4308, 0.02),
+        Contrast("CM067", "ipi+nivo", "nivo", -0.1670, 0.5),
+        Contrast("KN006", "pembro", "ipi", -0.3, 0.1),
+    ]
+    with pytest.raises(
+        DataError,
+        match=r"^nma: study 'CM067': its standard errors do not fit together for a "
+        r"multi-arm study \(seTE .*\); check the seTE of its rows$",
+    ):
+        nma(contrasts)
+
+
+def test_compatible_multiarm_standard_errors_pass() -> None:
+    """Arm-level variances (0.01, 0.02, 0.03) always give a positive-definite block."""
+    a, b, c = 0.01, 0.02, 0.03
+    r = nma(
+        [
+            Contrast("s", "A", "B", 0.1, math.sqrt(a + b)),
+            Contrast("s", "A", "C", 0.3, math.sqrt(a + c)),
+            Contrast("s", "B", "C", 0.2, math.sqrt(b + c)),
+        ]
+    )
+    assert r.treatments == ("A", "B", "C")
+
+
+def test_an_estimate_with_zero_standard_error_does_not_divide_by_zero() -> None:
+    from pht.algorithms.nma import _estimate
+
+    e = _estimate(0.2, 0.0, 1.96)
+    assert (e.te, e.se, e.lower, e.upper) == (0.2, 0.0, 0.2, 0.2)
+    assert math.isnan(e.z) and math.isnan(e.pvalue)

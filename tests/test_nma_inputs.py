@@ -15,7 +15,7 @@ from conftest import run_embedded, write_network, write_study
 from lifelines import CoxPHFitter
 
 from pht import synth
-from pht.algorithms.nma_local import flatten, suppress
+from pht.algorithms.nma_local import SMALL_ARM, flatten
 from pht.errors import DataError, DisclosureError
 from pht.trains.nma_inputs import check, pool, station_output
 
@@ -59,7 +59,7 @@ def test_events_rates_and_means_equal_a_pandas_groupby_per_station(
             got["n"] == want.loc[arm, "n"] and got["events"] == want.loc[arm, "events"]
         )
         assert got["person_time"] == pytest.approx(want.loc[arm, "pt"], rel=REL)
-    means = released(rows, input="means", treatment="drug", outcome="cost_eur")
+    means = released(rows, input="means", treatment="drug", measure="cost_eur")
     want = by["cost_eur"].agg(["size", "mean", "std"])
     for arm, got in means["arms"].items():
         assert got["n"] == want.loc[arm, "size"]
@@ -80,45 +80,44 @@ def two_way(sizes: dict[tuple[str, str], int], seed: int = 3) -> pd.DataFrame:
     )
 
 
-def test_pairs_of_columns_label_arms_and_small_arms_are_hidden_with_partners() -> None:
+def test_pairs_of_columns_label_arms_and_a_small_arm_refuses_the_table() -> None:
     sizes = {
         ("niv", "std"): 228,
         ("niv", "ext"): 42,
-        ("niv", "wb"): 9,
+        ("niv", "wb"): 10,
         ("pem", "std"): 377,
         ("pem", "ext"): 93,
         ("pem", "wb"): 20,
         ("ipi", "std"): 231,
     }
     rows = two_way(sizes)
-    out = released(
-        rows, input="means", treatment="drug", treatment_by="regimen", outcome="cost"
-    )
-    # the oracle: pandas groupby on the station's rows, for every released arm
+    params = {
+        "input": "means",
+        "treatment": "drug",
+        "treatment_by": "regimen",
+        "measure": "cost",
+    }
+    out = released(rows, **params)
+    # the oracle: pandas groupby on the station's rows, for every arm
     want = rows.groupby(["drug", "regimen"])["cost"].agg(["size", "mean", "std"])
+    assert sorted(out["arms"]) == sorted(f"{d} / {r}" for d, r in sizes)
     for label, got in out["arms"].items():
         drug, regimen = label.split(" / ")
         assert got["n"] == want.loc[(drug, regimen), "size"] >= K
         assert got["mean"] == pytest.approx(want.loc[(drug, regimen), "mean"], rel=REL)
         assert got["sd"] == pytest.approx(want.loc[(drug, regimen), "std"], rel=REL)
-    # niv / wb (9) is hidden in the rectangle niv, pem x ext, wb: every margin then
-    # hides two arms, so neither the drug nor the regimen totals give it back
-    assert sorted(out["arms"]) == ["ipi / std", "niv / std", "pem / std"]
-    assert out["n"] == 228 + 377 + 231
-
-
-def test_suppression_hides_a_rectangle_and_refuses_what_margins_would_give() -> None:
-    counts = {("a", "x"): 50, ("a", "y"): 3, ("b", "x"): 40, ("b", "y"): 30}
-    wanted = {c for c, n in counts.items() if n >= K}
-    assert suppress(counts, wanted, ["a", "b"], ["x", "y"], K) == set()
-    counts[("c", "x")], counts[("c", "y")] = 60, 70
-    kept = suppress(counts, set(counts) - {("a", "y")}, ["a", "b", "c"], ["x", "y"], K)
-    assert ("a", "y") not in kept and len(kept) == 2
-    # one-way: a single small arm would be the total minus the others
-    # one-way: the small arm would be the total minus the other: both hidden
-    assert not suppress(
-        {("a", "all"): 50, ("b", "all"): 5}, {("a", "all")}, ["a", "b"], ["all"], K
-    )
+    assert out["n"] == sum(sizes.values())
+    # 'treatments' selects among them, in label order
+    chosen = released(rows, **params, treatments=["pem / wb", "niv / std"])
+    assert list(chosen["arms"]) == ["niv / std", "pem / wb"]
+    assert chosen["n"] == 228 + 20
+    # niv / wb with 9 patients: every request on this table is refused (no arm is
+    # ever left out for being small), whichever arms it selects
+    small = two_way({**sizes, ("niv", "wb"): 9})
+    for extra in ({}, {"treatments": ["pem / std", "ipi / std"]}):
+        with pytest.raises(DisclosureError) as info:
+            released(small, **params, **extra)
+        assert str(info.value) == SMALL_ARM
 
 
 # -- the station's Cox contrasts equal lifelines on its rows -------------------------------
@@ -146,9 +145,8 @@ def test_cox_contrasts_equal_lifelines_coxphfitter_on_the_stations_rows(frames) 
     np.testing.assert_allclose(
         cox["cov"], fit.variance_matrix_.loc[arms[1:], arms[1:]], rtol=1e-5
     )
-    for arm in arms:
-        mine = rows[rows["drug"] == arm]
-        assert out["arms"][arm] == {"n": len(mine), "events": int(mine["death"].sum())}
+    for arm in arms:  # n only: the Cox input releases the model, not the events
+        assert out["arms"][arm] == {"n": int((rows["drug"] == arm).sum())}
 
 
 # -- refusals ---------------------------------------------------------------------------
@@ -168,20 +166,21 @@ def arms_frame(sizes: dict[str, int], seed: int = 1) -> pd.DataFrame:
 EVENTS = {"input": "events", "treatment": "drug", "outcome": "dead"}
 
 
-def test_a_small_arm_is_left_out_and_two_arms_are_needed() -> None:
+def test_a_small_arm_refuses_and_two_selected_arms_are_needed() -> None:
     data = arms_frame({"a": 40, "b": 30, "c": 4})
-    # one-way: the small arm (4) would follow from the total: refused, no count said
-    with pytest.raises(DisclosureError) as info:
-        station_output(EVENTS, columns_of(data), K, {})
-    assert "4" not in str(info.value)
-    data = arms_frame({"a": 40, "b": 4, "c": 5})  # hidden together: 9 < k
-    with pytest.raises(DisclosureError):
-        station_output(EVENTS, columns_of(data), K, {})
+    # one small arm anywhere in the table: refused, with no count said
+    for extra in ({}, {"treatments": ["a", "b"]}):
+        with pytest.raises(DisclosureError) as info:
+            station_output({**EVENTS, **extra}, columns_of(data), K, {})
+        assert str(info.value) == SMALL_ARM and "4" not in str(info.value)
     data = arms_frame({"a": 40, "b": 30})
-    with pytest.raises(DisclosureError, match="fewer than two arms"):
+    with pytest.raises(DisclosureError, match="fewer than two of the requested arms"):
         station_output({**EVENTS, "treatments": ["a", "z"]}, columns_of(data), K, {})
     out = station_output({**EVENTS, "treatments": ["a", "b"]}, columns_of(data), K, {})
     assert set(out["arms"]) == {"a", "b"}
+    data = arms_frame({"a": 40, "b": 30, "c": 30})
+    out = station_output({**EVENTS, "treatments": ["c", "a"]}, columns_of(data), K, {})
+    assert list(out["arms"]) == ["a", "c"] and out["n"] == 70
 
 
 def test_events_person_time_means_and_rounding_rules_refuse() -> None:
@@ -200,7 +199,7 @@ def test_events_person_time_means_and_rounding_rules_refuse() -> None:
         station_output(rates, columns_of(data), K, {})
     data = arms_frame({"a": 40, "b": 40})
     data.loc[1:35, "cost"] = 100.0  # a tied mass beside 5 other values in arm a
-    means = {"input": "means", "treatment": "drug", "outcome": "cost"}
+    means = {"input": "means", "treatment": "drug", "measure": "cost"}
     with pytest.raises(DisclosureError, match="most common value"):
         station_output(means, columns_of(data), K, {})
     data = arms_frame({"a": 40, "b": 40})
@@ -212,13 +211,16 @@ def test_events_person_time_means_and_rounding_rules_refuse() -> None:
         station_output(EVENTS, columns_of(data), K, {})
 
 
-def test_cox_leaves_out_arms_with_few_events_and_refuses_a_diverging_fit() -> None:
+def test_cox_refuses_arms_with_few_events_and_a_diverging_fit() -> None:
     data = arms_frame({"a": 60, "b": 60, "c": 60})
     data.loc[data["drug"] == "c", "dead"] = 0
-    data.loc[data.index[-5:], "dead"] = 1  # c: 5 events < k, left out before the fit
+    data.loc[data.index[-5:], "dead"] = 1  # c: 5 events < k: refused, not left out
     cox = {"input": "cox", "treatment": "drug", "time": "days", "event": "dead"}
-    out = station_output(cox, columns_of(data), K, {})
+    with pytest.raises(DisclosureError, match="k events per arm"):
+        station_output(cox, columns_of(data), K, {})
+    out = station_output({**cox, "treatments": ["a", "b"]}, columns_of(data), K, {})
     assert set(out["arms"]) == {"a", "b"} and len(out["cox"]["coef"]) == 1
+    assert out["arms"]["a"] == {"all": {"n": 60}}
     data = arms_frame({"a": 60, "b": 60})
     data.loc[data["drug"] == "b", "days"] += 1e4  # every b patient outlives every a
     data["dead"] = 1
@@ -230,6 +232,13 @@ def test_bad_parameter_combinations_name_the_key() -> None:
     problems = check({"input": "cox", "treatment": "drug", "outcome": "dead"})
     assert any(p.startswith("time:") for p in problems)
     assert any(p.startswith("outcome:") for p in problems)
+    # a numeric measure for events, a 0/1 outcome for means: each names its input
+    problems = check({"input": "events", "treatment": "drug", "measure": "cost"})
+    assert any(p.startswith("outcome: required") for p in problems)
+    assert any(p.startswith("measure: only for input 'means'") for p in problems)
+    problems = check({"input": "means", "treatment": "drug", "outcome": "dead"})
+    assert any(p.startswith("measure: required") for p in problems)
+    assert any(p.startswith("outcome: only for input 'events'") for p in problems)
     problems = check(
         {
             "input": "events",
@@ -293,6 +302,27 @@ def test_an_nma_inputs_study_gives_the_section_with_each_stations_own_arms(
     pooled = pd.concat([f.dropna(subset=cols) for f in frames.values()])
     for drug, total in section["treatments"].items():
         assert total == {"n": int((pooled["drug"] == drug).sum()), "studies": 3}
+
+
+def test_an_outcome_that_is_not_0_1_is_the_analysts_column_problem(
+    frames, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    # cost_eur may serve as an outcome (policy) and its type passes the 'binary'
+    # kind, but it is not 0/1: the station's own computation says so, and the
+    # refusal is 'column' (the analyst acts), not 'train-failed' (the operator)
+    cols = ["drug", "cost_eur"]
+    network = write_network(tmp_path, frames, columns=cols)
+    study = write_study(
+        tmp_path,
+        question="How do the anti-PD-1 treatments compare?",
+        train="nma.inputs",
+        parameters={"input": "events", "treatment": "drug", "outcome": "cost_eur"},
+    )
+    with pytest.raises(DataError) as caught:  # exit 3: a data question
+        run_embedded(study, network)
+    message = str(caught.value)
+    assert "column: a column is missing, of the wrong kind" in message
+    assert "train-failed" not in message
 
 
 def test_pool_labels_shown_stations_by_id() -> None:

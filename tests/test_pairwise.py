@@ -27,9 +27,9 @@ from pht.algorithms.pairwise import (
     check_contrasts,
     pairwise_binary,
     pairwise_continuous,
-    read_trials,
 )
 from pht.errors import ConfigError, DataError
+from pht.orchestrator.trials import read_trials
 
 REF = json.loads(
     (Path(__file__).parent / "reference" / "pairwise_reference.json").read_text()
@@ -374,3 +374,51 @@ def test_kernels_reject_bad_arms_and_measures() -> None:
         )
     with pytest.raises(DataError, match=r"contrast 1: seTE is nan"):
         check_contrasts([Contrast("s", "A", "B", 0.0, math.nan)], "HR")
+
+
+def test_check_contrasts_refuses_multiarm_standard_errors_that_do_not_fit(
+    tmp_path: Path,
+) -> None:
+    """Issue 13: seTE 0.02, 0.02, 0.5 in one 3-arm trial is refused at load time."""
+    path = tmp_path / "trials.csv"
+    path.write_text(
+        "studlab,treat1,treat2,TE,seTE\n"
+        "CM067,ipilimumab+nivolumab,ipilimumab,-0.5978,0.02\n"
+        "CM067,nivolumab,ipilimumab,-0.4308,0.02\n"
+        "CM067,ipilimumab+nivolumab,nivolumab,-0.1670,0.5\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        DataError,
+        match=r"trials.csv: study 'CM067': its standard errors do not fit together "
+        r"for a multi-arm study \(.*\); check the seTE of its rows$",
+    ):
+        read_trials(path, "HR")
+
+
+@pytest.mark.parametrize(
+    ("sep", "said"),
+    [
+        (";", r"the file uses ';' between fields"),
+        ("\t", "the file uses tabs between fields"),
+    ],
+)
+def test_read_trials_names_a_semicolon_or_tab_separated_file(
+    tmp_path: Path, sep: str, said: str
+) -> None:
+    path = tmp_path / "trials.csv"
+    rows = ["studlab,treat1,treat2,TE,seTE", "T,a,b,0.3,0.1"]
+    path.write_text("\n".join(r.replace(",", sep) for r in rows) + "\n")
+    with pytest.raises(DataError, match=rf"{said}; save it as comma-separated \(CSV"):
+        read_trials(path, "HR")
+
+
+def test_read_trials_names_the_spelling_of_a_column_given_in_other_case(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "trials.csv"
+    path.write_text("studlab,Treat1,treat2,te,sete\nT,a,b,0.3,0.1\n")
+    with pytest.raises(
+        DataError, match=r"column 'Treat1' must be spelled 'treat1' \(column names"
+    ):
+        read_trials(path, "HR")

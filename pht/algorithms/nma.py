@@ -89,7 +89,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import optimize, stats
 
-from pht.algorithms.pairwise import Contrast
+from pht.algorithms.pairwise import Contrast, multiarm_variance_problem
 from pht.errors import DataError
 
 FloatArray = npt.NDArray[np.float64]
@@ -485,6 +485,16 @@ def _studies(contrasts: Sequence[Contrast]) -> tuple[tuple[str, ...], list[_Stud
         study = _Study(label, arms, tuple(seen), np.array(te), np.array(var))
         if k > 2:
             _check_multiarm(study, treatments)
+            problem = multiarm_variance_problem(
+                label,
+                [treatments[a] for a in arms],
+                {
+                    (treatments[i], treatments[j]): float(v)
+                    for (i, j), v in zip(study.pairs, study.var, strict=True)
+                },
+            )
+            if problem:
+                raise DataError(f"nma: {problem}")
         studies.append(study)
     return treatments, studies
 
@@ -676,6 +686,9 @@ def _pscores(est: PairwiseEstimates, small_values: SmallValues) -> tuple[float, 
 
 
 def _estimate(te: float, se: float, z_crit: float) -> Estimate:
+    """An estimate with its CI, z and p; z and p are NaN when ``se`` is not > 0."""
+    if not (math.isfinite(se) and se > 0.0):
+        return Estimate(te, se, te, te, math.nan, math.nan)
     z = te / se
     return Estimate(
         te, se, te - z_crit * se, te + z_crit * se, z, float(2 * stats.norm.sf(abs(z)))

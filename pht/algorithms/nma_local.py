@@ -4,13 +4,13 @@ Per arm (a level of the ``treatment`` column, or with ``treatment_by`` a pair of
 levels labelled ``"<treatment> / <treatment_by>"``) the station computes, for
 ``input``:
 
-* ``events``: ``n`` and ``events`` (a 0/1 outcome);
-* ``means``: ``n``, ``mean`` and ``sd`` (``n - 1`` denominator) of a numeric outcome;
+* ``events``: ``n`` and ``events`` (a 0/1 ``outcome``);
+* ``means``: ``n``, ``mean`` and ``sd`` (``n - 1`` denominator) of a numeric ``measure``;
 * ``rates``: ``n``, ``events`` and ``person_time`` (sum of the time column);
-* ``cox``: ``n`` and ``events`` per arm and the station's own Cox model (Efron ties,
-  optional covariates and strata) with dummy-coded arms against the reference (the
-  first released arm in label order): only the arms' log hazard ratios and their
-  covariance block are released.
+* ``cox``: ``n`` per arm (not its events) and the station's own Cox model (Efron
+  ties, optional covariates and strata) with dummy-coded arms against the reference
+  (the first selected arm in label order): only the arms' log hazard ratios and
+  their covariance block are released.
 
 :func:`station_output` is the one computation: the train's entrypoint calls it and the
 station calls it again on its own extract (the plugin's ``recompute``), releasing its
@@ -20,63 +20,61 @@ map keys or ``label`` fields: ``arms[treatment][treatment_by or "all"]``);
 
 Rules (all at the station, by construction)
 -------------------------------------------
-1. ``treatments`` (optional): only those arm labels are considered; the others are
-   left out before any rule below (they are not released, and count as unknown in
-   the suppression of rule 3).
-2. **threshold**: an arm with ``0 < n < k`` patients is left out, without its count
-   (``means``: ``n < max(k, 2)``). ``cox``: an arm with fewer than ``k`` events is
-   left out too, before the fit.
-3. **complementary suppression**: the station's arm table (treatment x treatment_by)
-   has margins other requests may release (every level of a ``group`` column holds 0
-   or >= k patients at extraction; totals are released by most trains). A left-out
-   small arm must not follow from them by difference: each is hidden with three
-   more arms of a rectangle (rows i, i', columns j, j': +t, -t, -t, +t keeps every
-   margin), partners with >= k patients preferred; then every row, column and the
-   total must hide either no small arm, or at least ``k`` patients in at least two
-   arms, else the smallest released arm of that margin is hidden as well; at the
-   end no small arm may be determined by the released arms and the margins (an
-   exact rank test), else the station refuses.
-4. fewer than two releasable arms: refused ("fewer than two arms with at least k
-   patients").
-5. ``events`` / ``rates`` / ``cox``: per released arm ``events`` and ``n - events``
-   each 0 or >= k, else refused (the rule is named, not the arm's count). ``rates``:
-   no patient's time more than ``dominance_share`` of the arm's person-time
-   ((1, p) dominance); times >= 0; the event column 0/1.
-6. ``means``: the means train's level rules per arm
-   (``pht.trains.means.level_rules``, passed in: tied mass and dominance of the sum and of
-   the squared deviations).
-7. ``cox``: the survival.cox station rules on the covariates (categorical levels
-   with >= k patients, :func:`~pht.algorithms.cox_local.describe_levels`; no constant
-   numeric covariate; at least 10 patients per parameter,
-   :func:`~pht.algorithms.cox_local.check_dof`); the fit must converge to finite
+Every rule refuses the whole request; no arm is ever left out for being small, so
+there is nothing for differencing across requests to recover: the released arms of
+any requests, and any margins (e.g. a one-way request's treatment totals), only
+give counts that are sums of whole arms, each 0 or >= k.
+
+1. **no small arm** (:data:`SMALL_ARM`): the station builds the full arm table of
+   ``treatment`` (x ``treatment_by``) on its whole extract, before ``treatments``
+   and before any rule of the input. If any arm holds ``0 < n < k`` patients
+   (``means``: ``n < max(k, 2)``), the request is refused with a fixed sentence
+   (no count, no arm named).
+2. **labels**: labels of the two columns must not contain the separator ``" / "``,
+   and no two arms may share a label (``"x /" + "y"`` and ``"x" + "/ y"``): refused,
+   naming the columns.
+3. ``treatments`` (optional) only selects which of those arms are released; fewer
+   than two selected arms present at the station: refused (:data:`FEW_ARMS`). At
+   most :data:`MAX_ARMS` selected arms.
+4. ``events`` / ``rates``: per selected arm ``events`` and ``n - events`` each 0 or
+   >= k, else refused (the rule is named, not the arm's count). ``rates``: no
+   patient's time more than ``dominance_share`` of the arm's person-time ((1, p)
+   dominance); times >= 0; the event column 0/1.
+5. ``means``: the means train's level rules per selected arm
+   (``pht.trains.means.level_rules``, passed in: tied mass and dominance of the sum
+   and of the squared deviations).
+6. ``cox``: per selected arm at least ``k`` events, else refused (no arm is left
+   out before the fit); the arms carry ``n`` only. On the rows actually fitted (the
+   selected arms), the survival.cox station rules: every covariate (numeric, 0/1 or
+   text) has at least ``k`` patients off its most common value; every level of a
+   text or boolean covariate holds >= k patients
+   (:func:`~pht.algorithms.cox_local.describe_levels`); no rare pattern of the arms,
+   covariates and strata alone spans a direction of the design
+   (:func:`spanned_by_few`, the extraction's rule for survival.cox); every
+   ``strata`` level present holds >= k patients and >= k events (what survival.cox
+   asks of each stratum, a station); at least 10 patients per parameter
+   (:func:`~pht.algorithms.cox_local.check_dof`). The fit must converge to finite
    coefficients with a positive-definite information, every released coefficient
    and SE within :data:`~pht.algorithms.cox_checks.BOUND` (15 on the log scale):
    else refused. Covariate and stratum effects are not released.
-8. ``rounding_base > 1`` refuses every input: means, rates and the Cox model are
+7. ``rounding_base > 1`` refuses every input: means, rates and the Cox model are
    released exact or not at all, and rounded arm counts next to exact event counts
-   would break the suppression (rule 3 reasons on exact counts), so ``events``
-   refuses too.
-9. at most :data:`MAX_ARMS` arms; labels of the two columns must not contain the
-   separator ``" / "`` (two arms would share a label).
+   would be a mixed release, so ``events`` refuses too.
 
 What a hostile analyst could still learn (not defended)
 -------------------------------------------------------
-* **differencing across requests**: the station keeps no release history for this
-  train. Two requests with different ``treatments`` lists hide different arms; the
-  rank test of rule 3 assumes the margins (not other subsets of arms) are known.
-  Released arms of one request minus those of another (e.g. ``events`` then
-  ``cox`` with different left-out arms) are not checked;
-* **event counts of hidden arms**: rule 3 protects the arm counts; the events of a
-  hidden arm lie in the same undetermined rectangle, but bounds (events cannot be
-  negative, partners with few events) may narrow them;
-* that a requested arm is absent says it holds 0 patients or was hidden (no count);
+* **refusal is a one-bit signal**, as for every train: that a request is refused
+  says some rule failed (e.g. that some arm of the table holds fewer than k
+  patients, or some selected arm fewer than k events), never which arm or count;
+* that a requested arm is absent says it holds no patient at the station;
 * an arm's ``n``, ``mean`` and ``sd`` bound each of its values (Samuelson), as in
   ``means``; a released arm with ``events = n`` says every member had the event
   (zeros are allowed, as in the threshold rule);
-* the Cox contrasts carry the information of the arms' rows as any fitted model
+* the Cox contrasts carry the information of the fitted rows as any fitted model
   does; covariate coefficients are withheld but the treatment block of an adjusted
   model combined with an unadjusted one (two requests) says something about the
-  covariates' association with the arms.
+  covariates' association with the arms; the rules on covariates are about the
+  design (who could be isolated), not about what the coefficients say.
 """
 
 from __future__ import annotations
@@ -116,7 +114,16 @@ MAX_VALUE = 1e15
 """The largest ``|mean|`` and ``sd`` the output schema allows."""
 MAX_PERSON_TIME = 1e12
 """The largest person-time the output schema allows."""
-FEW_ARMS = "fewer than two arms with at least k patients"
+FEW_ARMS = (
+    "fewer than two of the requested arms at this station; list at least two of its "
+    "arms in 'treatments' or leave treatments out"
+)
+"""Rule 3's refusal (fixed: no count, no arm named)."""
+SMALL_ARM = (
+    "an arm (treatment x treatment_by) holds fewer than k patients; use fewer "
+    "columns or merge levels"
+)
+"""Rule 1's refusal (fixed: no count, no arm named)."""
 
 Column = Callable[[str], Any]
 Cell = tuple[str, str]
@@ -177,7 +184,7 @@ def treatment_list(value: Any) -> tuple[str, ...] | None:
     return out
 
 
-# -- arms and the suppression of small ones ----------------------------------------------
+# -- the arm table ------------------------------------------------------------------------
 def _labelled(column: Column, name: str) -> tuple[np.ndarray, LevelType]:
     values = np.asarray(column(name))
     if missing(values).any():
@@ -215,152 +222,64 @@ def find_arms(
     }
     rows = sort_levels({t for t, _ in arms}, t_kind)
     cols = [ALL] if by is None else sort_levels({b for _, b in arms}, b_kind)
+    if len({arm.label for arm in arms.values()}) < len(arms):
+        raise DataError(
+            f"two arms of '{treatment}' x '{by}' would share a label (a label ending "
+            f"or starting with '{SEPARATOR.strip()}'); recode one of the columns"
+        )
     return arms, rows, cols
 
 
-def _determined(
-    unknown: Sequence[Cell], asked: Sequence[Cell], rows: Sequence[str]
-) -> list[Cell]:
-    """Which ``asked`` unknown cells the known margins determine (the rank test).
-
-    The margins are every row total, every column total and the grand total (the
-    released cells are known, so each margin is one equation over its unknown
-    cells). A cell is determined when its unit vector lies in their row space.
-    """
-    if not unknown:
-        return []
-    index = {c: j for j, c in enumerate(unknown)}
-    cols = sorted({b for _, b in unknown})
-    equations = []
-    for r in rows:
-        equations.append([1.0 if c[0] == r else 0.0 for c in unknown])
-    for b in cols:
-        equations.append([1.0 if c[1] == b else 0.0 for c in unknown])
-    equations.append([1.0] * len(unknown))
-    a = np.asarray(equations)
-    _, sv, vt = np.linalg.svd(a, full_matrices=False)
-    rank = int(np.sum(sv > sv[0] * max(a.shape) * 1e-12)) if sv.size else 0
-    basis = vt[:rank]
-    out = []
-    for c in asked:
-        e = np.zeros(len(unknown))
-        e[index[c]] = 1.0
-        if np.linalg.norm(e - (e @ basis.T) @ basis) < 1e-8:
-            out.append(c)
-    return out
-
-
-def suppress(
-    counts: Mapping[Cell, int],
-    wanted: set[Cell],
-    rows: Sequence[str],
-    cols: Sequence[str],
-    k: int,
-) -> set[Cell]:
-    """The arms released: ``wanted`` minus small arms and their protection (rule 3).
-
-    ``counts`` holds every present arm of the station (``n > 0``); ``wanted`` those
-    with ``n >= k`` the request asks for (the rest are unknown to the requester).
+def check_sizes(arms: Mapping[Cell, Arm], smallest: int) -> None:
+    """Rule 1: refuse when any arm of the whole table holds ``0 < n < smallest``.
 
     Raises
     ------
     DisclosureError
-        A small arm would still follow from the released arms and the margins.
+        :data:`SMALL_ARM` (no count and no arm named).
 
     Examples
     --------
-    >>> counts = {("a", "x"): 50, ("a", "y"): 3, ("b", "x"): 40, ("b", "y"): 30}
-    >>> sorted(suppress(counts, {c for c, n in counts.items() if n >= 10},
-    ...                 ["a", "b"], ["x", "y"], 10))
-    []
+    >>> arms = {("a", ALL): Arm("a", None, np.arange(3))}
+    >>> check_sizes(arms, 3)
+    >>> check_sizes(arms, 10)
+    Traceback (most recent call last):
+    ...
+    pht.errors.DisclosureError: an arm (treatment x treatment_by) holds fewer than k \
+patients; use fewer columns or merge levels
     """
-    small = {c for c, n in counts.items() if 0 < n < k}
-    released = {c for c in wanted if c not in small}
-    if not small:
-        return released
-    two_way = len(cols) > 1
-    if two_way:
-        covered: set[Cell] = set()
-        for cell in sorted(small):
-            if cell in covered:
-                continue  # already a corner of another small arm's rectangle
-            corners = _rectangle(cell, counts, released, rows, cols, k)
-            if corners is None:
-                raise DisclosureError(
-                    "a left-out small arm cannot be hidden among other arms (no "
-                    "complete rectangle of arms); merge levels or leave out "
-                    "treatment_by"
-                )
-            released -= corners
-            covered |= corners | {cell}
-    margins: list[Callable[[Cell], bool]] = [lambda c: True]
-    if two_way:
-        margins += [lambda c, r=r: c[0] == r for r in rows]  # type: ignore[misc]
-        margins += [lambda c, b=b: c[1] == b for b in cols]  # type: ignore[misc]
-    for _ in range(len(counts) + 1):
-        changed = False
-        for inside in margins:
-            hidden = [c for c in counts if inside(c) and c not in released]
-            mass = sum(counts[c] for c in hidden)
-            if mass == 0 or (mass >= k and len(hidden) >= 2):
-                continue
-            if not any(c in small for c in hidden):
-                continue  # hidden arms of >= k patients each need no protection
-            open_ = sorted(
-                (c for c in released if inside(c)), key=lambda c: (counts[c], c)
-            )
-            if not open_:
-                continue  # nothing left to hide: the margin is checked below
-            released.discard(open_[0])
-            changed = True
-        if not changed:
-            break
-    unknown = sorted(c for c in counts if c not in released)
-    if _determined(unknown, sorted(small), rows if two_way else []):
-        raise DisclosureError(
-            "a left-out small arm would follow from the released arms and the "
-            "treatment totals; merge levels or leave out treatment_by"
-        )
-    for inside in margins:
-        hidden = [c for c in counts if inside(c) and c not in released]
-        mass = sum(counts[c] for c in hidden)
-        if any(c in small for c in hidden) and (mass < k or len(hidden) < 2):
-            raise DisclosureError(
-                "the left-out arms of a treatment hold fewer than k patients together, "
-                "which its total would give away; merge levels or leave out "
-                "treatment_by"
-            )
-    return released
+    if any(0 < arm.n < smallest for arm in arms.values()):
+        raise DisclosureError(SMALL_ARM)
 
 
-def _rectangle(
-    cell: Cell,
-    counts: Mapping[Cell, int],
-    released: set[Cell],
+def select(
+    arms: Mapping[Cell, Arm],
     rows: Sequence[str],
     cols: Sequence[str],
-    k: int,
-) -> set[Cell] | None:
-    """The cheapest complete rectangle through ``cell`` (its other three corners).
+    chosen: tuple[str, ...] | None,
+) -> list[Arm]:
+    """Rule 3: the arms ``treatments`` selects, in row then column order.
 
-    Cost: the patients it newly hides, plus ``k`` per partner with fewer than ``k``
-    patients (a weak partner bounds how far the small arm can move).
+    Raises
+    ------
+    DisclosureError
+        Fewer than two selected arms are present (:data:`FEW_ARMS`), or more than
+        :data:`MAX_ARMS`.
     """
-    r, b = cell
-    best: tuple[int, Cell, Cell, Cell] | None = None
-    for r2 in rows:
-        for b2 in cols:
-            if r2 == r or b2 == b:
-                continue
-            corners = ((r, b2), (r2, b), (r2, b2))
-            if any(c not in counts for c in corners):
-                continue
-            cost = sum(counts[c] for c in corners if c in released) + k * sum(
-                counts[c] < k for c in corners
-            )
-            if best is None or (cost, *corners) < best:
-                best = (cost, *corners)
-    return None if best is None else set(best[1:])
+    order = [
+        arms[(r, b)]
+        for r in rows
+        for b in cols
+        if (r, b) in arms and (chosen is None or arms[(r, b)].label in chosen)
+    ]
+    if len(order) < 2:
+        raise DisclosureError(FEW_ARMS)
+    if len(order) > MAX_ARMS:
+        raise DisclosureError(
+            f"more than {MAX_ARMS} arms at this station; use a coarser treatment "
+            "column or list the arms in 'treatments'"
+        )
+    return order
 
 
 # -- per-arm statistics --------------------------------------------------------------
@@ -395,23 +314,32 @@ def _arm_stats(
     share: float,
     level_rules: LevelRules,
 ) -> dict[str, Any]:
-    """One arm's released numbers (rules 5 and 6)."""
+    """One selected arm's released numbers (rules 4 to 6)."""
     kind = parameters["input"]
     out: dict[str, Any] = {"n": arm.n}
     if kind == "means":
-        x = values["outcome"][arm.rows]
+        x = values["measure"][arm.rows]
         mean = math.fsum(x) / x.size
-        level_rules(x, mean, k, share, str(parameters["outcome"]), "arm")
+        level_rules(x, mean, k, share, str(parameters["measure"]), "arm")
         sd = math.sqrt(math.fsum((x - mean) ** 2) / (x.size - 1))
         if abs(mean) > MAX_VALUE or sd > MAX_VALUE:
             raise DataError(
-                f"column '{parameters['outcome']}': a mean or SD beyond the bounds "
+                f"column '{parameters['measure']}': a mean or SD beyond the bounds "
                 f"the output schema allows ({MAX_VALUE:g}); check the column's unit"
             )
         out.update(mean=float(mean), sd=float(sd))
         return out
     event_name = str(parameters["outcome" if kind == "events" else "event"])
     events = int(values["event"][arm.rows].sum())
+    if kind == "cox":
+        # the model is released, not the arm's events (nor its survivors)
+        if events < k:
+            raise DisclosureError(
+                f"an arm has fewer than {k} patients with '{event_name}' (the Cox "
+                "model needs k events per arm); merge arms or leave it out with "
+                "'treatments'"
+            )
+        return out
     _check_events(events, arm.n, k, event_name)
     out["events"] = events
     if kind == "rates":
@@ -442,6 +370,126 @@ class ArmContrasts:
     cov: npt.NDArray[np.float64]
 
 
+CELL_LEVELS = 20
+"""A column with at most this many distinct values defines patterns (the extraction's
+:data:`pht.station.extraction.CELL_LEVELS`)."""
+
+
+def spanned_by_few(columns: Sequence[np.ndarray], k: int) -> bool:
+    """Whether a few rows alone span a direction of the columns' design.
+
+    The rule the station's extraction applies to survival.cox covariates
+    (``pht.station.extraction.spanned_by_few``, which the train cannot import), here
+    on arrays, so that it can run on the rows actually fitted. The design is an
+    intercept, the numeric columns (standardised) and dummies of every level of the
+    others. A pattern is a combination of the values of the columns with at most
+    :data:`CELL_LEVELS` values; one held by fewer than ``k`` rows is rare. If the
+    design loses rank without the rows of one rare pattern (or of all rare patterns
+    together, when they are fewer than ``k`` rows), some combination of the columns
+    would be estimated from those rows alone.
+
+    Examples
+    --------
+    >>> a = np.array(["x"] * 30 + ["y"] * 30, dtype=object)
+    >>> b = np.array(["u"] * 29 + ["v"] + ["u"] * 15 + ["v"] * 15, dtype=object)
+    >>> spanned_by_few([a, b], 10), spanned_by_few([a, a], 10)
+    (False, False)
+    >>> c = np.array(["u"] * 59 + ["w"], dtype=object)  # one row spans w's dummy
+    >>> spanned_by_few([a, c], 10)
+    True
+    """
+    n = int(columns[0].size) if columns else 0
+    parts: list[np.ndarray] = [np.ones(n)]
+    pattern: list[np.ndarray] = []
+    for raw in columns:
+        named = labels(raw)[0].reshape(-1).tolist()
+        index = {label: j for j, label in enumerate(dict.fromkeys(named))}
+        codes = np.fromiter(map(index.__getitem__, named), np.int64, len(named))
+        if len(index) <= CELL_LEVELS:
+            pattern.append(codes)
+        if np.asarray(raw).dtype.kind in "biuf":
+            values = np.asarray(raw, dtype=np.float64)
+            spread = values.std()
+            if spread > 0:
+                parts.append((values - values.mean()) / spread)
+        else:
+            parts.extend((codes == j).astype(np.float64) for j in range(len(index)))
+    if not pattern or n == 0:
+        return False
+    _, which, counts = np.unique(
+        np.stack(pattern, axis=1), axis=0, return_inverse=True, return_counts=True
+    )
+    which = which.reshape(-1)
+    rare = np.flatnonzero(counts < k)
+    if rare.size == 0:
+        return False
+    design = np.stack(parts, axis=1)
+    gram = design.T @ design
+
+    def rank(matrix: np.ndarray) -> int:
+        eigen = np.linalg.eigvalsh((matrix + matrix.T) / 2)
+        return int(np.sum(eigen > 1e-9 * max(float(eigen.max()), 1.0)))
+
+    full = rank(gram)
+    without_all = gram.copy()
+    for pattern_id in rare:
+        rows = design[which == pattern_id]
+        part = rows.T @ rows
+        without_all -= part
+        if rank(gram - part) < full:
+            return True
+    return int(counts[rare].sum()) < k and rank(without_all) < full
+
+
+def check_fitted_rows(
+    arm_of: np.ndarray,
+    event: np.ndarray,
+    covariates: Mapping[str, np.ndarray],
+    strata: np.ndarray | None,
+    k: int,
+) -> None:
+    """Rule 6 on the rows actually fitted: the survival.cox station rules.
+
+    ``arm_of`` is each fitted row's arm, ``event`` its 0/1 event, ``covariates`` and
+    ``strata`` its values (already restricted to the fitted rows).
+
+    Raises
+    ------
+    DisclosureError
+        A covariate with fewer than ``k`` patients off its most common value, a
+        level of a categorical covariate with fewer than ``k`` patients, a rare
+        pattern spanning a direction of the design, or a stratum with fewer than
+        ``k`` patients or events (fixed sentences: columns named, no count).
+    """
+    for name, values in covariates.items():
+        _, counts = np.unique(labels(values)[0].astype(str), return_counts=True)
+        if int(counts.sum() - counts.max()) < k:
+            raise DisclosureError(
+                f"covariate '{name}': fewer than k patients of the selected arms "
+                "differ from its most common value; drop it or select other arms"
+            )
+        if values.dtype.kind not in "iuf":
+            describe_levels(name, labels(values)[0], k)
+    if strata is not None:
+        s = labels(strata)[0]
+        for level in set(s.tolist()):
+            inside = s == level
+            if inside.sum() < k or event[inside].sum() < k:
+                raise DisclosureError(
+                    "a stratum of the selected arms holds fewer than k patients or "
+                    "fewer than k events; merge strata levels or drop strata"
+                )
+    columns = [arm_of.astype(str).astype(object), *covariates.values()]
+    if strata is not None:
+        columns.append(strata)
+    if covariates and spanned_by_few(columns, k):
+        raise DisclosureError(
+            "a few patients of the selected arms alone span a combination of the "
+            "arms, covariates and strata (a rare pattern); drop covariates or merge "
+            "levels"
+        )
+
+
 def cox_contrasts(
     arms: Sequence[Arm],
     time: np.ndarray,
@@ -453,8 +501,9 @@ def cox_contrasts(
     """The station's own Cox fit with dummy-coded arms (the first is the reference).
 
     Efron ties; covariates numeric as they are, text and booleans dummy-coded against
-    their first level (each level needs ``k`` patients); stratified by ``strata``
-    (a baseline hazard per level). Only the arms' block is returned.
+    their first level; stratified by ``strata`` (a baseline hazard per level). The
+    covariate and strata rules of :func:`check_fitted_rows` hold on the fitted rows.
+    Only the arms' block is returned.
 
     Raises
     ------
@@ -464,6 +513,10 @@ def cox_contrasts(
     """
     rows = np.concatenate([a.rows for a in arms])
     arm_of = np.concatenate([np.full(a.n, i) for i, a in enumerate(arms)])
+    fitted = {name: raw[rows] for name, raw in covariates.items()}
+    check_fitted_rows(
+        arm_of, event[rows], fitted, None if strata is None else strata[rows], k
+    )
     columns: dict[str, np.ndarray] = {}
     design: list[Covariate] = []
     terms: list[str] = []
@@ -472,23 +525,14 @@ def cox_contrasts(
         columns[name] = (arm_of == i).astype(np.float64)
         design.append(Covariate(name))
         terms.append(name)
-    for name, raw in covariates.items():
-        values = raw[rows]
+    for name, values in fitted.items():
         if values.dtype.kind in "iuf":
-            values = values.astype(np.float64)
-            if values.size and np.ptp(values) == 0:
-                raise DisclosureError(
-                    f"covariate '{name}' is constant in the released arms; drop it"
-                )
-            columns[name] = values
+            columns[name] = values.astype(np.float64)
             design.append(Covariate(name))
             continue
+        # at least two levels of >= k patients each (check_fitted_rows)
         coded, kind = labels(values)
-        levels = tuple(sort_levels(describe_levels(name, coded, k), kind))
-        if len(levels) < 2:
-            raise DisclosureError(
-                f"covariate '{name}' has one level in the released arms; drop it"
-            )
+        levels = tuple(sort_levels(set(coded.tolist()), kind))
         columns[name] = coded
         design.append(Covariate(name, levels, levels[0]))
     zero = Design(tuple(design), tuple(0.0 for _ in Design(tuple(design), ()).names))
@@ -551,7 +595,7 @@ def station_output(
 ) -> dict[str, Any]:
     """The ``nma.inputs`` wire output from a station's columns (module docstring).
 
-    ``column(name)`` returns a column of the extract; ``level_rules`` are rule 6
+    ``column(name)`` returns a column of the extract; ``level_rules`` are rule 5
     (:data:`pht.trains.means.level_rules`). The output is keyed
     ``arms[treatment label][treatment_by label or "all"]``; :func:`flatten` gives
     the released form.
@@ -586,46 +630,30 @@ def station_output(
             " and NMA inputs are released exact or not at all"
         )
     values: dict[str, np.ndarray] = {}
-    if kind in ("events", "means"):
+    if kind == "events":
         if parameters.get("outcome") is None:
-            raise DataError(f"parameters.outcome: required for input '{kind}'")
-        name = str(parameters["outcome"])
-        if kind == "events":
-            values["event"] = _binary(column, name)
-        else:
-            try:
-                values["outcome"] = np.asarray(column(name), dtype=np.float64)
-            except (TypeError, ValueError):
-                raise DataError(f"column '{name}' does not hold numbers") from None
-            if not np.all(np.isfinite(values["outcome"])):
-                raise DataError(f"column '{name}' has missing or infinite values")
+            raise DataError("parameters.outcome: required for input 'events'")
+        values["event"] = _binary(column, str(parameters["outcome"]))
+    elif kind == "means":
+        if parameters.get("measure") is None:
+            raise DataError("parameters.measure: required for input 'means'")
+        name = str(parameters["measure"])
+        try:
+            values["measure"] = np.asarray(column(name), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError(f"column '{name}' does not hold numbers") from None
+        if not np.all(np.isfinite(values["measure"])):
+            raise DataError(f"column '{name}' has missing or infinite values")
     else:
         for key in ("time", "event"):
             if parameters.get(key) is None:
                 raise DataError(f"parameters.{key}: required for input '{kind}'")
         values["time"] = _times(column, str(parameters["time"]))
         values["event"] = _binary(column, str(parameters["event"]))
+    # rules 1 and 2 on the whole table, before 'treatments' and the input's rules
     arms, rows, cols = find_arms(column, treatment, by)
-    chosen = treatment_list(parameters.get("treatments"))
-    smallest = max(k, 2) if kind == "means" else k
-    wanted = {
-        c
-        for c, arm in arms.items()
-        if (chosen is None or arm.label in chosen) and arm.n >= smallest
-    }
-    if kind == "cox":
-        # arms with fewer than k events are left out before the fit
-        wanted = {c for c in wanted if values["event"][arms[c].rows].sum() >= k}
-    counts = {c: arm.n for c, arm in arms.items()}
-    released = suppress(counts, wanted, rows, cols, smallest)
-    if len(released) < 2:
-        raise DisclosureError(FEW_ARMS)
-    if len(released) > MAX_ARMS:
-        raise DisclosureError(
-            f"more than {MAX_ARMS} arms at this station; use a coarser treatment "
-            "column or list the arms in 'treatments'"
-        )
-    order = [arms[(r, b)] for r in rows for b in cols if (r, b) in released]
+    check_sizes(arms, max(k, 2) if kind == "means" else k)
+    order = select(arms, rows, cols, treatment_list(parameters.get("treatments")))
     out: dict[str, Any] = {"input": kind, "n": int(sum(a.n for a in order))}
     out["arms"] = {}
     for arm in order:
@@ -636,11 +664,17 @@ def station_output(
             str(c): np.asarray(column(str(c)))
             for c in parameters.get("covariates") or []
         }
-        for name, raw in covariates.items():
-            if missing(raw).any():
-                raise DataError(f"column '{name}' has missing values")
         strata_name = parameters.get("strata")
         strata = None if strata_name is None else np.asarray(column(str(strata_name)))
+        given = {**covariates, **({} if strata is None else {str(strata_name): strata})}
+        for name, raw in given.items():
+            if name in (treatment, by):
+                raise DisclosureError(
+                    f"column '{name}' defines the arms; it cannot be a covariate or "
+                    "the strata: name another column"
+                )
+            if missing(raw).any():
+                raise DataError(f"column '{name}' has missing values")
         fit = cox_contrasts(
             order, values["time"], values["event"], covariates, strata, k
         )

@@ -33,10 +33,14 @@ HR) is passed through after checks: ``seTE > 0``, a contrast given twice must ag
 its pairs, consistent (``TE_AC = TE_AB + TE_BC`` within netmeta's
 ``tol.multiarm = 0.001``).
 
-:func:`read_trials` reads a published-trials CSV, detects its level by the header and
-names the file, the row (1-based, the header is row 1) or study, and the fix in every
-error (:class:`pht.errors.DataError`, or :class:`pht.errors.ConfigError` for a
-measure that does not fit the data). The kernels take typed arms and do no I/O.
+* **IRR** (log incidence rate ratio, as ``meta::metainc`` inside ``pairwise()``): with
+  ``e`` events in ``t`` person-time per arm, ``log(((e_i+h)/t_i) / ((e_j+h)/t_j))``,
+  ``se^2 = 1/(e_i+h) + 1/(e_j+h)``; ``h = incr`` for every contrast of a study in
+  which any arm has zero events (added to the events only), and a contrast with zero
+  events in both arms is left out.
+
+The kernels take typed arms and do no I/O; the published-trials CSV is read by
+:func:`pht.orchestrator.trials.read_trials`, which calls them.
 
 Example
 -------
@@ -48,24 +52,25 @@ Example
 
 from __future__ import annotations
 
-import csv
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TypeVar
+
+import numpy as np
 
 from pht.errors import ConfigError, DataError
 
 BINARY_MEASURES = ("OR", "RR", "RD")
 CONTINUOUS_MEASURES = ("MD", "SMD")
-CONTRAST_MEASURES = ("OR", "RR", "RD", "MD", "SMD", "HR")
+RATE_MEASURES = ("IRR",)
+CONTRAST_MEASURES = ("OR", "RR", "RD", "MD", "SMD", "HR", "IRR")
 TOL_MULTIARM = 0.001
 """netmeta's ``tol.multiarm``: largest allowed ``|TE_AC - (TE_AB + TE_BC)|``."""
 
 CONTRAST_COLUMNS = ("studlab", "treat1", "treat2", "TE", "seTE")
 BINARY_COLUMNS = ("studlab", "treatment", "n", "events")
 CONTINUOUS_COLUMNS = ("studlab", "treatment", "n", "mean", "sd")
+RATE_COLUMNS = ("studlab", "treatment", "n", "events", "time")
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ class BinaryArm:
     events: int
 
     def __post_init__(self) -> None:
-        problem = _binary_problem(self.n, self.events)
+        problem = binary_problem(self.n, self.events)
         if problem:
             raise DataError(f"arm {self.treatment!r}: {problem}")
 
@@ -92,7 +97,22 @@ class ContinuousArm:
     sd: float
 
     def __post_init__(self) -> None:
-        problem = _continuous_problem(self.n, self.mean, self.sd)
+        problem = continuous_problem(self.n, self.mean, self.sd)
+        if problem:
+            raise DataError(f"arm {self.treatment!r}: {problem}")
+
+
+@dataclass(frozen=True)
+class RateArm:
+    """One arm of a trial with events over person-time: ``events`` in ``time``."""
+
+    treatment: str
+    n: int
+    events: int
+    time: float
+
+    def __post_init__(self) -> None:
+        problem = rate_problem(self.n, self.events, self.time)
         if problem:
             raise DataError(f"arm {self.treatment!r}: {problem}")
 
@@ -142,7 +162,8 @@ class PairwiseResult:
 # -- checks shared by the arm classes and the CSV reader ------------------------
 
 
-def _binary_problem(n: int, events: int) -> str | None:
+def binary_problem(n: int, events: int) -> str | None:
+    """What is wrong with an arm of ``events`` of ``n`` patients (None if fine)."""
     if n <= 0:
         return f"n is {n}; an arm needs n > 0 patients: correct n or drop the arm"
     if events < 0:
@@ -152,7 +173,8 @@ def _binary_problem(n: int, events: int) -> str | None:
     return None
 
 
-def _continuous_problem(n: int, mean: float, sd: float) -> str | None:
+def continuous_problem(n: int, mean: float, sd: float) -> str | None:
+    """What is wrong with an arm of ``n`` patients, ``mean`` and ``sd`` (None if fine)."""
     if n <= 0:
         return f"n is {n}; an arm needs n > 0 patients: correct n or drop the arm"
     if not math.isfinite(mean):
@@ -162,7 +184,19 @@ def _continuous_problem(n: int, mean: float, sd: float) -> str | None:
     return None
 
 
-def _check_measure(measure: str, allowed: tuple[str, ...], kind: str) -> None:
+def rate_problem(n: int, events: int, time: float) -> str | None:
+    """What is wrong with an arm of ``events`` in ``time`` person-time (None if fine)."""
+    if n <= 0:
+        return f"n is {n}; an arm needs n > 0 patients: correct n or drop the arm"
+    if events < 0:
+        return f"events is {events}; events must be >= 0: correct events"
+    if not (math.isfinite(time) and time > 0):
+        return f"time is {time!r}; person-time must be > 0: give the arm's follow-up"
+    return None
+
+
+def check_measure(measure: str, allowed: tuple[str, ...], kind: str) -> None:
+    """A :class:`ConfigError` when ``measure`` is not one of ``allowed`` for ``kind``."""
     if measure not in allowed:
         raise ConfigError(
             f"measure {measure!r} does not fit {kind}: use one of {', '.join(allowed)}"
@@ -222,7 +256,7 @@ def pairwise_binary(
     >>> round(r.contrasts[0].TE, 6)
     -0.693147
     """
-    _check_measure(measure, BINARY_MEASURES, "binary arm data (n, events)")
+    check_measure(measure, BINARY_MEASURES, "binary arm data (n, events)")
     if not (math.isfinite(incr) and incr >= 0):
         raise ConfigError(f"incr is {incr!r}; it must be >= 0 (netmeta uses 0.5)")
     contrasts: list[Contrast] = []
@@ -306,7 +340,7 @@ def pairwise_continuous(
     >>> (round(r.contrasts[0].TE, 6), round(r.contrasts[0].seTE, 6))
     (0.614295, 0.438075)
     """
-    _check_measure(measure, CONTINUOUS_MEASURES, "continuous arm data (n, mean, sd)")
+    check_measure(measure, CONTINUOUS_MEASURES, "continuous arm data (n, mean, sd)")
     contrasts: list[Contrast] = []
     for studlab, arms in studies.items():
         _check_arms(source, studlab, arms)
@@ -335,6 +369,73 @@ def pairwise_continuous(
     return PairwiseResult(measure, tuple(contrasts))
 
 
+def pairwise_rates(
+    studies: Mapping[str, Sequence[RateArm]],
+    measure: str = "IRR",
+    *,
+    incr: float = 0.5,
+    source: str = "pairwise",
+) -> PairwiseResult:
+    """Contrasts (log IRR) from arms with events and person-time, as ``pairwise()``.
+
+    Parameters
+    ----------
+    studies
+        Study label -> its arms, in order; two or more arms with distinct treatments.
+    measure
+        ``"IRR"`` (the formula is in the module docstring).
+    incr
+        Added to the events of every arm of a study in which an arm has no events.
+    source
+        Prefix of error messages.
+
+    Examples
+    --------
+    >>> r = pairwise_rates(
+    ...     {"s": [RateArm("A", 30, 10, 100.0), RateArm("B", 30, 0, 120.0)]})
+    >>> c = r.contrasts[0]
+    >>> (round(c.TE, 6), round(c.seTE, 6), c.incr)
+    (3.226844, 1.447494, 0.5)
+    """
+    check_measure(measure, RATE_MEASURES, "rate arm data (n, events, time)")
+    if not (math.isfinite(incr) and incr >= 0):
+        raise ConfigError(f"incr is {incr!r}; it must be >= 0 (meta uses 0.5)")
+    contrasts: list[Contrast] = []
+    notes: list[str] = []
+    excluded: list[str] = []
+    for studlab, arms in studies.items():
+        _check_arms(source, studlab, arms)
+        h = incr if any(a.events == 0 for a in arms) else 0.0
+        if h > 0:
+            notes.append(
+                f"study {studlab!r}: an arm has zero events; {h:g} added to the events"
+                " of every arm in its contrasts"
+            )
+        kept = 0
+        for i in range(len(arms) - 1):
+            for j in range(i + 1, len(arms)):
+                one, two = arms[i], arms[j]
+                if one.events == 0 and two.events == 0:
+                    notes.append(
+                        f"study {studlab!r}: {one.treatment} vs {two.treatment} left"
+                        " out for IRR (no events in both arms; not estimable)"
+                    )
+                    continue
+                e1, e2 = one.events + h, two.events + h
+                te = math.log(e1 / one.time) - math.log(e2 / two.time)
+                se = math.sqrt(1 / e1 + 1 / e2)
+                contrasts.append(
+                    Contrast(
+                        studlab, one.treatment, two.treatment, te, se, one.n, two.n, h
+                    )
+                )
+                kept += 1
+        if kept == 0:
+            excluded.append(studlab)
+            notes.append(f"study {studlab!r} excluded: no estimable IRR contrast")
+    return PairwiseResult(measure, tuple(contrasts), tuple(notes), tuple(excluded))
+
+
 def check_contrasts(
     contrasts: Sequence[Contrast],
     measure: str,
@@ -351,7 +452,7 @@ def check_contrasts(
 
     ``labels`` (one per contrast, e.g. ``"row 7"``) locate a contrast in messages.
     """
-    _check_measure(measure, CONTRAST_MEASURES, "contrast-level data (TE, seTE)")
+    check_measure(measure, CONTRAST_MEASURES, "contrast-level data (TE, seTE)")
     where = (
         list(labels)
         if labels is not None
@@ -423,236 +524,62 @@ def _check_multiarm(source: str, studlab: str, rows: Sequence[Contrast]) -> None
                     f" {TOL_MULTIARM}): the study's contrasts must come from one"
                     " analysis; correct the rows"
                 )
+    variances: dict[tuple[str, str], float] = {}
+    for c in rows:
+        variances[(c.treat1, c.treat2)] = variances[(c.treat2, c.treat1)] = c.seTE**2
+    problem = multiarm_variance_problem(studlab, treats, variances)
+    if problem:
+        raise DataError(f"{source}: {problem}")
 
 
-# -- the published-trials CSV -------------------------------------------------------
+def multiarm_variance_problem(
+    studlab: str,
+    arms: Sequence[str],
+    variances: Mapping[tuple[str, str], float],
+) -> str | None:
+    """Why a multi-arm study's contrast variances cannot come from one analysis, or None.
 
+    The basic contrasts of a ``k``-arm study (every other arm versus its first arm
+    ``1``) have the covariance ``Cov(d_j, d_l) = (v_1j + v_1l - v_jl) / 2`` (netmeta's
+    and Krahn et al.'s); it must be positive definite (relative tolerance 1e-10 on the
+    smallest eigenvalue), else no arm-level model gives these standard errors and the
+    network fit divides by a zero variance. ``variances`` maps each ordered pair of
+    ``arms`` (either orientation) to ``seTE^2``.
 
-def read_trials(path: str | Path, measure: str, *, incr: float = 0.5) -> PairwiseResult:
-    """Read a published-trials CSV and convert it to contrasts, as ``pairwise()``.
-
-    The header says the level: ``studlab,treat1,treat2,TE,seTE`` (contrast level,
-    optional ``n1,n2``), ``studlab,treatment,n,events`` (binary arms) or
-    ``studlab,treatment,n,mean,sd`` (continuous arms). Other columns are ignored.
-    Rows of a study need not be adjacent; arms keep their order in the file.
-
-    Raises
-    ------
-    DataError
-        Any bad row or study, naming the file, the row (the header is row 1) or study
-        and the fix.
-    ConfigError
-        A measure that does not fit the file's data.
+    >>> v = {("A", "B"): 0.0004, ("A", "C"): 0.0004, ("B", "C"): 0.25}
+    >>> multiarm_variance_problem("T", ["A", "B", "C"], v)[:60]
+    "study 'T': its standard errors do not fit together for a mul"
+    >>> v[("B", "C")] = 0.0008
+    >>> multiarm_variance_problem("T", ["A", "B", "C"], v) is None
+    True
     """
-    path = Path(path)
-    src = str(path)
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            table = _read_rows(src, fh)
-    except OSError as exc:
-        raise DataError(
-            f"{src}: cannot read the trials file ({exc.strerror}): check the path"
-        ) from None
-    header, rows = table
-    cols = set(header)
-    if measure not in CONTRAST_MEASURES:
-        raise ConfigError(
-            f"{src}: measure {measure!r} is unknown: use one of"
-            f" {', '.join(CONTRAST_MEASURES)}"
-        )
-    if cols & {"treat1", "treat2", "TE", "seTE"}:
-        _need(src, header, CONTRAST_COLUMNS, "contrast-level")
-        return _read_contrasts(src, header, rows, measure)
-    if "treatment" not in cols:
-        raise DataError(
-            f"{src}: the header has neither 'treatment' (arm level:"
-            f" {','.join(BINARY_COLUMNS)} or {','.join(CONTINUOUS_COLUMNS)}) nor"
-            f" 'treat1' (contrast level: {','.join(CONTRAST_COLUMNS)}): fix the header"
-        )
-    binary = "events" in cols
-    if measure == "HR":
-        raise ConfigError(
-            f"{src}: measure HR needs contrast-level rows (log hazard ratios:"
-            f" {','.join(CONTRAST_COLUMNS)}); this file has arm-level rows"
-        )
-    if binary and measure in CONTINUOUS_MEASURES:
-        raise ConfigError(
-            f"{src}: measure {measure} needs continuous arms (n, mean, sd); this file"
-            " has binary arms (events): use OR, RR or RD"
-        )
-    if not binary and measure in BINARY_MEASURES:
-        if "mean" in cols or "sd" in cols:
-            raise ConfigError(
-                f"{src}: measure {measure} needs binary arms (n, events); this file"
-                " has continuous arms (mean, sd): use MD or SMD"
+    if len(arms) < 3:
+        return None
+
+    def var(a: str, b: str) -> float:
+        return float(variances[(a, b)] if (a, b) in variances else variances[(b, a)])
+
+    base, others = arms[0], list(arms[1:])
+    k = len(others)
+    cov = np.empty((k, k))
+    for a, ta in enumerate(others):
+        for b, tb in enumerate(others):
+            cov[a, b] = (
+                var(base, ta)
+                if a == b
+                else (var(base, ta) + var(base, tb) - var(ta, tb)) / 2
             )
-        _need(src, header, BINARY_COLUMNS, "binary arm-level")
-    if binary:
-        _need(src, header, BINARY_COLUMNS, "binary arm-level")
-        arms_b = _group_arms(src, header, rows, _binary_arm)
-        return pairwise_binary(arms_b, measure, incr=incr, source=src)
-    _need(src, header, CONTINUOUS_COLUMNS, "continuous arm-level")
-    arms_c = _group_arms(src, header, rows, _continuous_arm)
-    return pairwise_continuous(arms_c, measure, source=src)
-
-
-Row = tuple[int, list[str]]
-A = TypeVar("A", BinaryArm, ContinuousArm)
-
-
-def _read_rows(src: str, fh: object) -> tuple[list[str], list[Row]]:
-    reader = csv.reader(fh)  # type: ignore[arg-type]
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise DataError(f"{src}: the file is empty: write a header row") from None
-    except csv.Error as exc:
-        raise DataError(f"{src}: row 1: not valid CSV ({exc})") from None
-    header = [h.strip() for h in header]
-    dup = sorted({h for h in header if header.count(h) > 1 and h})
-    if dup:
-        raise DataError(f"{src}: column {dup[0]!r} appears twice in the header")
-    rows: list[Row] = []
-    try:
-        for fields in reader:
-            if not any(f.strip() for f in fields):
-                continue
-            line = reader.line_num
-            if len(fields) != len(header):
-                raise DataError(
-                    f"{src}: row {line}: {len(fields)} fields, the header has"
-                    f" {len(header)}: check for a missing or extra comma"
-                )
-            rows.append((line, [f.strip() for f in fields]))
-    except csv.Error as exc:
-        raise DataError(
-            f"{src}: row {reader.line_num}: not valid CSV ({exc})"
-        ) from None
-    if not rows:
-        raise DataError(f"{src}: no data rows below the header: add the trials")
-    return header, rows
-
-
-def _need(src: str, header: list[str], columns: tuple[str, ...], kind: str) -> None:
-    for col in columns:
-        if col not in header:
-            raise DataError(
-                f"{src}: {kind} file has no column {col!r}: the header needs"
-                f" {','.join(columns)}"
-            )
-
-
-def _text(src: str, row: Row, header: list[str], col: str) -> str:
-    line, fields = row
-    value = fields[header.index(col)]
-    if not value:
-        raise DataError(f"{src}: row {line}: column {col!r} is empty: fill it in")
-    return value
-
-
-def _number(src: str, row: Row, header: list[str], col: str) -> float:
-    value = _text(src, row, header, col)
-    try:
-        x = float(value)
-    except ValueError:
-        x = math.nan
-    if not math.isfinite(x):
-        raise DataError(
-            f"{src}: row {row[0]}: column {col!r} is {value!r}, not a number: write a"
-            " plain number (a dot as decimal separator)"
-        )
-    return x
-
-
-def _count(src: str, row: Row, header: list[str], col: str) -> int:
-    x = _number(src, row, header, col)
-    if not x.is_integer():
-        raise DataError(
-            f"{src}: row {row[0]}: column {col!r} is {x:g}; a count must be a whole"
-            " number: correct it"
-        )
-    return int(x)
-
-
-def _binary_arm(src: str, row: Row, header: list[str]) -> BinaryArm:
-    treat = _text(src, row, header, "treatment")
-    n = _count(src, row, header, "n")
-    events = _count(src, row, header, "events")
-    problem = _binary_problem(n, events)
-    if problem:
-        raise DataError(f"{src}: row {row[0]}: {problem}")
-    return BinaryArm(treat, n, events)
-
-
-def _continuous_arm(src: str, row: Row, header: list[str]) -> ContinuousArm:
-    treat = _text(src, row, header, "treatment")
-    n = _count(src, row, header, "n")
-    mean = _number(src, row, header, "mean")
-    sd = _number(src, row, header, "sd")
-    problem = _continuous_problem(n, mean, sd)
-    if problem:
-        raise DataError(f"{src}: row {row[0]}: {problem}")
-    return ContinuousArm(treat, n, mean, sd)
-
-
-def _group_arms(
-    src: str,
-    header: list[str],
-    rows: list[Row],
-    make: Callable[[str, Row, list[str]], A],
-) -> dict[str, list[A]]:
-    studies: dict[str, list[A]] = {}
-    first_row: dict[tuple[str, str], int] = {}
-    for row in rows:
-        studlab = _text(src, row, header, "studlab")
-        arm = make(src, row, header)
-        key = (studlab, arm.treatment)
-        if key in first_row:
-            raise DataError(
-                f"{src}: rows {first_row[key]} and {row[0]}: study {studlab!r} has"
-                f" treatment {arm.treatment!r} twice: merge the two arms or give them"
-                " different treatment names"
-            )
-        first_row[key] = row[0]
-        studies.setdefault(studlab, []).append(arm)
-    for studlab, arms in studies.items():
-        if len(arms) < 2:
-            raise DataError(
-                f"{src}: row {first_row[(studlab, arms[0].treatment)]}: study"
-                f" {studlab!r} has one arm; a study needs two or more arms: add the"
-                " other arm(s) or remove the study"
-            )
-    return studies
-
-
-def _read_contrasts(
-    src: str, header: list[str], rows: list[Row], measure: str
-) -> PairwiseResult:
-    contrasts: list[Contrast] = []
-    labels: list[str] = []
-    for row in rows:
-        sizes: list[int | None] = []
-        for col in ("n1", "n2"):
-            if col in header and row[1][header.index(col)]:
-                n = _count(src, row, header, col)
-                if n <= 0:
-                    raise DataError(
-                        f"{src}: row {row[0]}: {col} is {n}; an arm needs > 0"
-                        " patients: correct it or leave it empty"
-                    )
-                sizes.append(n)
-            else:
-                sizes.append(None)
-        contrasts.append(
-            Contrast(
-                _text(src, row, header, "studlab"),
-                _text(src, row, header, "treat1"),
-                _text(src, row, header, "treat2"),
-                _number(src, row, header, "TE"),
-                _number(src, row, header, "seTE"),
-                sizes[0],
-                sizes[1],
-            )
-        )
-        labels.append(f"row {row[0]}")
-    return check_contrasts(contrasts, measure, source=src, labels=labels)
+    eig = np.linalg.eigvalsh(cov)
+    if eig[0] > 1e-10 * max(float(eig[-1]), 0.0):
+        return None
+    ses = ", ".join(
+        f"{t} vs {u} {math.sqrt(var(t, u)):.4g}"
+        for i, t in enumerate(arms)
+        for u in arms[i + 1 :]
+    )
+    return (
+        f"study {studlab!r}: its standard errors do not fit together for a multi-arm "
+        f"study (seTE {ses}: the covariance of its contrasts against {base} they "
+        "imply is not positive definite, so no analysis of one set of arms gives "
+        "them); check the seTE of its rows"
+    )

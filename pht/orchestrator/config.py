@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pht import yamlcfg
+from pht import datasources, yamlcfg
+from pht.datasources import DatabaseSource
 from pht.errors import ConfigError
 from pht.keyring import REQUESTER_ROLE_PATTERN
 from pht.manifest import Catalogue, TrainPackage
@@ -30,10 +31,22 @@ PURPOSE = re.compile(r"^[a-z0-9-]+(/[a-z0-9-]+)+$")
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """A dataset a station holds (its file: on the station's side only)."""
+    """A dataset a station holds (its file or database: on the station's side only).
+
+    ``path`` for a Parquet or CSV file; ``source`` for a PostgreSQL table or an OMOP
+    cohort (:mod:`pht.datasources`: where the DSN is, never the DSN itself).
+    """
 
     id: str
-    path: Path
+    path: Path | None
+    source: DatabaseSource | None = None
+
+    def held(self) -> Path | DatabaseSource:
+        """What the station reads: the database source, else the file."""
+        if self.source is not None:
+            return self.source
+        assert self.path is not None
+        return self.path
 
 
 @dataclass(frozen=True)
@@ -111,8 +124,9 @@ class Study:
     role: str
     min_stations: int | None = None
     design: Any = None
-    """An ``equivalence`` study's design (:class:`pht.orchestrator.equivalence.
-    EquivalenceDesign`: its analyses are the requests); None for a one-train study."""
+    """An ``equivalence`` or ``nma`` study's design (:class:`pht.orchestrator.
+    equivalence.EquivalenceDesign`, :class:`pht.orchestrator.nma.NmaDesign`: its
+    analyses are the requests); None for a one-train study."""
 
     def quorum(self, targets: int) -> int:
         """Stations that must take part for a result: ``min_stations``, else all."""
@@ -148,16 +162,26 @@ def _file(node: yamlcfg.Node, base: Path, key: str, fix: str) -> Path:
 
 
 def _datasets(
-    node: yamlcfg.Node, base: Path, hosted: bool
+    node: yamlcfg.Node, base: Path, hosted: bool, station: str = ""
 ) -> tuple[tuple[str, ...], dict[str, DatasetConfig]]:
     ids: list[str] = []
     files: dict[str, DatasetConfig] = {}
     for item in node.items():
-        d = item.mapping({"id", "path"})
+        kind = datasources.dataset_kind(item)
+        d = item.mapping(
+            datasources.DATASET_KEYS.get(kind, {"id", "kind", "path"})
+            if hosted
+            else {"id", "kind", "path"}
+        )
         dataset_id = _check_id(d.require("id"), "dataset")
         if dataset_id in ids:
             raise d.require("id").error(f"dataset '{dataset_id}' is listed twice")
         ids.append(dataset_id)
+        if kind in datasources.DB_KINDS:
+            if hosted:
+                source = datasources.parse_source(d, kind, base, station, dataset_id)
+                files[dataset_id] = DatasetConfig(dataset_id, None, source)
+            continue
         path_node = d.get("path")
         if path_node is None:
             if hosted:
@@ -172,6 +196,11 @@ def _datasets(
         if path.suffix.lower() not in (".parquet", ".csv"):
             raise path_node.error(
                 f"dataset file '{path_node.as_str()}' must end in .parquet or .csv"
+            )
+        if kind in datasources.FILE_KINDS and path.suffix.lower() != f".{kind}":
+            raise path_node.error(
+                f"dataset file '{path_node.as_str()}' is not a .{kind} file; fix "
+                "'kind' or 'path'"
             )
         if path.is_dir():
             raise path_node.error(
@@ -242,7 +271,7 @@ def _station(node: yamlcfg.Node, base: Path) -> StationEntry:
     m = node.mapping({"id", "name", "datasets", "public_key", "address", *HOST_KEYS})
     station_id = _check_id(m.require("id"), "station")
     hosted = any(m.get(key) is not None for key in HOST_KEYS)
-    ids, files = _datasets(m.require("datasets"), base, hosted)
+    ids, files = _datasets(m.require("datasets"), base, hosted, station_id)
     address_node = m.get("address")
     name_node = m.get("name")
     key_node = m.require("public_key")
@@ -388,16 +417,19 @@ def _study(
     catalogue: Catalogue,
     network: Network | None = None,
 ) -> Study:
-    from pht.orchestrator import equivalence
+    from pht.orchestrator import equivalence, nma
 
     design_node = document.mapping(None).get("design")
-    if design_node is not None and design_node.value() != equivalence.DESIGN:
+    designs = {equivalence.DESIGN: equivalence.STUDY_KEYS, nma.DESIGN: nma.STUDY_KEYS}
+    if design_node is not None and design_node.value() not in designs:
         raise design_node.error(
-            f"{yamlcfg.quote(design_node.value())} is not a study design; the one "
-            "design is 'equivalence' (leave the key out for a one-train study)"
+            f"{yamlcfg.quote(design_node.value())} is not a study design; the designs "
+            f"are {', '.join(designs)} (leave the key out for a one-train study)"
         )
     root = document.mapping(
-        set(equivalence.STUDY_KEYS) if design_node is not None else set(STUDY_KEYS)
+        set(designs[design_node.value()])
+        if design_node is not None
+        else set(STUDY_KEYS)
     )
     requester_node = root.get("requester")
     if requester_node is not None:
@@ -448,7 +480,16 @@ def _study(
                 )
     if design_node is not None:
         return _equivalence_study(
-            root, path, catalogue, network, question, purpose, dataset, stations, role
+            root,
+            path,
+            catalogue,
+            network,
+            question,
+            purpose,
+            dataset,
+            stations,
+            role,
+            design_node.value(),
         )
     assert package is not None
     params_node = root.get("parameters")
@@ -516,9 +557,10 @@ def _equivalence_study(
     dataset: str,
     stations: tuple[str, ...] | None,
     role: str,
+    kind: str = "equivalence",
 ) -> Study:
-    """A ``design: equivalence`` study: its analyses are the requests it sends."""
-    from pht.orchestrator import equivalence
+    """A ``design: equivalence`` or ``nma`` study: its analyses are its requests."""
+    from pht.orchestrator import equivalence, nma
 
     if network is not None:
         targets = stations or tuple(network.stations)
@@ -543,12 +585,13 @@ def _equivalence_study(
         "role": role,
         "min_stations": min_stations,
     }
-    design = equivalence.parse(root, path, catalogue, base)
+    module: Any = nma if kind == nma.DESIGN else equivalence
+    design = module.parse(root, path, catalogue, base)
     return Study(
         source=path,
         question=question,
         purpose=purpose,
-        train=equivalence.train_package(design),
+        train=module.train_package(design),
         dataset=dataset,
         stations=stations,
         parameters=design.summary,

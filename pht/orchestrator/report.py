@@ -704,11 +704,19 @@ def _equivalence_answer(result: Mapping[str, Any]) -> str:
     return answer(result)
 
 
+def _nma_answer(result: Mapping[str, Any]) -> str:
+    """The network meta-analysis's answer (:mod:`pht.orchestrator.report_nma`)."""
+    from pht.orchestrator.report_nma import answer
+
+    return answer(result)
+
+
 ANSWERS: tuple[tuple[str, Renderer], ...] = (
     ("cox", _cox_answer),
     ("km", _km_answer),
     ("priority", _priority_answer),
     ("equivalence", _equivalence_answer),
+    ("nma", _nma_answer),
 )
 """Result key to the answer it gives, first present one wins."""
 
@@ -1431,10 +1439,11 @@ def _sections() -> dict[str, Renderer]:
     (:attr:`pht.trains.TrainPlugin.sections`), then ``provenance``.
     """
     from pht.orchestrator.report_equivalence import SECTIONS as EQUIVALENCE
+    from pht.orchestrator.report_nma import SECTIONS as NMA
     from pht.trains import renderers
 
     sections: dict[str, Renderer] = {"stations": _stations, "warnings": _warnings}
-    for key, renderer in [*EQUIVALENCE, *renderers()]:
+    for key, renderer in [*EQUIVALENCE, *NMA, *renderers()]:
         sections.setdefault(key, renderer)
     sections["provenance"] = _provenance
     return sections

@@ -343,9 +343,10 @@ def budget_use(study: Study) -> dict[str, Any]:
     train is a second request, so a second unit.
     """
     if study.design is not None:
-        from pht.orchestrator.equivalence import budget
+        from pht.orchestrator import equivalence, nma
 
-        return budget(study)
+        module: Any = nma if isinstance(study.design, nma.NmaDesign) else equivalence
+        return dict(module.budget(study))
     trains = [str(study.train.manifest.ref)]
     spec = plugin_for(study.train.manifest.name).companion
     if spec is not None and study.parameters.get(spec.trigger) is not None:
@@ -398,11 +399,15 @@ def run_study(
     :class:`~pht.errors.QuorumError` when fewer than the study's ``min_stations``
     took part. ``released`` (a single-round train) receives the opened outputs by
     station. An ``equivalence`` study runs each of its analyses
-    (:mod:`pht.orchestrator.equivalence`).
+    (:mod:`pht.orchestrator.equivalence`); an ``nma`` study its ``nma.inputs``
+    request and the network meta-analysis (:mod:`pht.orchestrator.nma`).
     """
     if study.design is not None:
         from pht.orchestrator.equivalence import run_equivalence
+        from pht.orchestrator.nma import NmaDesign, run_nma
 
+        if isinstance(study.design, NmaDesign):
+            return run_nma(study, network, engine, requester, progress)
         return run_equivalence(study, network, engine, requester, progress)
     return _with_caveats(
         lambda: _run_study(study, network, engine, requester, progress, released)
@@ -692,13 +697,18 @@ def _atomic_write(path: Path, text: str) -> None:
 def write_results(result: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """Write ``result.json``, ``report.html`` and its ``figures/`` and ``tables/``.
 
+    An ``nma`` result also gets ``nma_contrasts.csv`` and ``nma.R`` (written before
+    ``result.json``, each atomically).
+
     The report is rendered into a staging folder first and published only after
     ``result.json`` is written, so a failure leaves the previous files in place.
     """
     from pht.orchestrator.exports import staged_report
+    from pht.orchestrator.nma import write_exports
 
     text = json.dumps(result, indent=2, allow_nan=False) + "\n"
     with staged_report(result, out_dir) as publish:
+        write_exports(result, out_dir)  # an nma study's netmeta CSV and R script
         result_path = out_dir / "result.json"
         _atomic_write(result_path, text)
         report_path = publish()

@@ -6,7 +6,9 @@ audit log), the policy (dataset, purpose, requester, train and digests, every
 (column, role) pair, disclosure class, the process-sandbox rule, kernels for
 iterative trains) and the budget per key and per organisation (sessions' rounds
 included). The decision record is appended under the same lock, so concurrent
-requests cannot overspend a budget.
+requests cannot overspend a budget. The signature is checked, and a database
+dataset's column types asked, before the lock is taken: a database that stops
+answering holds up its own requests only, never the station's admission.
 
 A describe request (:mod:`pht.station.describe`) passes the same trust and replay
 checks, then only the policy's requester and purpose rules; it spends no budget.
@@ -21,16 +23,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from pht.crypto import (
     PublicIdentity,
     digest,
 )
+from pht.datasources import DatabaseSource
 from pht.errors import DataError, PhtError
 from pht.manifest import TrainPackage
 from pht.signing import (
     ALL_DATASETS,
     SignedRequestBody,
     VerifiedDescribe,
+    VerifiedRequest,
     utc_now,
     verify_signed_describe,
     verify_signed_request,
@@ -40,6 +46,7 @@ from pht.station.base import (
     Admission,
     Refusal,
     StationBase,
+    data_refusal,
     kind_problem,
     parse_time,
     trust_refusal,
@@ -79,8 +86,37 @@ class Admitting(StationBase):
 
     # -- admission ----------------------------------------------------------------
     def _admit(self, envelope: Any) -> Admission | Reply:
+        try:
+            verified = verify_signed_request(envelope, self.config.keyring, self.id)
+        except PhtError as exc:
+            log.info("station %s rejected a request: %s", self.id, exc)
+            return self._refuse("unknown", trust_refusal(str(exc)), "request_received")
+        schema = self._source_schema(verified)
         with self._admission:
-            return self._admit_locked(envelope)
+            return self._admit_locked(verified, schema)
+
+    def _source_schema(self, verified: VerifiedRequest) -> pa.Schema | DataError | None:
+        """A database dataset's column types, asked outside the admission lock.
+
+        Only for a dataset this requester may use for this purpose (else nothing is
+        asked, so the time of a refusal does not tell which datasets are held); None
+        for a file (read under the lock, cached per file version); the error when
+        the database cannot be read.
+        """
+        body = verified.body
+        held = self.config.datasets.get(body.dataset)
+        if not isinstance(held, DatabaseSource):
+            return None
+        try:
+            self._describable(
+                body.dataset, body.purpose, verified.organisation, verified.role
+            )
+        except Refusal:
+            return None
+        try:
+            return dataset_schema(held)
+        except DataError as exc:
+            return exc
 
     def _replayed(self, request_id: str, nonce: str, event: str) -> Reply | None:
         """Refuse a request id or nonce seen before, else remember both.
@@ -92,12 +128,9 @@ class Admitting(StationBase):
         self._seen.update((request_id, nonce))
         return None
 
-    def _admit_locked(self, envelope: Any) -> Admission | Reply:
-        try:
-            verified = verify_signed_request(envelope, self.config.keyring, self.id)
-        except PhtError as exc:
-            log.info("station %s rejected a request: %s", self.id, exc)
-            return self._refuse("unknown", trust_refusal(str(exc)), "request_received")
+    def _admit_locked(
+        self, verified: VerifiedRequest, schema: pa.Schema | DataError | None
+    ) -> Admission | Reply:
         body = verified.body
         replayed = self._replayed(body.request_id, body.nonce, "request_received")
         if replayed is not None:
@@ -119,7 +152,7 @@ class Admitting(StationBase):
             **fields,
         )
         try:
-            admission = self._decide(body, verified.requester, fields)
+            admission = self._decide(body, verified.requester, fields, schema)
         except Refusal as r:
             return self._refuse(body.request_id, r, "policy_decision", **fields)
         self.audit.append(
@@ -136,7 +169,11 @@ class Admitting(StationBase):
         return admission
 
     def _decide(
-        self, body: SignedRequestBody, requester: PublicIdentity, fields: dict[str, Any]
+        self,
+        body: SignedRequestBody,
+        requester: PublicIdentity,
+        fields: dict[str, Any],
+        schema: pa.Schema | DataError | None = None,
     ) -> Admission:
         # the same order and codes as a describe request: a dataset this requester
         # may not use for this purpose is refused exactly like one not held, so a
@@ -176,7 +213,7 @@ class Admitting(StationBase):
         parameters, problems = m.resolve(body.parameters)
         if problems:
             raise Refusal("error", Code.PARAMETERS)
-        self._check_columns(package, body.dataset, parameters, policy)
+        self._check_columns(package, body.dataset, parameters, policy, schema)
         disclosure_class = m.output_class_for(parameters)
         if policy.class_refusal(disclosure_class):
             raise Refusal("refused", Code.CLASS)
@@ -211,12 +248,24 @@ class Admitting(StationBase):
         dataset: str,
         parameters: Mapping[str, Any],
         policy: DatasetPolicy,
+        known: pa.Schema | DataError | None = None,
     ) -> None:
+        """Refuse columns and roles the policy or the dataset's types do not allow.
+
+        ``known`` is the database dataset's schema (or why it cannot be read),
+        asked before the admission lock; a file's is read here.
+        """
         manifest = package.manifest
         try:
-            schema = dataset_schema(self.config.datasets[dataset])
-        except DataError:
-            raise Refusal("error", Code.DATA) from None
+            if isinstance(known, DataError):
+                raise known
+            schema = (
+                known
+                if known is not None
+                else dataset_schema(self.config.datasets[dataset])
+            )
+        except DataError as exc:
+            raise data_refusal(self.id, exc) from None
         # an if_present column the dataset does not hold is simply absent (the
         # train says so); a held one is checked like any other
         absent = {

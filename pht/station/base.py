@@ -22,6 +22,7 @@ from pht.crypto import (
     Identity,
     PublicIdentity,
 )
+from pht.datasources import DatabaseSource
 from pht.keyring import Keyring
 from pht.manifest import Catalogue, TrainPackage
 from pht.signing import (
@@ -53,7 +54,7 @@ class StationConfig:
 
     id: str
     name: str
-    datasets: Mapping[str, Path]
+    datasets: Mapping[str, Path | DatabaseSource]
     policy: Policy
     workdir: Path
     identity: Identity
@@ -86,6 +87,21 @@ def kind_problem(kind: str, dtype: Any) -> bool:
     )
 
 
+def data_refusal(station: str, exc: Exception) -> Refusal:
+    """The refusal for a dataset that cannot be read; the operator's fix to the log.
+
+    A database that is down or slow is ``source`` (try again later); anything else
+    ``data``. The message (station, dataset, source kind and table, the fix; never a
+    DSN or a value) goes to the station's own log only.
+    """
+    from pht.station.sources import SourceUnavailable
+
+    log.warning("station %s: %s", station, exc)
+    if isinstance(exc, SourceUnavailable):
+        return Refusal("error", Code.SOURCE)
+    return Refusal("error", Code.DATA)
+
+
 def clean_reason(text: str | None) -> str | None:
     """Station-authored text cut to printable characters of bounded length."""
     if text is None:
@@ -112,6 +128,8 @@ class Admission:
     population: Population | None = None
     grid: tuple[float, ...] | None = None
     version: str | None = None
+    source: dict[str, str] | None = None
+    """A database dataset's kind, table and query digest, for the audit record."""
 
 
 class Refusal(Exception):

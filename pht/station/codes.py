@@ -59,6 +59,10 @@ class Code(Enum):
     TIMEOUT = "the train timed out"
     EXECUTOR = "the train could not be run by this station's executor"
     DATA = "the dataset cannot be read as the train needs; ask the station's operator"
+    SOURCE = (
+        "the station's database did not answer in time; try again later or ask the "
+        "station's operator"
+    )
     DATA_CHANGED = (
         "the dataset changed by fewer than the minimum cell size of patients since "
         "its last release; it is released again once enough patients joined or left"
@@ -123,6 +127,7 @@ _ACTS: dict[Code, str] = {
     Code.TIMEOUT: OPERATOR,
     Code.EXECUTOR: OPERATOR,
     Code.DATA: OPERATOR,
+    Code.SOURCE: OPERATOR,
     Code.DATA_CHANGED: POLICY,
     Code.INTERNAL: OPERATOR,
     Code.REVIEW_PENDING: OPERATOR,  # a person at the station must review it

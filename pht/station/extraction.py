@@ -22,11 +22,13 @@ import numpy as np
 
 from pht.algorithms.disclosure import coarser, refine_for_groups
 from pht.algorithms.levels import labels
+from pht.datasources import DatabaseSource
 from pht.errors import DataError, DisclosureError, PhtError
 from pht.station.base import (
     Admission,
     Refusal,
     StationBase,
+    data_refusal,
 )
 from pht.station.codes import Code
 from pht.station.executors import Job
@@ -36,6 +38,7 @@ from pht.station.population import (
     dataset_schema,
     load_population,
 )
+from pht.station.sources import same_source, snapshot
 from pht.wire import TrainInput
 
 log = logging.getLogger(__name__)
@@ -116,6 +119,20 @@ def spanned_by_few(population: Population, covariates: Sequence[str], k: int) ->
     return int(counts[rare].sum()) < k and rank(without_all) < full
 
 
+def same_dataset(a: Path | DatabaseSource, b: Path | DatabaseSource) -> bool:
+    """Whether two dataset entries read the same file or the same database source.
+
+    Two entries over one table, view or cohort of one database are one source
+    (:func:`pht.station.sources.same_source`), as two entries over one file are:
+    they share one population, so no two requests can tell them apart by a patient.
+    """
+    if isinstance(a, DatabaseSource) and isinstance(b, DatabaseSource):
+        return same_source(a, b)
+    if isinstance(a, DatabaseSource) or isinstance(b, DatabaseSource):
+        return False
+    return Path(a).resolve() == Path(b).resolve()
+
+
 def _events(population: Population, column: str) -> int:
     """Number of events (value 1) in a 0/1 column of the population."""
     return int(np.sum(np.asarray(population.column(column), dtype=np.float64) == 1.0))
@@ -130,19 +147,30 @@ class Extracting(StationBase):
         body, manifest = admitted.body, admitted.package.manifest
         policy, params = admitted.policy, admitted.parameters
         k = policy.min_cell_size
-        path = self.config.datasets[body.dataset]
-        schema_names = set(dataset_schema(path).names)
-        # one population per file: complete on every column any policy entry over
-        # this file allows (two dataset entries cannot differ by a patient)
+        data = self.config.datasets[body.dataset]
+        schema_names = set(dataset_schema(data).names)
+        # one population per file or database source: complete on every column any
+        # policy entry over it allows (two dataset entries cannot differ by a patient)
         allowed = sorted(
             c
-            for other, other_path in self.config.datasets.items()
-            if Path(other_path).resolve() == Path(path).resolve()
+            for other, other_held in self.config.datasets.items()
+            if same_dataset(other_held, data)
             for entry in [self.config.policy.for_dataset(other)]
             if entry is not None
             for c in entry.columns
             if c in schema_names
         )
+        if isinstance(data, DatabaseSource):
+            # streamed into the station's own folder: the train never sees the source
+            path, query = snapshot(
+                data, sorted(set(allowed)), self.config.workdir / "sources"
+            )
+            admitted.source = {
+                "source": data.label(),
+                "query_digest": query,
+            }
+        else:
+            path = data
         population = load_population(path, sorted(set(allowed)), k)
         if population.n < k:
             raise Refusal("refused", Code.SMALL_POPULATION)
@@ -294,8 +322,7 @@ class Extracting(StationBase):
             raise
         except (DataError, OSError, ValueError) as exc:
             shutil.rmtree(run_dir, ignore_errors=True)
-            log.warning("station %s extraction failed: %s", self.id, exc)
-            raise Refusal("error", Code.DATA) from None
+            raise data_refusal(self.id, exc) from None
         train_input = TrainInput(
             request_id=admitted.body.request_id,
             train=str(manifest.ref),

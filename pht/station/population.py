@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from pht.algorithms.disclosure import merge_until_safe, station_grid
 from pht.algorithms.levels import labels as canonical_labels
 from pht.columns import missing, to_numpy
+from pht.datasources import DatabaseSource
 from pht.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -86,13 +87,18 @@ def read_table(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
 _SCHEMAS: dict[tuple[str, int, int], pa.Schema] = {}
 
 
-def dataset_schema(path: Path) -> pa.Schema:
-    """The column types of a Parquet or CSV dataset.
+def dataset_schema(path: Path | DatabaseSource) -> pa.Schema:
+    """The column types of a Parquet or CSV dataset, or of a database source.
 
     Kept per file version (path, size, modification time): a CSV's types are inferred
     from the whole file once, not on every request, so how long a describe request
-    takes does not follow the number of rows.
+    takes does not follow the number of rows. A database source is asked with a query
+    that returns no row (:func:`pht.station.sources.source_schema`).
     """
+    if isinstance(path, DatabaseSource):
+        from pht.station.sources import source_schema
+
+        return source_schema(path)
     try:
         info = path.stat()
     except OSError:
@@ -138,6 +144,42 @@ def _frequent_labels(values: np.ndarray, k: int) -> frozenset[str] | None:
     if len(frequent) > MAX_LABELS_PER_COLUMN:
         return None
     return frozenset(str(label) for label in frequent)
+
+
+def _is_text(dtype: pa.DataType) -> bool:
+    """Whether a column holds text (plain or dictionary-encoded)."""
+    if pa.types.is_dictionary(dtype):
+        dtype = dtype.value_type
+    return bool(pa.types.is_string(dtype) or pa.types.is_large_string(dtype))
+
+
+def _frequent_text_labels(column: pa.ChunkedArray, k: int) -> frozenset[str] | None:
+    """:func:`_frequent_labels` of a text column without gaps, counted by Arrow.
+
+    Counts per distinct text, summed per canonical label (one label for the same
+    text composed or decomposed), as :func:`_frequent_labels` counts the labelled
+    rows; no Python object per row.
+    """
+    from collections import Counter
+
+    import pyarrow.compute as pc
+
+    from pht.algorithms.levels import label_of
+
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    counted = pc.value_counts(column)
+    per_label: Counter[str] = Counter()
+    for value, count in zip(
+        counted.field("values").to_pylist(),
+        counted.field("counts").to_pylist(),
+        strict=True,
+    ):
+        per_label[label_of(value)] += int(count)
+    frequent = [label for label, count in per_label.items() if count >= k]
+    if len(frequent) > MAX_LABELS_PER_COLUMN:
+        return None
+    return frozenset(frequent)
 
 
 def _is_binary(values: np.ndarray) -> bool:
@@ -205,15 +247,22 @@ def load_population(path: Path, columns: Sequence[str], k: int) -> Population:
     table = read_table(path, sorted(set(columns)))
     total = table.num_rows
     keep = np.ones(total, dtype=bool)
-    arrays = {}
+    # one column as NumPy at a time (a text column as objects is several times its
+    # Arrow size): the station's peak memory stays near the Arrow table's
     for name in table.column_names:
-        values = to_numpy(table.column(name))
-        arrays[name] = values
-        keep &= ~missing(values)
+        column = table.column(name)
+        if _is_text(column.type):  # gaps are nulls: no Python objects needed
+            keep &= ~to_numpy(column.is_null())
+        else:
+            keep &= ~missing(to_numpy(column))
     table = table.filter(pa.array(keep)) if not keep.all() else table
     labels: dict[str, frozenset[str]] = {}
-    for name, values in arrays.items():
-        frequent = _frequent_labels(values[keep], k)
+    for name in table.column_names:
+        column = table.column(name)
+        if _is_text(column.type):
+            frequent = _frequent_text_labels(column, k)
+        else:
+            frequent = _frequent_labels(to_numpy(column), k)
         if frequent is not None:
             labels[name] = frequent
     population = Population(

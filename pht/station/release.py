@@ -21,7 +21,7 @@ from pht.crypto import (
     seal,
     sealed_digest,
 )
-from pht.errors import ConfigError, DisclosureError, PhtError
+from pht.errors import ConfigError, DataError, DisclosureError, PhtError
 from pht.signing import (
     Receipt,
     sign_receipt,
@@ -71,7 +71,7 @@ class Releasing(StationBase):
             if message["status"] == "refused":
                 raise Refusal("refused", Code.TRAIN_REFUSED)
             if message["status"] != "ok":
-                raise Refusal("error", Code.TRAIN_FAILED)
+                raise self._failure(admitted, op)
             schema = admitted.package.manifest.schema_for(op)
             Guard(limits).check(message.get("output"), schema)
             if expect is not None:
@@ -118,6 +118,29 @@ class Releasing(StationBase):
             raise DisclosureError(
                 "the station's own output is not releasable"
             ) from None
+
+    def _failure(self, admitted: Admission, op: str | None) -> Refusal:
+        """Why a train failed, told by the station's own computation, not the train's.
+
+        When the plugin's own computation on the station's extract stops on a
+        :class:`~pht.errors.DataError` (e.g. an ``outcome`` that is not 0/1), the
+        request asked for a column that cannot serve as asked: ``column``, which the
+        analyst fixes. Otherwise ``train-failed`` (the operator looks at the log).
+        The code is a function of the request and the station's data alone (an
+        honest train fails exactly then), so a failing train adds nothing to it.
+        """
+        from pht.trains import StationView, lookup
+
+        plugin = lookup(admitted.package.manifest.name)
+        if op is None and plugin is not None and plugin.recompute is not None:
+            try:
+                plugin.recompute(StationView(admitted, self.config.workdir))
+            except DataError as exc:
+                log.info("station %s: the request's columns: %s", self.id, exc)
+                return Refusal("refused", Code.COLUMN)
+            except PhtError:
+                pass
+        return Refusal("error", Code.TRAIN_FAILED)
 
     def _finalized(self, admitted: Admission, own: dict[str, Any]) -> dict[str, Any]:
         """The station's output after the plugin's second step (after the comparison).

@@ -102,6 +102,7 @@ def open_session(
             "executor": station.executor.name,
             "session": "open",
             "version": admitted.version or "",
+            **(admitted.source or {}),
         },
     )
     try:

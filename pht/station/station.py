@@ -178,6 +178,7 @@ class Station(Describing, Extracting, Releasing, Reviewing):
                 details={
                     "executor": self.executor.name,
                     "version": admitted.version or "",
+                    **(admitted.source or {}),
                 },
             )
             try:

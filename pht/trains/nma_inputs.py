@@ -69,29 +69,38 @@ def check(parameters: Mapping[str, Any]) -> Sequence[str]:
         )
     needs = {
         "events": ("outcome",),
-        "means": ("outcome",),
+        "means": ("measure",),
         "rates": ("time", "event"),
         "cox": ("time", "event"),
     }
     for key in needs.get(str(kind), ()):
         if parameters.get(key) is None:
             problems.append(f"{key}: required for input '{kind}'; name the column")
-    if kind in ("rates", "cox") and parameters.get("outcome") is not None:
-        problems.append(
-            f"outcome: not used for input '{kind}' (give time and event); drop it"
-        )
+    for key, used_by in (("outcome", "events"), ("measure", "means")):
+        if parameters.get(key) is not None and kind != used_by:
+            problems.append(
+                f"{key}: only for input '{used_by}'"
+                + (
+                    " (give time and event)"
+                    if kind in ("rates", "cox")
+                    else " (input 'events' takes a 0/1 outcome, 'means' a numeric "
+                    "measure)"
+                )
+                + "; drop it"
+            )
     if kind in ("events", "means"):
+        given = "outcome" if kind == "events" else "measure"
         for key in ("time", "event"):
             if parameters.get(key) is not None:
                 problems.append(
-                    f"{key}: not used for input '{kind}' (give outcome); drop it"
+                    f"{key}: not used for input '{kind}' (give {given}); drop it"
                 )
     if kind != "cox":
         for key in ("covariates", "strata"):
             if parameters.get(key):
                 problems.append(f"{key}: only for input 'cox'; drop it")
     arm_columns = {treatment, by} - {None}
-    for key in ("outcome", "time", "event", "strata"):
+    for key in ("outcome", "measure", "time", "event", "strata"):
         if parameters.get(key) in arm_columns:
             problems.append(
                 f"{key}: '{parameters[key]}' defines the arms; name another column"
@@ -187,7 +196,7 @@ def pool(
         "events": "n and events",
         "means": "n, mean and SD",
         "rates": "n, events and person-time",
-        "cox": "n, events and its own Cox log hazard ratios (with covariance)",
+        "cox": "n and its own Cox log hazard ratios (with covariance)",
     }[kind]
     section = {
         "input": kind,
@@ -196,11 +205,10 @@ def pool(
         "studies": studies,
         "treatments": dict(sorted(totals.items())),
         "note": (
-            f"Each station is one study: it released {what} per treatment arm with at "
-            "least k patients, after its threshold, complementary-suppression and "
-            "dominance rules (arms it left out are not named). Stations whose policy "
-            "hides their name are labelled 'station 1', 'station 2'... in a random "
-            "order."
+            f"Each station is one study: it released {what} per treatment arm; every "
+            "arm of its table holds at least k patients (else it refused), and its "
+            "events, dominance and model rules held. Stations whose policy hides "
+            "their name are labelled 'station 1', 'station 2'... in a random order."
         ),
     }
     return {"nma_inputs": section}
@@ -217,6 +225,8 @@ def _cell(stats: Mapping[str, Any], kind: str) -> str:
             f"{number(stats['events'])} / {number(stats['n'])}, "
             f"{number(stats['person_time'])}"
         )
+    if kind == "cox":  # the arms of a Cox input carry n only
+        return number(stats["n"])
     return f"{number(stats['events'])} / {number(stats['n'])}"
 
 
@@ -231,7 +241,7 @@ def _render(result: Mapping[str, Any]) -> str:
         "events": "events / n",
         "means": "n: mean (SD)",
         "rates": "events / n, person-time",
-        "cox": "events / n",
+        "cox": "n",
     }[kind]
     rows = [
         [escape(s["label"])]
@@ -271,7 +281,8 @@ PLUGIN = register(
             columns={
                 "treatment": ("column", "categorical", "group", False),
                 "treatment_by": ("column", "categorical", "group", False),
-                "outcome": ("column", "numeric", "outcome", False),
+                "outcome": ("column", "binary", "outcome", False),
+                "measure": ("column", "numeric", "measure", False),
                 "time": ("column", "numeric", "time", False),
                 "event": ("column", "binary", "event", False),
                 "covariates": ("columns", "categorical", "covariate", False),
