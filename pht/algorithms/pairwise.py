@@ -53,6 +53,7 @@ Example
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -71,6 +72,74 @@ CONTRAST_COLUMNS = ("studlab", "treat1", "treat2", "TE", "seTE")
 BINARY_COLUMNS = ("studlab", "treatment", "n", "events")
 CONTINUOUS_COLUMNS = ("studlab", "treatment", "n", "mean", "sd")
 RATE_COLUMNS = ("studlab", "treatment", "n", "events", "time")
+
+LOG_MEASURES = frozenset({"OR", "RR", "HR", "IRR"})
+"""Measures whose ``TE`` is on the log scale."""
+MAX_LOG_TE = 100.0
+"""Largest ``|TE|`` on the log scale (a ratio of e^100; beyond it exp() overflows)."""
+MAX_TE = 1e10
+"""Largest ``|TE|`` (and ``|mean|``) on the identity scale (MD, SMD, RD)."""
+MIN_SE, MAX_SE = 1e-8, 1e8
+"""``seTE`` and ``sd`` must lie strictly between these (else 1/se^2 or se^2 overflow)."""
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""A label starting with one of these is a formula to a spreadsheet (CSV injection)."""
+_CONFUSABLE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "COPTIC"})
+
+
+def _script(ch: str) -> str:
+    """The script of a letter, from its Unicode name (``LATIN``, ``CYRILLIC``...)."""
+    name = unicodedata.name(ch, "")
+    first = name.split(" ", 1)[0]
+    if first in ("CJK", "HIRAGANA", "KATAKANA"):
+        return "CJK"
+    return first
+
+
+def label_problem(label: str) -> str | None:
+    """What is wrong with a treatment or study label (None if fine).
+
+    A label may not hold control characters (category Cc: R's ``read.csv`` stops at
+    a NUL, a line break splits a row), invisible format characters (category Cf:
+    zero-width space, soft hyphen, BOM; they make a look-alike second node), a word
+    mixing letters of two alphabets (a Cyrillic 'а' in a Latin word), nor start
+    with ``= + - @`` (a spreadsheet runs it as a formula).
+
+    >>> label_problem("nivolumab") is None
+    True
+    >>> label_problem("nivolu\u00admab")
+    'holds the invisible character U+00AD (SOFT HYPHEN): retype the label'
+    >>> label_problem("niv\u043elumab")[:45]
+    'mixes Cyrillic and Latin letters in one word '
+    """
+    for ch in label:
+        cat = unicodedata.category(ch)
+        if cat == "Cc":
+            return f"holds the control character U+{ord(ch):04X}: retype the label"
+        if cat == "Cf":
+            name = unicodedata.name(ch, "format character")
+            return (
+                f"holds the invisible character U+{ord(ch):04X} ({name}): retype the "
+                "label"
+            )
+    if label.startswith(FORMULA_STARTS):
+        return (
+            f"starts with {label[0]!r}, which a spreadsheet reads as a formula: "
+            "rename it (e.g. with a letter first)"
+        )
+    word: set[str] = set()
+    for ch in label + " ":
+        if ch.isalpha():
+            word.add(_script(ch))
+            continue
+        mixed = word & _CONFUSABLE_SCRIPTS
+        if len(word) > 1 and mixed:
+            names = " and ".join(sorted(w.title() for w in word))
+            return (
+                f"mixes {names} letters in one word (a look-alike of another "
+                "label): retype it in one alphabet"
+            )
+        word = set()
+    return None
 
 
 @dataclass(frozen=True)
@@ -177,10 +246,18 @@ def continuous_problem(n: int, mean: float, sd: float) -> str | None:
     """What is wrong with an arm of ``n`` patients, ``mean`` and ``sd`` (None if fine)."""
     if n <= 0:
         return f"n is {n}; an arm needs n > 0 patients: correct n or drop the arm"
-    if not math.isfinite(mean):
-        return "mean is not finite: give the arm's mean"
+    if not (math.isfinite(mean) and abs(mean) <= MAX_TE):
+        return (
+            f"mean is {mean!r}; it must be a number within +-{MAX_TE:g}: give the "
+            "arm's mean (in a smaller unit if need be)"
+        )
     if not (math.isfinite(sd) and sd > 0):
         return f"sd is {sd!r}; sd must be > 0: give the arm's standard deviation"
+    if not MIN_SE < sd < MAX_SE:
+        return (
+            f"sd is {sd!r}; it must lie between {MIN_SE:g} and {MAX_SE:g}: give the "
+            "arm's standard deviation (rescale the outcome's unit if need be)"
+        )
     return None
 
 
@@ -192,6 +269,34 @@ def rate_problem(n: int, events: int, time: float) -> str | None:
         return f"events is {events}; events must be >= 0: correct events"
     if not (math.isfinite(time) and time > 0):
         return f"time is {time!r}; person-time must be > 0: give the arm's follow-up"
+    return None
+
+
+def te_problem(te: float, se: float, measure: str) -> str | None:
+    """What is wrong with a contrast's size (None if fine): the fit's safe range.
+
+    ``|TE| <= 100`` on the log scale (a ratio of e^100 is a typing error, and exp()
+    of more overflows), ``|TE| <= 1e10`` otherwise; ``1e-8 < seTE < 1e8`` (else the
+    weight ``1/seTE^2`` or the variance overflows).
+
+    >>> te_problem(800.0, 0.1, "HR")[:40]
+    'TE is 800; on the log scale of HR it mus'
+    >>> te_problem(0.1, 0.1, "HR") is None
+    True
+    """
+    limit = MAX_LOG_TE if measure in LOG_MEASURES else MAX_TE
+    if not (math.isfinite(te) and abs(te) <= limit):
+        scale = f"on the log scale of {measure}" if measure in LOG_MEASURES else ""
+        return (
+            f"TE is {te:.6g}; {scale + ' ' if scale else ''}it must lie within "
+            f"+-{limit:g}: check the estimate"
+            + (" (TE is the log of the ratio)" if scale else "")
+        )
+    if not (math.isfinite(se) and MIN_SE < se < MAX_SE):
+        return (
+            f"seTE is {se:.6g}; it must lie between {MIN_SE:g} and {MAX_SE:g}: check "
+            "the standard error"
+        )
     return None
 
 
@@ -473,6 +578,9 @@ def check_contrasts(
                 f"{source}: {at}: seTE is {c.seTE!r}; it must be > 0: give the"
                 " contrast's standard error"
             )
+        problem = te_problem(c.TE, c.seTE, measure)
+        if problem:
+            raise DataError(f"{source}: {at}: {problem}")
         key = (c.studlab, c.treat1, c.treat2)
         rkey = (c.studlab, c.treat2, c.treat1)
         if key in kept or rkey in kept:

@@ -92,7 +92,44 @@ class Exports:
                 metadata={"Date": None},
             )
         for stem, frame in self.tables.items():
-            frame.to_csv(tables / f"{stem}.csv", index=False, lineterminator="\n")
+            defuse_formulas(frame).to_csv(
+                tables / f"{stem}.csv", index=False, lineterminator="\n"
+            )
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""A text cell starting with one of these is run as a formula by a spreadsheet."""
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def defuse_cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula, with a ``'`` prefixed.
+
+    Numbers (and text that is a plain number, such as ``-0.25``) are kept.
+
+    >>> [defuse_cell(v) for v in ("=1+1", "-x", "-0.25", -3, "@A1", "ok")]
+    ["'=1+1", "'-x", '-0.25', -3, "'@A1", 'ok']
+    """
+    if (
+        isinstance(value, str)
+        and value.startswith(FORMULA_STARTS)
+        and not _NUMBER.fullmatch(value)
+    ):
+        return "'" + value
+    return value
+
+
+def defuse_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` with :func:`defuse_cell` on its text cells and column names.
+
+    CSV injection: OWASP's advice for exported tables.
+    """
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].map(defuse_cell)
+    out.columns = [defuse_cell(c) for c in out.columns]
+    return out
 
 
 _CURRENT: ContextVar[Exports | None] = ContextVar("pht_report_exports", default=None)

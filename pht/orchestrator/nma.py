@@ -46,23 +46,31 @@ from __future__ import annotations
 
 import csv
 import difflib
+import hashlib
 import inspect
 import io
 import math
 import os
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from pht import yamlcfg
 from pht.algorithms.nma import NmaResult, PairwiseEstimates, SplitRow, nma
 from pht.algorithms.pairwise import (
+    MAX_LOG_TE,
+    MAX_SE,
+    MIN_SE,
     BinaryArm,
     ContinuousArm,
     Contrast,
     PairwiseResult,
     RateArm,
+    label_problem,
     pairwise_binary,
     pairwise_continuous,
     pairwise_rates,
@@ -178,6 +186,9 @@ def _label(node: yamlcfg.Node) -> str:
     text = str(value).strip()
     if not text:
         raise node.error("must not be empty")
+    problem = label_problem(text)
+    if problem:
+        raise node.error(f"{text!r} {problem}")
     return text
 
 
@@ -271,7 +282,7 @@ def parse(
     inputs_node = root.require("inputs")
     given = {key: node.value() for key, node in inputs_node.raw_mapping_nodes()}
     kind = given.get("input")
-    if kind not in MEASURES:
+    if not isinstance(kind, str) or kind not in MEASURES:
         at = inputs_node.mapping(None).get("input") or inputs_node
         raise at.error(
             f"input {yamlcfg.quote(kind)} is not one of {', '.join(MEASURES)}; say "
@@ -305,14 +316,36 @@ def parse(
     _check_arm_labels(inputs_node, resolved)
     trials_node = root.get("trials")
     trials = contrasts = None
+    digest = ""
     if trials_node is not None:
-        trials = (path.parent / trials_node.as_str()).resolve()
-        if not trials.is_file():
+        folder = path.parent.resolve()
+        try:
+            trials = (path.parent / trials_node.as_str()).resolve()
+            found = trials.is_file()
+        except (OSError, RuntimeError) as exc:  # ENAMETOOLONG, a symlink loop
+            raise trials_node.error(
+                f"cannot use this path ({getattr(exc, 'strerror', None) or exc}); "
+                "give the CSV's path relative to the study file, or drop the key"
+            ) from None
+        if not found:
             raise trials_node.error(
                 f"trials file '{trials_node.as_str()}' not found (looked in {trials}); "
                 "give the CSV's path relative to the study file, or drop the key"
             )
-        contrasts = read_trials(trials, measure)
+        if not trials.is_relative_to(folder):
+            raise trials_node.error(
+                f"'{trials_node.as_str()}' resolves to {trials}, outside the study "
+                f"file's folder {folder}; put the CSV next to the study file (or in "
+                "a folder below it) and give its relative path"
+            )
+        try:
+            data = trials.read_bytes()
+        except OSError as exc:
+            raise trials_node.error(
+                f"cannot read {trials} ({exc.strerror}); check the file"
+            ) from None
+        digest = hashlib.sha256(data).hexdigest()
+        contrasts = read_trials(trials, measure, data=data)
     rename: dict[str, str] = {}
     rename_node = root.get("rename")
     if rename_node is not None:
@@ -387,6 +420,7 @@ def parse(
         "tau": tau,
         "level": level,
         **({"trials": str(trials)} if trials is not None else {}),
+        **({"trials_sha256": digest} if digest else {}),
         **({"rename": rename} if rename else {}),
     }
     return NmaDesign(
@@ -445,23 +479,59 @@ class NetworkInputs:
 
 
 def normal_form(label: str) -> str:
-    """A label case-folded with all its white space removed (to find near-duplicates).
+    """A label in NFKC without format characters or white space, case-folded.
 
-    Two labels with the same normal form name one treatment spelled two ways
-    (``"ipilimumab + nivolumab"`` and ``"ipilimumab+nivolumab"``).
+    The form finds near-duplicates: format characters are Unicode category Cf (a
+    zero-width space, a soft hyphen). Two labels with the same normal form name one
+    treatment spelled two ways (``"ipilimumab + nivolumab"`` and
+    ``"ipilimumab+nivolumab"``, a decomposed and a composed accent, full-width
+    letters).
 
     >>> normal_form("  Nivolumab  /  Standard ")
     'nivolumab/standard'
     >>> normal_form("ipilimumab + nivolumab") == normal_form("Ipilimumab+Nivolumab")
     True
+    >>> normal_form("cafe\u0301") == normal_form("caf\u00e9")
+    True
+    >>> normal_form("\uff2e\uff49\uff56\u200b")
+    'niv'
     """
-    return "".join(label.split()).casefold()
+    text = unicodedata.normalize("NFKC", label)
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return unicodedata.normalize("NFKC", "".join(text.split()).casefold())
 
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DataError(f"{what} is {value!r}, not a number")
+    if not math.isfinite(value):
+        raise DataError(
+            f"{what} is {value!r}, not a finite number; ask its operator to check "
+            "the run"
+        )
     return float(value)
+
+
+def _whole(value: Any, what: str) -> int:
+    """A station's count: a finite whole number >= 0 (never truncated)."""
+    x = _number(value, what)
+    if not x.is_integer() or x < 0:
+        raise DataError(
+            f"{what} is {value!r}, not a whole count; ask its operator to check the run"
+        )
+    return int(x)
+
+
+def _check_label(label: str, where: str, what: str) -> None:
+    """One line for a label that :func:`label_problem` refuses."""
+    problem = label_problem(label)
+    if problem:
+        also = (
+            "; or map it with rename: in the study file"
+            if what in ("arm", "treatment")
+            else ""
+        )
+        raise DataError(f"{where}: {what} {label!r} {problem}{also}")
 
 
 def _arms(
@@ -474,32 +544,40 @@ def _arms(
     out: list[Any] = []
     for label, arm in arms.items():
         name = rename.get(str(label), str(label))
+        _check_label(name, where, "arm")
         if not isinstance(arm, Mapping):
             raise DataError(f"{where}: arm {label!r} is not a mapping of counts")
-        n = int(_number(arm.get("n"), f"{where}: arm {label!r} n"))
-        if kind in ("events", "cox"):
-            events = int(
-                _number(arm.get("events", 0), f"{where}: arm {label!r} events")
-            )
-            out.append(BinaryArm(name, n, events))
-        elif kind == "means":
-            out.append(
-                ContinuousArm(
-                    name,
-                    n,
-                    _number(arm.get("mean"), f"{where}: arm {label!r} mean"),
-                    _number(arm.get("sd"), f"{where}: arm {label!r} sd"),
+        n = _whole(arm.get("n"), f"{where}: arm {label!r} n")
+        try:
+            if kind == "cox":  # a Cox input's arms carry n only
+                out.append(BinaryArm(name, n, 0))
+            elif kind == "events":
+                events = _whole(arm.get("events"), f"{where}: arm {label!r} events")
+                out.append(BinaryArm(name, n, events))
+            elif kind == "means":
+                out.append(
+                    ContinuousArm(
+                        name,
+                        n,
+                        _number(arm.get("mean"), f"{where}: arm {label!r} mean"),
+                        _number(arm.get("sd"), f"{where}: arm {label!r} sd"),
+                    )
                 )
-            )
-        else:
-            out.append(
-                RateArm(
-                    name,
-                    n,
-                    int(_number(arm.get("events"), f"{where}: arm {label!r} events")),
-                    _number(arm.get("person_time"), f"{where}: arm {label!r} time"),
+            else:
+                out.append(
+                    RateArm(
+                        name,
+                        n,
+                        _whole(arm.get("events"), f"{where}: arm {label!r} events"),
+                        _number(arm.get("person_time"), f"{where}: arm {label!r} time"),
+                    )
                 )
-            )
+        except DataError as exc:
+            if str(exc).startswith(where):
+                raise
+            raise DataError(
+                f"{where}: {exc}; ask its operator to check the run"
+            ) from None
     names = [a.treatment for a in out]
     for name in names:
         if names.count(name) > 1:
@@ -536,35 +614,56 @@ def cox_contrasts(
     """
     rename = rename or {}
     where = f"station {label!r}"
+    fix = "leave the station out under stations and ask its operator to check the run"
     try:
         reference = str(cox["reference"])
-        terms = [str(t) for t in cox["terms"]]
-        coef = [0.0] + [_number(b, f"{where}: a Cox coefficient") for b in cox["coef"]]
-        given = cox["cov"]
-        k = len(terms)
-        if len(coef) != k + 1 or len(given) != k or any(len(r) != k for r in given):
-            raise DataError(
-                f"{where}: the Cox terms, coefficients and covariance differ in size"
-            )
-        cov = [[0.0] * (k + 1)] + [
-            [0.0] + [_number(v, f"{where}: a Cox covariance") for v in row]
-            for row in given
-        ]
+        raw_terms, raw_coef, given = cox["terms"], cox["coef"], cox["cov"]
     except (KeyError, TypeError) as exc:
         raise DataError(
             f"{where}: its cox section lacks {exc}; ask its operator to check the run"
         ) from None
+    if not all(isinstance(x, list | tuple) for x in (raw_terms, raw_coef, given)) or (
+        not all(isinstance(r, list | tuple) for r in given)
+    ):
+        raise DataError(
+            f"{where}: its Cox terms, coefficients and covariance must be lists "
+            f"(a matrix for the covariance); {fix}"
+        )
+    terms = [str(t) for t in raw_terms]
+    k = len(terms)
+    if len(raw_coef) != k or len(given) != k or any(len(r) != k for r in given):
+        raise DataError(
+            f"{where}: the Cox terms, coefficients and covariance differ in size; {fix}"
+        )
+    try:
+        coef = [0.0] + [_number(b, f"{where}: a Cox coefficient") for b in raw_coef]
+        matrix = [
+            [_number(v, f"{where}: a Cox covariance") for v in row] for row in given
+        ]
+    except DataError as exc:
+        raise DataError(f"{str(exc).split('; ask')[0]}; {fix}") from None
+    for b in coef:
+        if abs(b) > MAX_LOG_TE:
+            raise DataError(
+                f"{where}: a Cox coefficient is {b:.6g}, beyond +-{MAX_LOG_TE:g} "
+                f"(a log hazard ratio); {fix}"
+            )
+    if k:
+        v = np.array(matrix, dtype=float)
+        if not np.allclose(v, v.T, rtol=1e-8, atol=1e-12):
+            raise DataError(f"{where}: its Cox covariance is not symmetric; {fix}")
+    cov = [[0.0] * (k + 1)] + [[0.0, *row] for row in matrix]
     arms = [reference, *terms]
     out = []
     for i in range(k + 1):
         for j in range(i + 1, k + 1):
             var = cov[i][i] + cov[j][j] - 2 * cov[i][j]
             one, two = rename.get(arms[i], arms[i]), rename.get(arms[j], arms[j])
-            if not (math.isfinite(var) and var > 0):
+            if not (math.isfinite(var) and MIN_SE**2 < var < MAX_SE**2):
                 raise DataError(
-                    f"{where}: {one} vs {two} has variance {var:.3g} (seTE must be "
-                    "> 0); its Cox covariance is degenerate: leave the station out "
-                    "under stations and ask its operator to check the run"
+                    f"{where}: {one} vs {two} has variance {var:.3g} (seTE must lie "
+                    f"between {MIN_SE:g} and {MAX_SE:g}); its Cox covariance is "
+                    f"degenerate: {fix}"
                 )
             out.append(
                 Contrast(
@@ -576,6 +675,14 @@ def cox_contrasts(
                     sizes.get(arms[i]),
                     sizes.get(arms[j]),
                 )
+            )
+    if k > 1:  # each pair's variance is > 0; the whole matrix must be PD too
+        v = np.array(matrix, dtype=float)
+        eig = np.linalg.eigvalsh((v + v.T) / 2)
+        if not eig[0] > 1e-12 * max(float(eig[-1]), 0.0):
+            raise DataError(
+                f"{where}: its Cox covariance is not positive definite (eigenvalues "
+                f"{float(eig[0]):.3g} to {float(eig[-1]):.3g}); {fix}"
             )
     return out
 
@@ -632,20 +739,38 @@ def network_inputs(
         if first is None:
             seen[form] = (label, where)
         elif first[0] != label:
+            if (
+                "".join(label.split()).casefold()
+                == "".join(first[0].split()).casefold()
+            ):
+                fix = (
+                    f"add rename: {{{label!r}: {first[0]!r}}} to the study file (or "
+                    "correct one of them)"
+                )
+            else:  # equal only in Unicode's compatibility form (NFKC)
+                fix = (
+                    "they differ only in Unicode form (an accent typed as two "
+                    "characters, full-width letters): retype one of them"
+                )
             raise DataError(
                 f"{where} names the treatment {label!r} but {first[1]} names it "
-                f"{first[0]!r}; add rename: {{{label!r}: {first[0]!r}}} to the "
-                "study file (or correct one of them)"
+                f"{first[0]!r}; {fix}"
             )
 
     for study in stations:
+        if not isinstance(study, Mapping):
+            raise DataError(
+                f"a station's study is {type(study).__name__}, not a mapping; ask "
+                "its operator to check the run"
+            )
         label = str(study.get("label"))
         where = f"station {label!r}"
+        _check_label(label, where, "study label")
         labels_seen |= {str(a) for a in study.get("arms") or {}}
         used |= {str(a) for a in study.get("arms") or {}} & set(rename)
         if kind == "cox":
             arms = _arms(study, "cox", rename, where)
-            sizes = {str(k): int(v["n"]) for k, v in study["arms"].items()}
+            sizes = {str(k): int(v["n"]) for k, v in study["arms"].items()}  # checked
             if not isinstance(study.get("cox"), Mapping):
                 raise DataError(f"{where}: released no cox section for input cox")
             made = cox_contrasts(label, study["cox"], sizes, rename)
@@ -691,6 +816,9 @@ def network_inputs(
             labels_seen |= {c.treat1, c.treat2}
             used |= {c.treat1, c.treat2} & set(rename)
             where = f"{trials_name}: study {c.studlab!r}"
+            _check_label(c.studlab, trials_name, "study")
+            _check_label(t1, where, "treatment")
+            _check_label(t2, where, "treatment")
             if c.studlab in labels:
                 raise DataError(
                     f"{where} has the label of a station's study; rename the study "
@@ -858,6 +986,14 @@ def _finite(value: float | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _exp(value: float) -> float | None:
+    """``exp(value)``, or None where it is not a finite number (overflow, NaN)."""
+    value = float(value)
+    if not math.isfinite(value) or value > 709:
+        return None
+    return math.exp(value)
+
+
 def _matrix(values: Any) -> list[list[float | None]]:
     return [[_finite(v) for v in row] for row in values.tolist()]
 
@@ -872,11 +1008,9 @@ def _pairs(est: PairwiseEstimates, ratio: bool) -> dict[str, Any]:
         "p": _matrix(est.pvalue),
     }
     if ratio:
-        import numpy as np
-
-        out["ratio"] = _matrix(np.exp(est.te))
-        out["ratio_lower"] = _matrix(np.exp(est.lower))
-        out["ratio_upper"] = _matrix(np.exp(est.upper))
+        out["ratio"] = [[_exp(v) for v in row] for row in est.te.tolist()]
+        out["ratio_lower"] = [[_exp(v) for v in row] for row in est.lower.tolist()]
+        out["ratio_upper"] = [[_exp(v) for v in row] for row in est.upper.tolist()]
     return out
 
 
@@ -884,18 +1018,18 @@ def _estimate(e: Any, ratio: bool) -> dict[str, Any] | None:
     if e is None:
         return None
     out = {  # z and p are None where the algorithm gives NaN (a zero SE)
-        "te": e.te,
-        "se": e.se,
-        "lower": e.lower,
-        "upper": e.upper,
+        "te": _finite(e.te),
+        "se": _finite(e.se),
+        "lower": _finite(e.lower),
+        "upper": _finite(e.upper),
         "z": _finite(e.z),
         "p": _finite(e.pvalue),
     }
     if ratio:
         out.update(
-            ratio=math.exp(e.te),
-            ratio_lower=math.exp(e.lower),
-            ratio_upper=math.exp(e.upper),
+            ratio=_exp(e.te),
+            ratio_lower=_exp(e.lower),
+            ratio_upper=_exp(e.upper),
         )
     return out
 
@@ -922,7 +1056,8 @@ def _league(
     """Cell ``[i][j]``: row ``i`` versus column ``j`` (ratio scale for ratios)."""
 
     def f(v: float) -> str:
-        return f"{math.exp(v) if ratio else v:.2f}"
+        shown = _exp(v) if ratio else _finite(v)
+        return "not defined" if shown is None else f"{shown:.2f}"
 
     return [
         [
@@ -996,9 +1131,16 @@ def nma_section(
             if t == design.reference:
                 continue
             e = result.estimate(t, design.reference, model)  # type: ignore[arg-type]
-            forest.append(
-                {"treatment": t, "model": model, **(_estimate(e, ratio) or {})}
-            )
+            row = {"treatment": t, "model": model, **(_estimate(e, ratio) or {})}
+            shown = ("ratio", "ratio_lower", "ratio_upper") if ratio else ("te",)
+            if e is not None and any(row.get(k) is None for k in shown):
+                raise DataError(
+                    f"the network's {model}-effects estimate of {t} vs "
+                    f"{design.reference} is {e.te:.6g} ({design.measure}"
+                    f"{', log scale' if ratio else ''}), too large to show: check the "
+                    "inputs' TE and seTE (a ratio given where its log belongs?)"
+                )
+            forest.append(row)
     scores: list[dict[str, Any]] = [
         {"treatment": t, "common": pc, "random": pr}
         for t, pc, pr in zip(
@@ -1265,7 +1407,11 @@ def r_script(section: Mapping[str, Any]) -> str:
 # Contrasts: TE = treat1 vs treat2 on the {section["scale"]} scale of the
 # {section["measure_name"]}; multi-arm studies give all their pairs.
 library(netmeta)
-d <- read.csv({_r_string(CONTRASTS_FILE)}, stringsAsFactors = FALSE)
+d <- read.csv({_r_string(CONTRASTS_FILE)}, stringsAsFactors = FALSE,
+              na.strings = character(0), encoding = "UTF-8",
+              colClasses = c(studlab = "character", treat1 = "character",
+                             treat2 = "character", TE = "numeric",
+                             seTE = "numeric", source = "character"))
 net <- netmeta(TE, seTE, treat1, treat2, studlab, data = d,
                sm = {_r_string(section["measure"])}, common = TRUE, random = TRUE,
                method.tau = {_r_string(section["tau_method"])},

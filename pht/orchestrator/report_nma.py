@@ -622,7 +622,7 @@ def _inputs(nma: Mapping[str, Any]) -> str:
         record = {k: c.get(k) for k in ("studlab", "treat1", "treat2", "TE", "seTE")}
         if ratio:
             te = c["TE"]
-            value = math.exp(te) if _finite(te) else None
+            value = math.exp(te) if _finite(te) and abs(te) < 700 else None
             cells.append(number(value, 3))
             record[measure] = value
         cells += [

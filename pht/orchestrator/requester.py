@@ -124,7 +124,7 @@ class Requester:
                 "bound to something else"
             )
         _, plain = self._verified(reply, request_id, DESCRIBE_BINDING)
-        description = StationDescription.from_dict(json.loads(plain))
+        description = StationDescription.from_dict(_parse(reply.station, plain))
         if description.station != reply.station:
             raise TrustError(
                 f"station {reply.station} sent the description of another station"
@@ -148,7 +148,7 @@ class Requester:
                 "receipt": dict(reply.receipt or {}),
             }
         )
-        return dataclasses.replace(reply, output=json.loads(plain))
+        return dataclasses.replace(reply, output=_parse(reply.station, plain))
 
     def _verified(
         self, reply: Reply, request_id: str, binding: str
@@ -178,3 +178,28 @@ class Requester:
                 f"station {reply.station} output does not match its receipt"
             )
         return receipt, plain
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name}, which is not a finite number")
+
+
+def _parse(station: str, plain: bytes) -> Any:
+    """A station's opened output as JSON, refusing NaN and Infinity as its guard does.
+
+    >>> _parse("s1", b'{"n": 3}')
+    {'n': 3}
+    >>> try:
+    ...     _parse("s1", b'{"n": NaN}')
+    ... except TrustError as exc:
+    ...     print(str(exc)[:57])
+    station s1 released an output pht cannot read (NaN, which
+    """
+    try:
+        return json.loads(plain, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise TrustError(
+            f"station {station} released an output pht cannot read ({exc}); a "
+            "station's guard refuses such output: ask its operator to check the "
+            "station's pht version"
+        ) from None

@@ -22,7 +22,9 @@ read with ``read_trials(Path("trials.csv"), "HR")`` gives one contrast.
 from __future__ import annotations
 
 import csv
+import io
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -44,6 +46,7 @@ from pht.algorithms.pairwise import (
     binary_problem,
     check_contrasts,
     continuous_problem,
+    label_problem,
     pairwise_binary,
     pairwise_continuous,
     pairwise_rates,
@@ -54,14 +57,20 @@ from pht.errors import ConfigError, DataError
 __all__ = ["read_trials"]
 
 
-def read_trials(path: str | Path, measure: str, *, incr: float = 0.5) -> PairwiseResult:
+def read_trials(
+    path: str | Path, measure: str, *, incr: float = 0.5, data: bytes | None = None
+) -> PairwiseResult:
     """Read a published-trials CSV and convert it to contrasts, as ``pairwise()``.
 
     The header says the level: ``studlab,treat1,treat2,TE,seTE`` (contrast level,
     optional ``n1,n2``), ``studlab,treatment,n,events`` (binary arms),
     ``studlab,treatment,n,events,time`` (events over person-time, IRR) or
     ``studlab,treatment,n,mean,sd`` (continuous arms). Other columns are ignored.
-    Rows of a study need not be adjacent; arms keep their order in the file.
+    Rows of a study need not be adjacent; arms keep their order in the file. The file
+    must be UTF-8; labels may not hold control or invisible characters, mix
+    alphabets in a word or start like a spreadsheet formula; numbers are plain
+    decimals (what R's ``read.csv`` reads too). ``data``, when given, is the file's
+    content already read (so a caller can hash what was read).
 
     Raises
     ------
@@ -73,13 +82,22 @@ def read_trials(path: str | Path, measure: str, *, incr: float = 0.5) -> Pairwis
     """
     path = Path(path)
     src = str(path)
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DataError(
+                f"{src}: cannot read the trials file ({exc.strerror}): check the path"
+            ) from None
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
     try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            table = _read_rows(src, fh)
-    except OSError as exc:
+        text = data[bom:].decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise DataError(
-            f"{src}: cannot read the trials file ({exc.strerror}): check the path"
+            f"{src}: not UTF-8 (byte 0x{data[bom + exc.start]:02x} at offset "
+            f"{bom + exc.start}): save it as UTF-8 (in Excel: Save As, 'CSV UTF-8')"
         ) from None
+    table = _read_rows(src, io.StringIO(text, newline=""))
     header, rows = table
     cols = set(header)
     if measure not in CONTRAST_MEASURES:
@@ -158,11 +176,12 @@ def _read_rows(src: str, fh: object) -> tuple[list[str], list[Row]]:
     if dup:
         raise DataError(f"{src}: column {dup[0]!r} appears twice in the header")
     rows: list[Row] = []
+    line = 1  # the record number a spreadsheet shows: the header is row 1
     try:
         for fields in reader:
+            line += 1
             if not any(f.strip() for f in fields):
                 continue
-            line = reader.line_num
             if len(fields) != len(header):
                 raise DataError(
                     f"{src}: row {line}: {len(fields)} fields, the header has"
@@ -170,9 +189,7 @@ def _read_rows(src: str, fh: object) -> tuple[list[str], list[Row]]:
                 )
             rows.append((line, [f.strip() for f in fields]))
     except csv.Error as exc:
-        raise DataError(
-            f"{src}: row {reader.line_num}: not valid CSV ({exc})"
-        ) from None
+        raise DataError(f"{src}: row {line + 1}: not valid CSV ({exc})") from None
     if not rows:
         raise DataError(f"{src}: no data rows below the header: add the trials")
     return header, rows
@@ -226,12 +243,22 @@ def _text(src: str, row: Row, header: list[str], col: str) -> str:
     return value
 
 
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+"""A plain decimal number, as R's ``read.csv`` reads it (no ``1_000``, no other
+scripts' digits, no ``inf``/``nan``)."""
+
+
+def _label(src: str, row: Row, header: list[str], col: str) -> str:
+    value = _text(src, row, header, col)
+    problem = label_problem(value)
+    if problem:
+        raise DataError(f"{src}: row {row[0]}: column {col!r} {value!r} {problem}")
+    return value
+
+
 def _number(src: str, row: Row, header: list[str], col: str) -> float:
     value = _text(src, row, header, col)
-    try:
-        x = float(value)
-    except ValueError:
-        x = math.nan
+    x = float(value) if _DECIMAL.fullmatch(value) else math.nan
     if not math.isfinite(x):
         raise DataError(
             f"{src}: row {row[0]}: column {col!r} is {value!r}, not a number: write a"
@@ -251,7 +278,7 @@ def _count(src: str, row: Row, header: list[str], col: str) -> int:
 
 
 def _binary_arm(src: str, row: Row, header: list[str]) -> BinaryArm:
-    treat = _text(src, row, header, "treatment")
+    treat = _label(src, row, header, "treatment")
     n = _count(src, row, header, "n")
     events = _count(src, row, header, "events")
     problem = binary_problem(n, events)
@@ -261,7 +288,7 @@ def _binary_arm(src: str, row: Row, header: list[str]) -> BinaryArm:
 
 
 def _rate_arm(src: str, row: Row, header: list[str]) -> RateArm:
-    treat = _text(src, row, header, "treatment")
+    treat = _label(src, row, header, "treatment")
     n = _count(src, row, header, "n")
     events = _count(src, row, header, "events")
     time = _number(src, row, header, "time")
@@ -272,7 +299,7 @@ def _rate_arm(src: str, row: Row, header: list[str]) -> RateArm:
 
 
 def _continuous_arm(src: str, row: Row, header: list[str]) -> ContinuousArm:
-    treat = _text(src, row, header, "treatment")
+    treat = _label(src, row, header, "treatment")
     n = _count(src, row, header, "n")
     mean = _number(src, row, header, "mean")
     sd = _number(src, row, header, "sd")
@@ -291,7 +318,7 @@ def _group_arms(
     studies: dict[str, list[A]] = {}
     first_row: dict[tuple[str, str], int] = {}
     for row in rows:
-        studlab = _text(src, row, header, "studlab")
+        studlab = _label(src, row, header, "studlab")
         arm = make(src, row, header)
         key = (studlab, arm.treatment)
         if key in first_row:
@@ -332,9 +359,9 @@ def _read_contrasts(
                 sizes.append(None)
         contrasts.append(
             Contrast(
-                _text(src, row, header, "studlab"),
-                _text(src, row, header, "treat1"),
-                _text(src, row, header, "treat2"),
+                _label(src, row, header, "studlab"),
+                _label(src, row, header, "treat1"),
+                _label(src, row, header, "treat2"),
                 _number(src, row, header, "TE"),
                 _number(src, row, header, "seTE"),
                 sizes[0],

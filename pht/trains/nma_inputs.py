@@ -16,6 +16,7 @@ station, labelled by its id where its policy shows the name, else ``station 1``,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -140,13 +141,26 @@ def _labels(shown: Mapping[str, bool]) -> dict[str, str]:
     return out
 
 
+def _count(value: Any, what: str) -> int:
+    """A released count: a finite whole number >= 0 (ValueError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} is {value!r}, not a number")
+    if not (math.isfinite(value) and float(value).is_integer() and value >= 0):
+        raise ValueError(f"{what} is {value!r}, not a finite whole count")
+    return int(value)
+
+
 def _study(station: str, output: Mapping[str, Any], kind: str) -> dict[str, Any]:
     try:
+        if not isinstance(output, Mapping):
+            raise ValueError(f"the output is a {type(output).__name__}, not a mapping")
         if output["input"] != kind:
             raise ValueError(f"input {output['input']!r}, expected {kind!r}")
         arms = {str(a): dict(v) for a, v in output["arms"].items()}
-        for stats in arms.values():
-            int(stats["n"])
+        for arm, stats in arms.items():
+            stats["n"] = _count(stats["n"], f"arm {arm!r} n")
+            if kind in ("events", "rates"):
+                stats["events"] = _count(stats["events"], f"arm {arm!r} events")
         study: dict[str, Any] = {"arms": arms}
         if kind == "cox":
             cox = output["cox"]
@@ -177,6 +191,12 @@ def pool(
         raise DataError(f"parameters.input: '{kind}' is not one of {', '.join(INPUTS)}")
     if not released:
         raise DataError("no station released NMA inputs; see the stations' reasons")
+    for station, output in released.items():
+        if not isinstance(output, Mapping):
+            raise DataError(
+                f"station {station} returned malformed NMA inputs (the output is a "
+                f"{type(output).__name__}, not a mapping)"
+            )
     labels = _labels(
         {s: o.get("show_station_name") is True for s, o in released.items()}
     )
