@@ -23,6 +23,13 @@
 #                       true (tasks then name <registry>/pht/v6-probe@sha256:...).
 #                       Default 0: local image, exact tag, require_algorithm_pull: false
 #   PHT_V6_REGISTRY_PORT  its port (default 5000)
+#   PHT_V6_STATION_FOLDERS  a folder holding one pht station folder per station
+#                       (<folder>/<station>, pht-algorithm/station_folder.py makes
+#                       them): each node also gets the database {label: pht, type:
+#                       folder, uri: <folder>/<station>}, mounted read-write at
+#                       /mnt/pht into its algorithm containers
+#   PHT_V6_EXTRA_IMAGES  more images the nodes allow, space-separated (the pht
+#                       station image, pht-algorithm/build.sh)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
@@ -152,6 +159,21 @@ for s in $STATIONS; do
         -e "s#@ALLOWED_IMAGE@#$ALLOWED#" -e "s#@REQUIRE_PULL@#$REQUIRE_PULL#" \
         "$HERE/node.yaml.in" >"$nd/$s.yaml"
     chmod 600 "$nd/$s.yaml"
+    if [[ -n "${PHT_V6_STATION_FOLDERS:-}" || -n "${PHT_V6_EXTRA_IMAGES:-}" ]]; then
+        "$PY" - "$nd/$s.yaml" "${PHT_V6_STATION_FOLDERS:-}" "$s" ${PHT_V6_EXTRA_IMAGES:-} <<'PYEOF' ||
+import sys, pathlib, yaml
+path, folders, station, *images = sys.argv[1:]
+doc = yaml.safe_load(open(path))
+if folders:
+    folder = pathlib.Path(folders, station).resolve()
+    if not (folder / "network.yaml").is_file():
+        sys.exit(f"no pht station folder {folder} (pht-algorithm/station_folder.py)")
+    doc["databases"].append({"label": "pht", "uri": str(folder), "type": "folder"})
+doc["policies"]["allowed_algorithms"] += images
+open(path, "w").write(yaml.safe_dump(doc, sort_keys=False))
+PYEOF
+            die "node $s: cannot add the pht station folder or images to $nd/$s.yaml"
+    fi
     log "starting node $s (proxy $GATEWAY:$((PORT + 10 + i)))"
     # umask 000: the node (root) writes each run's input/output/token files; the
     # algorithm container runs as uid 10001 and must write its output file.

@@ -1,0 +1,352 @@
+"""The vantage6 engine: each station's signed request as a task on a vantage6 network.
+
+A station runs as a vantage6 4.15 node; its pht station (keys, keyring, policy, data,
+audit log) lives in a folder only that node mounts into the pht algorithm image
+(``deploy/vantage6/pht-algorithm``). :meth:`Vantage6Engine.dispatch` creates ONE
+vantage6 task whose input differs per organisation (the request addressed to that
+station: ``{"method": "station", "kwargs": {"envelope": ...}}``), waits for the runs
+and returns each station's :class:`~pht.wire.Reply` (aggregate sealed to the
+requester; the server stores only sealed output). The server is reached over its
+REST API with the standard library (no vantage6 client: vantage6 4.15 pins old
+versions of pht's dependencies and runs on Python 3.10 only).
+
+A run that does not complete is a per-station ``error`` reply whose reason says
+why: vantage6's status (``crashed``, ``not allowed``, ``failed``, ...) or, for a node
+that is offline (vantage6 keeps its run ``pending`` forever), a timeout naming the
+node's status. The engine then kills the task, so a node that comes back later does
+not run an expired request.
+
+Single-round trains only for now: :meth:`open_sessions` raises a ConfigError.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pht.errors import ConfigError
+from pht.orchestrator.engine import Envelope, ProgressCallback, SessionGroup
+from pht.wire import Reply
+
+log = logging.getLogger(__name__)
+
+DONE = frozenset(
+    {
+        "completed",
+        "failed",
+        "start failed",
+        "no docker image",
+        "crashed",
+        "killed by user",
+        "not allowed",
+        "unexpected output",
+        "unknown error",
+    }
+)
+"""vantage6 4.15 run statuses after which a run does not change any more."""
+
+
+@dataclass(frozen=True)
+class Vantage6Settings:
+    """Where the vantage6 server is and how pht's stations map onto it.
+
+    Attributes
+    ----------
+    server
+        The server's API root, e.g. ``http://127.0.0.1:7601/api``.
+    collaboration
+        The collaboration id the stations' organisations take part in.
+    username
+        The vantage6 user that creates tasks.
+    password_file
+        A file holding that user's password (first line).
+    organizations
+        Station id to the vantage6 organisation id of its node.
+    image
+        The pht station algorithm image the nodes allow.
+    databases
+        Database labels the task names (the station folder is ``pht``).
+    timeout
+        Seconds to wait for all runs before the missing ones are reported.
+    offline_grace
+        Seconds after which a still-pending run of an offline node is given up
+        (before ``timeout``).
+    poll
+        Seconds between status polls.
+    """
+
+    server: str
+    collaboration: int
+    username: str
+    password_file: Path
+    organizations: Mapping[str, int]
+    image: str
+    databases: tuple[str, ...] = ("pht",)
+    timeout: float = 300.0
+    offline_grace: float = 15.0
+    poll: float = 0.5
+
+
+def _request_id(envelope: Envelope) -> str:
+    """The request id inside a signed envelope's payload (``unknown`` if absent)."""
+    try:
+        payload = json.loads(base64.b64decode(str(envelope["payload"])))
+        return str(payload["request_id"])
+    except (KeyError, ValueError, TypeError):
+        return "unknown"
+
+
+class Vantage6Engine:
+    """Stations reached as vantage6 nodes through the vantage6 server's REST API."""
+
+    name = "vantage6"
+
+    def __init__(self, settings: Vantage6Settings) -> None:
+        self.settings = settings
+        self._token: str | None = None
+        self.task_ids: list[int] = []
+        """The vantage6 tasks this engine created (for logs and tests)."""
+
+    # -- REST --------------------------------------------------------------------
+    def _call(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None
+    ) -> Any:
+        url = f"{self.settings.server.rstrip('/')}/{path.lstrip('/')}"
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as response:  # noqa: S310
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:300]
+            raise ConfigError(
+                f"vantage6 server {url}: HTTP {exc.code} {detail.strip()}; check the "
+                "engine's server, collaboration, organizations and user"
+            ) from None
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise ConfigError(
+                f"vantage6 server {url} is not reachable ({exc}); start it or fix "
+                "'server' in the engine settings"
+            ) from None
+        return json.loads(raw) if raw else None
+
+    def _login(self) -> None:
+        if self._token is not None:
+            return
+        path = self.settings.password_file
+        try:
+            password = path.read_text(encoding="utf-8").splitlines()[0]
+        except (OSError, IndexError):
+            raise ConfigError(
+                f"{path}: the vantage6 password file is missing or empty; write the "
+                "user's password on its first line"
+            ) from None
+        answer = self._call(
+            "POST",
+            "token/user",
+            {"username": self.settings.username, "password": password},
+        )
+        self._token = str(answer["access_token"])
+
+    def _list(self, path: str) -> list[dict[str, Any]]:
+        answer = self._call("GET", path)
+        data = answer.get("data", answer) if isinstance(answer, dict) else answer
+        return list(data)
+
+    def node_status(self) -> dict[int, str]:
+        """Organisation id to its node's status (``online``/``offline``)."""
+        self._login()
+        nodes = self._list(
+            f"node?collaboration_id={self.settings.collaboration}&per_page=1000"
+        )
+        return {
+            int(n["organization"]["id"]): str(n.get("status") or "unknown")
+            for n in nodes
+        }
+
+    def names(self, kind: str) -> dict[str, int]:
+        """Name to id of the server's ``organization`` or ``collaboration`` records."""
+        if kind not in ("organization", "collaboration"):
+            raise ValueError(f"unknown vantage6 record kind {kind!r}")
+        self._login()
+        return {
+            str(r["name"]): int(r["id"]) for r in self._list(f"{kind}?per_page=1000")
+        }
+
+    # -- the engine seam -------------------------------------------------------------
+    def dispatch(
+        self, requests: Mapping[str, Envelope], progress: ProgressCallback | None = None
+    ) -> dict[str, Reply]:
+        """Create one task for all stations, wait, return their replies."""
+        orgs = self.settings.organizations
+        unknown = [s for s in requests if s not in orgs]
+        if unknown:
+            raise ConfigError(
+                f"station(s) {', '.join(unknown)} have no vantage6 organisation; add "
+                "them under the engine's 'organizations'"
+            )
+        if not requests:
+            return {}
+        self._login()
+        inputs = []
+        for station, envelope in requests.items():
+            task_input = {"method": "station", "kwargs": {"envelope": dict(envelope)}}
+            encoded = base64.b64encode(json.dumps(task_input).encode()).decode()
+            inputs.append({"id": orgs[station], "input": encoded})
+            if progress:
+                progress(station, "started", None)
+        task = self._call(
+            "POST",
+            "task",
+            {
+                "name": "pht",
+                "image": self.settings.image,
+                "description": "pht signed request",
+                "collaboration_id": self.settings.collaboration,
+                "organizations": inputs,
+                "databases": [{"label": label} for label in self.settings.databases],
+            },
+        )
+        task_id = int(task["id"])
+        self.task_ids.append(task_id)
+        by_org = {orgs[s]: s for s in requests}
+        done = self._wait(task_id, by_org, requests, progress)
+        replies = {s: done[s] for s in requests}  # the request order, as embedded
+        if any(
+            r.status == "error" and r.details.get("vantage6") for r in replies.values()
+        ):
+            self._kill(task_id)
+        return replies
+
+    def _wait(
+        self,
+        task_id: int,
+        by_org: Mapping[int, str],
+        requests: Mapping[str, Envelope],
+        progress: ProgressCallback | None,
+    ) -> dict[str, Reply]:
+        start = time.monotonic()
+        replies: dict[str, Reply] = {}
+        while True:
+            runs = self._list(f"run?task_id={task_id}&per_page=1000")
+            elapsed = time.monotonic() - start
+            statuses: dict[str, dict[str, Any]] = {}
+            for run in runs:
+                station = by_org.get(int(run["organization"]["id"]))
+                if station is not None:
+                    statuses[station] = run
+            for station, run in statuses.items():
+                if station in replies or run["status"] not in DONE:
+                    continue
+                replies[station] = self._reply(station, run, requests[station])
+                if progress:
+                    progress(station, "finished", replies[station])
+            waiting = [s for s in by_org.values() if s not in replies]
+            if not waiting:
+                return replies
+            if elapsed > self.settings.offline_grace or elapsed > self.settings.timeout:
+                nodes = self.node_status()
+                for station in waiting:
+                    node = nodes.get(self.settings.organizations[station], "missing")
+                    if node == "online" and elapsed <= self.settings.timeout:
+                        continue
+                    run = statuses.get(station, {})
+                    replies[station] = self._failed(
+                        station,
+                        requests[station],
+                        f"no answer from the vantage6 node within {elapsed:.0f} s "
+                        f"(node {node}, run {run.get('status', 'missing')}); ask the "
+                        "station's operator to start its node",
+                    )
+                    if progress:
+                        progress(station, "finished", replies[station])
+                if all(s in replies for s in by_org.values()):
+                    return replies
+            time.sleep(self.settings.poll)
+
+    def _reply(self, station: str, run: Mapping[str, Any], envelope: Envelope) -> Reply:
+        status = str(run["status"])
+        if status != "completed":
+            return self._failed(
+                station,
+                envelope,
+                f"the vantage6 run ended '{status}' (run {run.get('id')}); the "
+                "station's operator finds why in the node's log",
+            )
+        raw = run.get("result")
+        if raw is None:
+            raw = self._call("GET", f"result/{run['id']}").get("result")
+        try:
+            text = base64.b64decode(str(raw)).decode()
+            reply = Reply.from_json(text)
+        except (ValueError, ConfigError):
+            try:
+                reply = Reply.from_json(str(raw))
+            except (ValueError, ConfigError):
+                return self._failed(
+                    station,
+                    envelope,
+                    f"the vantage6 run {run.get('id')} returned no pht reply",
+                )
+        if reply.station != station:
+            return self._failed(
+                station,
+                envelope,
+                f"the node of organisation {run['organization']['id']} answered as "
+                f"station '{reply.station}'; fix the engine's 'organizations'",
+            )
+        return reply
+
+    @staticmethod
+    def _failed(station: str, envelope: Envelope, reason: str) -> Reply:
+        return Reply(
+            request_id=_request_id(envelope),
+            station=station,
+            status="error",
+            reason=reason,
+            executor="vantage6",
+            details={"vantage6": True},
+        )
+
+    def _kill(self, task_id: int) -> None:
+        try:
+            self._call("POST", "kill/task", {"id": task_id})
+        except ConfigError as exc:
+            log.warning("vantage6 task %s could not be killed: %s", task_id, exc)
+
+    def open_sessions(
+        self,
+        requests: Mapping[str, Envelope],
+        progress: ProgressCallback | None = None,
+        opener: Callable[[Reply], Reply] | None = None,
+    ) -> SessionGroup:
+        """Iterative trains are not available on vantage6 yet."""
+        raise ConfigError(
+            "the vantage6 engine runs single-round trains only so far; use the "
+            "embedded engine for iterative trains (survival.cox, glm, iptw)"
+        )
+
+    def collect(self, station: str, request_id: str) -> Reply | None:
+        """Manual review is not reachable through vantage6 yet (always None)."""
+        return None
+
+    def close(self) -> None:
+        """Forget the server token."""
+        self._token = None
+
+    def __enter__(self) -> Vantage6Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
