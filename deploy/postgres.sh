@@ -106,7 +106,12 @@ SQL
 
 stop() {
     local dir="$1"
-    [[ -d "$dir/data" ]] || return 0
+    # `pht demo --sources mixed` records its server folder in a file (db/cluster)
+    if [[ -f "$dir" ]]; then dir="$(head -n 1 "$dir")"; fi
+    if [[ ! -d "$dir/data" ]]; then
+        echo "postgres.sh: no server folder at $dir (nothing stopped)" >&2
+        return 0
+    fi
     local bin
     bin="$(bindir)" || die "PostgreSQL is not installed"
     as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true

@@ -171,6 +171,11 @@ def _write(result: dict[str, Any], out_dir: Path, partial_exit: bool = True) -> 
             + f" {m['status']}: {m['reason']} (acts: {m['acts']})"
             for m in partial["missing"]
         )
+        failed = "; ".join(
+            f"analysis {f['analysis']} gave no result: {f['error']}"
+            for f in partial.get("failed") or []
+        )
+        missing = "; ".join(part for part in (missing, failed) if part)
         took = (
             "not every station took part in every analysis"
             if partial.get("analyses")

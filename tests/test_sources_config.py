@@ -336,3 +336,20 @@ def test_database_errors_are_logged_by_class_never_by_text():
     assert _plain(errors.QueryCanceled("canceling statement")) == (
         "QueryCanceled (SQLSTATE 57014)"
     )
+
+
+def test_station_check_names_policy_columns_the_dataset_lacks() -> None:
+    # found by a newcomer: a view without `regimen` passed the check silently
+    from pht.station.check import ColumnCheck, DatasetCheck
+
+    found = DatasetCheck(
+        "dica",
+        "melanoma",
+        "postgres table registry.dica_view",
+        rows=30,
+        columns=(ColumnCheck("death", "integer", 30, 0, True),),
+        absent=("regimen",),
+    )
+    line = found.lines()[-1]
+    assert line.split()[0] == "regimen"
+    assert "absent: the policy allows it but the dataset has no such column" in line

@@ -10,6 +10,7 @@ PostgreSQL and OMOP.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -375,6 +376,24 @@ def test_unreachable_database_is_a_source_refusal_and_other_datasets_serve(
         write_study(tmp_path / "other", **{**KM, "dataset": "other"}), network
     )
     assert next(s for s in other["stations"] if s["id"] == "umc")["participated"]
+
+
+def test_a_refused_login_is_data_not_try_again_later(loaded, tmp_path, capsys):
+    # found by a newcomer: a wrong password was told as "did not answer in time"
+    dsn = synth_db.read_dsn(loaded.station_dsn)
+    wrong = tmp_path / "wrong.dsn"
+    wrong.write_text(re.sub(r"password=\S+", "password=not-the-password", dsn) + "\n")
+    wrong.chmod(0o600)
+    network = demo_network(
+        tmp_path,
+        {"umc": {**postgres_entry(loaded, "registry.umc"), "dsn_file": str(wrong)}},
+    )
+    line = check_fails(network, "umc", capsys)
+    assert "refused the station's login" in line
+    assert "not-the-password" not in line
+    result = run_embedded(write_study(tmp_path, **KM), network)
+    umc = next(s for s in result["stations"] if s["id"] == "umc")
+    assert umc["reason"] == Code.DATA.reason
 
 
 def test_slow_database_is_a_source_refusal(loaded, tmp_path):

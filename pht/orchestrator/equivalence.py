@@ -1383,12 +1383,26 @@ def _combined(
     """One ``partial`` record for the study: complete only if every analysis was.
 
     The counts are the primary analysis's; every missing station is listed with the
-    analysis it is missing from (``analysis``), and ``analyses`` gives each one's
-    stations that took part.
+    analysis it is missing from (``analysis``), ``analyses`` gives each one's
+    stations that took part, and ``failed`` every analysis that gave no result at all
+    (with its one-line error).
     """
     partials = {k: a["partial"] for k, a in analyses.items() if a.get("partial")}
+    # an analysis that failed as a whole (no station took part, or its fit failed)
+    # makes the study incomplete as surely as a missing station does
+    failed = [
+        {"analysis": key, "error": str(a["error"])}
+        for key, a in analyses.items()
+        if a.get("error")
+    ]
     if not partials:
-        return {"complete": True, "requested": 0, "took_part": 0, "missing": []}
+        return {
+            "complete": not failed,
+            "requested": 0,
+            "took_part": 0,
+            "missing": [],
+            "failed": failed,
+        }
     head = partials.get(primary) or next(iter(partials.values()))
     missing = [
         {**m, "analysis": key}
@@ -1397,8 +1411,10 @@ def _combined(
     ]
     return {
         **dict(head),
-        "complete": all(p.get("complete", True) for p in partials.values()),
+        "complete": not failed
+        and all(p.get("complete", True) for p in partials.values()),
         "missing": missing,
+        "failed": failed,
         "analyses": {
             key: {
                 "took_part": p.get("took_part"),

@@ -493,6 +493,12 @@ def _partial(result: Mapping[str, Any]) -> str:
             f"<li><strong>{_e(missing.get('station'))}</strong>{where}: "
             f"{_e(missing.get('reason') or 'no reason given')}{who}{what}</li>"
         )
+    for failed in partial.get("failed") or []:
+        if isinstance(failed, Mapping):
+            items.append(
+                f"<li><strong>{_e(failed.get('analysis'))}</strong>: gave no result "
+                f"({_e(failed.get('error'))})</li>"
+            )
     listing = f"<ul>{''.join(items)}</ul>" if items else ""
     return (
         f'<div class="banner" id="partial" role="alert"><p><strong>{head}.</strong> '

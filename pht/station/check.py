@@ -53,6 +53,8 @@ class DatasetCheck:
     columns: tuple[ColumnCheck, ...] = ()
     unread: tuple[str, ...] = ()
     problem: str | None = None
+    absent: tuple[str, ...] = ()
+    """Columns the policy allows that the dataset does not have."""
 
     def lines(self) -> list[str]:
         """The check as plain text lines (a table per dataset)."""
@@ -75,6 +77,12 @@ class DatasetCheck:
                 f"  {name:<{width}}  not read: its database type is not one the station "
                 "reads; cast it in a view (integer, double precision, text, boolean, "
                 "date, timestamp)"
+            )
+        for name in self.absent:
+            out.append(
+                f"  {name:<{width}}  absent: the policy allows it but the dataset has "
+                "no such column; add it (or a view that has it), or drop it from the "
+                "policy"
             )
         return out
 
@@ -138,6 +146,7 @@ def check_dataset(
                 allowed=name in allowed,
             )
         )
+    present = set(table.column_names) | set(unread)
     return DatasetCheck(
         station,
         dataset,
@@ -145,6 +154,7 @@ def check_dataset(
         rows=table.num_rows,
         columns=tuple(columns),
         unread=unread,
+        absent=tuple(sorted(allowed - present)),
     )
 
 

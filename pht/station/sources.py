@@ -334,6 +334,14 @@ def connect(source: DatabaseSource) -> Iterator[Link]:
         )
     except psycopg.Error as exc:
         log.info("%s: cannot connect: %s", source.where(), _plain(exc))
+        if _login_refused(exc):
+            # the server answered and said no: waiting will not help, the DSN must
+            # change (data, the operator acts; never 'try again later')
+            raise SourceError(
+                f"{source.where()}: the database of {source.label()} refused the "
+                "station's login (user, password or database in the DSN); fix the "
+                "DSN file or variable, then run `pht station check`"
+            ) from None
         raise SourceUnavailable(
             f"{source.where()}: the database of {source.label()} cannot be reached "
             "(down, wrong host or port, or a refused login); start it or fix the DSN, "
@@ -349,6 +357,30 @@ def connect(source: DatabaseSource) -> Iterator[Link]:
             conn.close()
         except psycopg.Error:  # a connection the watchdog shut
             pass
+
+
+def _login_refused(exc: BaseException) -> bool:
+    """Whether the server refused the login (SQLSTATE class 28, or 3D000).
+
+    libpq does not always hand the SQLSTATE of a failed connection to psycopg, so
+    its message is also looked at here (never logged: it may quote the DSN).
+    """
+    state = str(getattr(exc, "sqlstate", "") or "")
+    if state.startswith("28") or state == "3D000":
+        return True
+    text = str(exc).lower()
+    return (
+        any(
+            phrase in text
+            for phrase in (
+                "password authentication failed",
+                "authentication failed",
+                "no password supplied",
+                "does not exist",  # a role or database that does not exist
+            )
+        )
+        and "no such file or directory" not in text
+    )
 
 
 def _plain(exc: BaseException) -> str:
