@@ -126,7 +126,9 @@ def defuse_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     """
     out = frame.copy()
     for col in out.columns:
-        if out[col].dtype == object:
+        # text columns: object (pandas 2) or a string dtype (pandas 3's default)
+        kind = out[col].dtype
+        if kind == object or pd.api.types.is_string_dtype(kind):
             out[col] = out[col].map(defuse_cell)
     out.columns = [defuse_cell(c) for c in out.columns]
     return out
