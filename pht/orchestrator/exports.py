@@ -128,7 +128,7 @@ def defuse_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     for col in out.columns:
         # text columns: object (pandas 2) or a string dtype (pandas 3's default)
         kind = out[col].dtype
-        if kind == object or pd.api.types.is_string_dtype(kind):
+        if pd.api.types.is_object_dtype(kind) or pd.api.types.is_string_dtype(kind):
             out[col] = out[col].map(defuse_cell)
     out.columns = [defuse_cell(c) for c in out.columns]
     return out
