@@ -2,7 +2,8 @@
 #   make demo   - create .venv, install pht, run the demo study on synthetic registries
 #   make test   - create .venv, install pht with test tools, lint (ruff, mypy), start a
 #                 Docker engine and build the train images when possible (required
-#                 under CI=true), run the whole test suite
+#                 under CI=true), create the vantage6 venv .venv-v6 (python3 >= 3.10,
+#                 deploy/vantage6/prepare-venv.sh), run the whole test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -33,6 +34,7 @@ demo: $(DEMO_STAMP)
 test: lint
 	bash deploy/prepare-containers.sh
 	bash deploy/postgres.sh install || test "$$CI" != true
+	bash deploy/vantage6/prepare-venv.sh || test "$$CI" != true
 	$(BIN)/python -m pytest
 	$(MAKE) test-newest
 
@@ -55,7 +57,7 @@ $(NEWEST_STAMP): pyproject.toml
 	touch $(NEWEST_STAMP)
 
 test-newest: $(NEWEST_STAMP)
-	PHT_EXPECT_PANDAS=3 $(NEWEST)/bin/python -m pytest -q -m 'not docker' \
+	PHT_EXPECT_PANDAS=3 $(NEWEST)/bin/python -m pytest -q -m 'not docker and not vantage6' \
 		-p no:cacheprovider $(foreach t,$(ORACLES),--ignore=tests/$(t).py)
 
 images: $(STAMP)
@@ -67,4 +69,4 @@ lint: $(STAMP)
 	$(BIN)/mypy pht
 
 clean:
-	rm -rf $(VENV) $(NEWEST) pht-demo .pytest_cache .hypothesis .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(NEWEST) .venv-v6 pht-demo .pytest_cache .hypothesis .mypy_cache .ruff_cache

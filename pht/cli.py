@@ -369,6 +369,21 @@ def demo(
             "a PostgreSQL server with deploy/postgres.sh)"
         ),
     ] = "parquet",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="embedded (every station in this process), or vantage6: start a "
+            "local vantage6 4.15 network (server + one node per station, in "
+            "<workdir>/vantage6; needs Docker) and run the study through it"
+        ),
+    ] = "embedded",
+    keep_network: Annotated[
+        bool,
+        typer.Option(
+            help="with --engine vantage6: leave the network running afterwards "
+            "(the command that stops it is printed)"
+        ),
+    ] = False,
 ) -> None:
     """Create synthetic registries and a network, run the example study, show the report."""
     _check_out_dir(workdir, "--workdir")
@@ -379,6 +394,18 @@ def demo(
         raise ConfigError(f"--executor must be process or docker, not '{executor}'")
     if sources not in SOURCES:
         raise ConfigError(f"--sources must be {' or '.join(SOURCES)}, not '{sources}'")
+    if engine not in ("embedded", "vantage6"):
+        raise ConfigError(f"--engine must be embedded or vantage6, not '{engine}'")
+    if engine == "vantage6" and (sources != "parquet" or executor != "process"):
+        raise ConfigError(
+            "--engine vantage6 runs each station inside its node's container: use "
+            "it with --sources parquet and --executor process (the defaults)"
+        )
+    state = workdir / "vantage6"
+    if engine == "vantage6" and (state / "network.json").exists():
+        from pht.vantage6_local import stop_local_network
+
+        stop_local_network(state)  # an earlier --keep-network: its folder goes
     made = create_demo(
         workdir, seed=seed, patients=patients, executor=executor, sources=sources
     )
@@ -386,8 +413,11 @@ def demo(
         f"demo network in {made.root} (network.yaml, study.yaml, data/, keys/, "
         "trains/, stations/)"
     )
-    # nkr refuses by design (few weight-based patients): a partial result, exit 0
-    report = _run(made.study, made.network, made.out, made.identity, False)
+    if engine == "vantage6":
+        report = _demo_on_vantage6(made, state, keep_network)
+    else:
+        # nkr refuses by design (few weight-based patients): a partial result, exit 0
+        report = _run(made.study, made.network, made.out, made.identity, False)
     out.print(f"open {report.resolve()} in a browser")
     for name in ("utilisation", "dose", "nma"):
         out.print(
@@ -395,6 +425,32 @@ def demo(
             f"{made.root / f'study-{name}.yaml'} --network {made.network} "
             f"--identity {made.identity} --out {made.root / f'results-{name}'}"
         )
+
+
+def _demo_on_vantage6(made: Any, state: Path, keep: bool) -> Path:
+    """Start the local vantage6 network for the demo, run its study there, stop it."""
+    from pht.vantage6_local import start_local_network
+
+    console.print(
+        f"starting a local vantage6 network in {state} (server, one node per "
+        "station; the first start builds images and a venv: minutes)"
+    )
+    v6 = start_local_network(made.network, state)
+    try:
+        console.print(f"vantage6 server {v6.server}; analyst's network {v6.network}")
+        # nkr refuses by design (few weight-based patients): a partial result, exit 0
+        report = _run(made.study, v6.network, made.out, made.identity, False)
+    except BaseException:
+        if not keep:
+            v6.stop()
+        raise
+    if keep:
+        out.print(f"vantage6 network still running (state and logs: {v6.state})")
+        out.print(f"stop it with: {v6.stop_command()}")
+    else:
+        v6.stop()
+        out.print(f"vantage6 network stopped (state and logs kept: {v6.state})")
+    return report
 
 
 @trains_app.command("list")

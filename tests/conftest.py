@@ -265,3 +265,69 @@ def postgres() -> Any:
             ["bash", str(script), "stop", str(folder)], check=False, timeout=120
         )
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- vantage6 (issue 14) ----------------------------------------------------------
+class V6Network:
+    """The demo network running on a local vantage6 network (one per test session).
+
+    ``demo`` is :func:`pht.demo.create_demo`'s result (its ``network`` configures the
+    stations: the embedded engine runs it too); ``local`` the running
+    :class:`pht.vantage6_local.LocalV6`, whose ``network`` is the analyst's file.
+    """
+
+    def __init__(self, demo: Any, local: Any) -> None:
+        self.demo = demo
+        self.local = local
+        self.state: Path = local.state
+        self.image: str = local.image
+        self.network: Path = local.network
+
+    def engine(self, **settings: Any) -> Any:
+        """A Vantage6Engine built from the analyst's network file (``engine:``), with
+        ``settings`` (e.g. ``timeout``) replaced."""
+        import dataclasses
+
+        from pht.orchestrator.config import load_network
+        from pht.orchestrator.vantage6_config import make_engine
+        from pht.orchestrator.vantage6_engine import Vantage6Engine
+
+        built = make_engine(load_network(self.network))
+        return Vantage6Engine(dataclasses.replace(built.settings, **settings))
+
+
+@pytest.fixture(scope="session")
+def v6_network(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The demo's stations as nodes of a local vantage6 4.15 network (marker
+    ``vantage6``), shared by every test of the session.
+
+    Runs where Docker runs (the ``docker`` tests' rule); without Docker, or when the
+    network cannot be started, the tests are skipped with the reason, and under CI
+    (``CI=true``) that is a failure. Its state and logs stay in
+    ``.build/vantage6-test``.
+    """
+    import os
+
+    from pht.demo import create_demo
+    from pht.errors import PhtError
+    from pht.station import docker_executor
+    from pht.vantage6_local import start_local_network
+
+    def unavailable(reason: str) -> None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the vantage6 tests, but: {reason}")
+        pytest.skip(f"no local vantage6 network: {reason}")
+
+    reason = docker_executor.available()
+    if reason is not None:
+        unavailable(f"no Docker engine: {reason}")
+    state = Path(__file__).resolve().parents[1] / ".build" / "vantage6-test"
+    demo = create_demo(tmp_path_factory.mktemp("v6") / "demo", patients=6000)
+    try:  # one local network per machine: wait for another session's to stop
+        local = start_local_network(demo.network, state, wait=1800)
+    except PhtError as exc:
+        unavailable(str(exc))
+    try:
+        yield V6Network(demo, local)
+    finally:
+        local.stop()

@@ -1,43 +1,39 @@
-"""The demo's KM study on a real vantage6 4.15 network equals the embedded engine's.
+"""The demo's studies on a real local vantage6 4.15 network (marker ``vantage6``).
 
-Skipped unless ``PHT_V6=1`` (needs Docker, the vantage6 venv ``.venv-v6`` and the
-train runtime image; ``deploy/vantage6/README.md``). Starts the network with
-``deploy/vantage6/start-network.sh`` (one node per demo station, each with its own
-station folder from ``pht-algorithm/station_folder.py``), runs the study through
-:class:`~pht.orchestrator.vantage6_engine.Vantage6Engine` and the embedded engine,
-compares the result numbers, and stops the network.
+Every test here shares one network (the session fixture ``v6_network`` in
+``conftest.py``: ``pht.vantage6_local`` starts the server and one node per demo
+station, each node with its own station folder as its only database and the pht
+station image as its only algorithm). They run where Docker runs and are required
+under CI (``CI=true``).
+
+Shown: the KM study through the analyst's ``engine: {kind: vantage6}`` file gives the
+embedded engine's ``result.json`` numbers; a node that is down, or whose station
+folder is broken, is a per-station ``error`` with a reason while the others answer;
+an unknown organisation name is a one-line error listing the known ones.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
+import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from pht.crypto import load_identity
-from pht.demo import create_demo
+from pht.errors import ConfigError
 from pht.manifest import Catalogue
-from pht.orchestrator.config import load_network, load_study
+from pht.orchestrator.config import Network, load_network, load_study
 from pht.orchestrator.embedded import EmbeddedEngine
+from pht.orchestrator.engine import make_engine
 from pht.orchestrator.requester import Requester
-from pht.orchestrator.run import run_study
-from pht.orchestrator.vantage6_engine import Vantage6Engine, Vantage6Settings
+from pht.orchestrator.run import plan_request, run_study
+from pht.wire import Reply
 
-pytestmark = [
-    pytest.mark.vantage6,
-    pytest.mark.skipif(
-        os.environ.get("PHT_V6") != "1",
-        reason="set PHT_V6=1 to run against a local vantage6 network",
-    ),
-]
-
-REPO = Path(__file__).resolve().parent.parent
-V6 = REPO / "deploy" / "vantage6"
+pytestmark = pytest.mark.vantage6
 
 
 def _numbers(result: dict) -> dict:
@@ -50,92 +46,53 @@ def _numbers(result: dict) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def network(tmp_path_factory):
-    """The demo network, the station folders and a running vantage6 network."""
-    root = tmp_path_factory.mktemp("v6")
-    demo = create_demo(root / "demo", patients=6000)
-    folders = root / "stations"
-    folders.mkdir(mode=0o700)
-    for station in ("nkr", "dica", "umc"):
-        subprocess.run(
-            [
-                sys.executable,
-                str(V6 / "pht-algorithm" / "station_folder.py"),
-                str(demo.network),
-                station,
-                str(folders / station),
-                "--unsafe-process-sandbox",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        # the algorithm container runs as uid 10001 and writes the audit log
-        if os.geteuid() == 0:
-            subprocess.run(["chown", "-R", "10001:10001", str(folders / station)])
-        else:
-            subprocess.run(["chmod", "-R", "a+rwX", str(folders / station)])
-    image = subprocess.run(
-        ["bash", str(V6 / "pht-algorithm" / "build.sh")],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    # a state folder of its own (kept, like .build/vantage6: wheelhouse, data)
-    state = REPO / ".build" / "vantage6-test"
-    env = os.environ | {
-        "PHT_V6_DIR": str(state),
-        "PHT_V6_STATION_FOLDERS": str(folders),
-        "PHT_V6_EXTRA_IMAGES": image,
-    }
-    subprocess.run(["bash", str(V6 / "start-network.sh")], check=True, env=env)
-    try:
-        yield demo, state, image
-    finally:
-        subprocess.run(["bash", str(V6 / "stop-network.sh")], env=env, check=False)
-
-
-def _engine(state: Path, image: str) -> Vantage6Engine:
-    info = json.loads((state / "network.json").read_text())
-    probe = Vantage6Settings(
-        server=f"http://127.0.0.1:{info['server_port']}/api",
-        collaboration=0,
-        username="analyst",
-        password_file=state / "analyst.password",
-        organizations={},
-        image=image,
-    )
-    lookup = Vantage6Engine(probe)
-    orgs = lookup.names("organization")
-    return Vantage6Engine(
-        Vantage6Settings(
-            server=probe.server,
-            collaboration=lookup.names("collaboration")["pht"],
-            username="analyst",
-            password_file=probe.password_file,
-            organizations={s: orgs[s] for s in ("nkr", "dica", "umc")},
-            image=image,
-            timeout=240.0,
-        )
-    )
-
-
-def test_km_on_vantage6_equals_embedded(network) -> None:
-    demo, state, image = network
-    catalogue = Catalogue()
-    net = load_network(demo.network)
-    study = load_study(demo.study, catalogue, net)
-    requester = Requester(
-        load_identity(demo.identity),
+def _requester(v6: Any, net: Network) -> Requester:
+    return Requester(
+        load_identity(v6.demo.identity),
         {s: e.public_key for s, e in net.stations.items()},
     )
+
+
+def _dispatch(v6: Any, **settings: Any) -> dict[str, Reply]:
+    """Send the demo study's request to every station once; the raw replies."""
+    net = load_network(v6.network)
+    study = load_study(v6.demo.study, Catalogue(), net)
+    body, envelope = plan_request(study, net, _requester(v6, net))
+    with v6.engine(**settings) as engine:
+        return engine.dispatch({s: envelope for s in body.targets})
+
+
+def test_analyst_network_file_holds_no_station_secrets(v6_network) -> None:
+    net = load_network(v6_network.network)
+    assert net.engine == "vantage6"
+    assert net.engine_settings is not None
+    assert dict(net.engine_settings["organizations"]) == {
+        s: s for s in ("nkr", "dica", "umc")
+    }
+    assert all(entry.host is None for entry in net.stations.values())
+    text = v6_network.network.read_text(encoding="utf-8")
+    for secret in ("policy", "identity", "keyring", "key.json", "parquet"):
+        assert secret not in text
+
+
+def test_km_on_vantage6_equals_embedded(v6_network) -> None:
+    demo = v6_network.demo
+    catalogue = Catalogue()
+    analyst = load_network(v6_network.network)
+    study = load_study(demo.study, catalogue, analyst)
     start = time.perf_counter()
-    with _engine(state, image) as engine:
-        on_v6 = run_study(study, net, engine, requester)
+    with make_engine(analyst, catalogue) as engine:  # engine: {kind: vantage6, ...}
+        on_v6 = run_study(study, analyst, engine, _requester(v6_network, analyst))
     v6_seconds = time.perf_counter() - start
+    full = load_network(demo.network)
     start = time.perf_counter()
-    with EmbeddedEngine(net, catalogue) as embedded:
-        here = run_study(study, net, embedded, requester)
+    with EmbeddedEngine(full, catalogue) as embedded:
+        here = run_study(
+            load_study(demo.study, catalogue, full),
+            full,
+            embedded,
+            _requester(v6_network, full),
+        )
     embedded_seconds = time.perf_counter() - start
     print(f"KM: vantage6 {v6_seconds:.1f} s, embedded {embedded_seconds:.1f} s")
     assert on_v6["provenance"]["engine"] == "vantage6"
@@ -144,30 +101,64 @@ def test_km_on_vantage6_equals_embedded(network) -> None:
     assert _numbers(on_v6) == _numbers(here)
 
 
-def test_node_down_is_a_per_station_reason(network) -> None:
-    demo, state, image = network
-    catalogue = Catalogue()
-    net = load_network(demo.network)
-    study = load_study(demo.study, catalogue, net)
-    requester = Requester(
-        load_identity(demo.identity),
-        {s: e.public_key for s, e in net.stations.items()},
-    )
-    pid = int((state / "nodes" / "umc" / "pid").read_text())
-    os.kill(pid, 15)
+def test_unknown_organisation_name_lists_the_known_ones(v6_network) -> None:
+    doc = yaml.safe_load(v6_network.network.read_text(encoding="utf-8"))
+    doc["engine"]["organizations"]["umc"] = "umc-typo"
+    copy = v6_network.network.with_name("network-typo.yaml")
+    copy.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        make_engine(load_network(copy))
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "no organisation 'umc-typo'; use one of: dica, nkr, " in message
+    assert "umc" in message.split("use one of:")[1]
+
+
+def test_broken_station_folder_is_a_per_station_reason(v6_network) -> None:
+    config = v6_network.local.folders / "dica" / "network.yaml"
+    aside = config.with_name("network.yaml.aside")
+    shutil.move(config, aside)
+    try:
+        replies = _dispatch(v6_network, timeout=240.0)
+    finally:
+        shutil.move(aside, config)
+    assert replies["dica"].status == "error"
+    assert "station folder" in (replies["dica"].reason or "")
+    assert replies["nkr"].status in ("ok", "refused")
+    assert replies["umc"].status in ("ok", "refused")
+
+
+def _wait_gone(pid: int) -> None:
     for _ in range(100):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            break
+            return
         time.sleep(0.1)
-    from pht.orchestrator.run import plan_request
+    raise AssertionError(f"node process {pid} did not stop")
 
-    body, envelope = plan_request(study, net, requester)
-    engine = _engine(state, image)
-    # the server marks a node offline when its socket closes; give it a moment
-    time.sleep(2)
-    replies = engine.dispatch({s: envelope for s in body.targets})
+
+def _wait_offline(v6: Any, station: str) -> None:
+    """Poll until the server marks the station's node offline (its socket closed)."""
+    with v6.engine() as engine:
+        org = engine.settings.organizations[station]
+        for _ in range(150):
+            if engine.node_status().get(org) == "offline":
+                return
+            time.sleep(0.2)
+    raise AssertionError(f"the server still shows node {station} online")
+
+
+def test_node_down_is_a_per_station_reason(v6_network) -> None:
+    pid = int((Path(v6_network.state) / "nodes" / "umc" / "pid").read_text())
+    os.kill(pid, 15)
+    try:
+        _wait_gone(pid)
+        _wait_offline(v6_network, "umc")
+        replies = _dispatch(v6_network)
+    finally:
+        v6_network.local.restart_node("umc")  # the other tests need it
     assert replies["umc"].status == "error"
     assert "node offline" in (replies["umc"].reason or "")
     assert replies["dica"].status in ("ok", "refused")
+    assert replies["nkr"].status in ("ok", "refused")

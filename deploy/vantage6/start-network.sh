@@ -23,13 +23,19 @@
 #                       true (tasks then name <registry>/pht/v6-probe@sha256:...).
 #                       Default 0: local image, exact tag, require_algorithm_pull: false
 #   PHT_V6_REGISTRY_PORT  its port (default 5000)
-#   PHT_V6_STATION_FOLDERS  a folder holding one pht station folder per station
-#                       (<folder>/<station>, pht-algorithm/station_folder.py makes
-#                       them): each node also gets the database {label: pht, type:
-#                       folder, uri: <folder>/<station>}, mounted read-write at
-#                       /mnt/pht into its algorithm containers
-#   PHT_V6_EXTRA_IMAGES  more images the nodes allow, space-separated (the pht
-#                       station image, pht-algorithm/build.sh)
+#   PHT_V6_STATION_FOLDERS  pht mode: a folder holding one pht station folder per
+#                       station (<folder>/<station>, pht-algorithm/station_folder.py
+#                       makes them). Each node's ONLY database is then {label: pht,
+#                       type: folder, uri: <folder>/<station>} (mounted read-write
+#                       at /mnt/pht into its algorithm containers; the station reads
+#                       its data inside it), its ONLY allowed image is the pht
+#                       station image (no probe image is built), and
+#                       share_algorithm_logs is false. Without it: probe mode
+#                       (synthetic Parquet databases, the probe image).
+#   PHT_V6_IMAGE        pht mode: the pht station image (default: built now with
+#                       pht-algorithm/build.sh)
+#   PHT_V6_EXTRA_IMAGES  more images the nodes allow, space-separated (probe mode:
+#                       e.g. the pht station image next to the probe)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
@@ -48,31 +54,30 @@ T0=$(date +%s.%N)
 
 [[ -e "$DIR/network.json" ]] && die "a network seems to run ($DIR/network.json): stop it with deploy/vantage6/stop-network.sh"
 docker info >/dev/null 2>&1 || die "no Docker engine: start it with deploy/docker-engine.sh"
+# from here on, a failure stops what this script started (server, nodes)
+cleanup() { [[ $? == 0 ]] || bash "$HERE/stop-network.sh" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
 
-# 1. venv
-if [[ ! -x "$PY" ]]; then
-    # vantage6 4.15's own images use Python 3.10; on 3.11+ v6local.py patches the
-    # one incompatibility found (enum formatting), so python3 >= 3.10 will do.
-    P="${PHT_V6_PYTHON:-$(command -v python3.10 || ls -d "$HOME"/.pyenv/versions/3.10.*/bin/python 2>/dev/null | tail -n1 || command -v python3 || true)}"
-    [[ -n "$P" && -x "$P" ]] || die "no Python for the vantage6 venv: set PHT_V6_PYTHON"
-    "$P" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "vantage6 4.15 needs Python >= 3.10: set PHT_V6_PYTHON"
-    log "creating $VENV with $P"
-    "$P" -m venv "$VENV"
-    "$VENV/bin/pip" install -q 'vantage6==4.15.2' 'vantage6-server==4.15.2' 'vantage6-node==4.15.2' \
-        'vantage6-client==4.15.2' 'vantage6-algorithm-tools==4.15.2' \
-        'vantage6-backend-common==4.15.2' websocket-client 2>&1 | grep -v 'is ignored' >&2 || true
-    "$PY" -c 'import vantage6.server, vantage6.node, vantage6.client' || die "vantage6 did not install into $VENV"
-fi
+# 1. venv (prepare-venv.sh: only when missing)
+bash "$HERE/prepare-venv.sh" || die "no vantage6 venv $VENV (see the line above)"
+PHT_MODE=0
+[[ -n "${PHT_V6_STATION_FOLDERS:-}" ]] && PHT_MODE=1
 
-# 2. station data: pht's synthetic registries
+# 2. station data: pht's synthetic registries (probe mode; in pht mode every
+# station reads its data inside its own station folder)
 mkdir -p "$DIR"
-if [[ ! -d "$DIR/stations" ]]; then
+if [[ "$PHT_MODE" == 0 && ! -d "$DIR/stations" ]]; then
     log "generating the synthetic registries"
     "$REPO/.venv/bin/pht" synth --out "$DIR/stations" >&2
 fi
 
-# 3. algorithm image
-IMAGE="$(bash "$HERE/build-algorithm.sh")"
+# 3. algorithm image: the pht station image (pht mode) or the probe
+if [[ "$PHT_MODE" == 1 ]]; then
+    IMAGE="${PHT_V6_IMAGE:-$(bash "$HERE/pht-algorithm/build.sh")}" || die "the pht station image could not be built"
+else
+    IMAGE="$(bash "$HERE/build-algorithm.sh")"
+fi
+docker image inspect "$IMAGE" >/dev/null 2>&1 || die "no image $IMAGE: build it with $HERE/pht-algorithm/build.sh"
 log "algorithm image $IMAGE ($(docker image inspect -f '{{.Id}}' "$IMAGE"))"
 
 ALLOWED="$IMAGE"
@@ -125,6 +130,14 @@ log "loading the fixture"
     die "fixture import failed: see $DIR/server/import.log"
 
 # 5. server
+# a server still answering on the port (another network, or one shutting down)
+# would take this network's nodes, whose API keys it does not know
+for _ in $(seq 50); do
+    curl -s -o /dev/null "http://127.0.0.1:$PORT/" 2>/dev/null || break
+    sleep 0.2
+done
+curl -s -o /dev/null "http://127.0.0.1:$PORT/" 2>/dev/null &&
+    die "port $PORT is in use (another vantage6 server?): stop it with deploy/vantage6/stop-network.sh or set PHT_V6_PORT"
 log "starting the server on 127.0.0.1:$PORT"
 V6_INIT_SUPER_PASS_HASHED_FILE="$DIR/root.password.bcrypt" \
     nohup "$PY" "$HERE/v6local.py" server "$DIR/server.yaml" --port "$PORT" \
@@ -149,7 +162,9 @@ i=0
 for s in $STATIONS; do
     i=$((i + 1))
     db="$DIR/stations/$s.parquet"
-    [[ -f "$db" ]] || die "no database for station $s: $db"
+    [[ "$PHT_MODE" == 1 || -f "$db" ]] || die "no database for station $s: $db"
+    SHARE_LOGS=true
+    [[ "$PHT_MODE" == 1 ]] && SHARE_LOGS=false
     nd="$DIR/nodes/$s"
     rm -rf "$nd"
     mkdir -p "$nd"
@@ -157,24 +172,26 @@ for s in $STATIONS; do
     sed -e "s#@NAME@#$s#g" -e "s#@DIR@#$DIR#g" -e "s#@API_KEY@#${KEY[$s]}#" \
         -e "s#@SERVER_PORT@#$PORT#" -e "s#@DATABASE@#$db#" -e "s#@DB_TYPE@#parquet#" \
         -e "s#@ALLOWED_IMAGE@#$ALLOWED#" -e "s#@REQUIRE_PULL@#$REQUIRE_PULL#" \
-        "$HERE/node.yaml.in" >"$nd/$s.yaml"
+        -e "s#@SHARE_LOGS@#$SHARE_LOGS#" "$HERE/node.yaml.in" >"$nd/$s.yaml"
     chmod 600 "$nd/$s.yaml"
     if [[ -n "${PHT_V6_STATION_FOLDERS:-}" || -n "${PHT_V6_EXTRA_IMAGES:-}" ]]; then
         "$PY" - "$nd/$s.yaml" "${PHT_V6_STATION_FOLDERS:-}" "$s" ${PHT_V6_EXTRA_IMAGES:-} <<'PYEOF' ||
 import sys, pathlib, yaml
 path, folders, station, *images = sys.argv[1:]
 doc = yaml.safe_load(open(path))
-if folders:
+if folders:  # pht mode: the station folder is the node's only database
     folder = pathlib.Path(folders, station).resolve()
     if not (folder / "network.yaml").is_file():
         sys.exit(f"no pht station folder {folder} (pht-algorithm/station_folder.py)")
-    doc["databases"].append({"label": "pht", "uri": str(folder), "type": "folder"})
+    doc["databases"] = [{"label": "pht", "uri": str(folder), "type": "folder"}]
 doc["policies"]["allowed_algorithms"] += images
 open(path, "w").write(yaml.safe_dump(doc, sort_keys=False))
 PYEOF
             die "node $s: cannot add the pht station folder or images to $nd/$s.yaml"
     fi
     log "starting node $s (proxy $GATEWAY:$((PORT + 10 + i)))"
+    # restart-node.sh starts it again with the same proxy
+    printf 'PROXY_SERVER_HOST=%s\nPROXY_SERVER_PORT=%s\n' "$GATEWAY" $((PORT + 10 + i)) >"$nd/proxy.env"
     # umask 000: the node (root) writes each run's input/output/token files; the
     # algorithm container runs as uid 10001 and must write its output file.
     # (separate commands: `a && b && cmd &` would background a subshell, and $!

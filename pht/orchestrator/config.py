@@ -101,6 +101,9 @@ class Network:
     trains: Path
     engine: str = "embedded"
     address: str | None = None
+    engine_settings: Mapping[str, Any] | None = None
+    """The settings of an ``engine:`` given as a mapping, checked, without ``kind``
+    (e.g. :func:`pht.orchestrator.vantage6_config.parse`); None for a plain name."""
 
 
 @dataclass(frozen=True)
@@ -301,9 +304,11 @@ def load_network(path: Path) -> Network:
 
     root = yamlcfg.load(path).mapping({"stations", "trains", "engine", "address"})
     engine_node = root.get("engine")
-    engine = engine_node.as_str() if engine_node else "embedded"
+    engine_map = _engine_mapping(engine_node)
+    kind_node = engine_map.require("kind") if engine_map else engine_node
+    engine = kind_node.as_str() if kind_node else "embedded"
     if engine not in ENGINES:
-        raise engine_node.error(  # type: ignore[union-attr]
+        raise kind_node.error(  # type: ignore[union-attr]
             f"engine '{engine}' is not available; use one of {', '.join(ENGINES)}"
         )
     stations: dict[str, StationEntry] = {}
@@ -325,13 +330,43 @@ def load_network(path: Path) -> Network:
             "into it with `pht train sign`"
         )
     address_node = root.get("address")
+    settings = None
+    if engine == "vantage6" and engine_map is None:
+        raise engine_node.error(  # type: ignore[union-attr]
+            "the vantage6 engine needs its settings: write engine: {kind: vantage6, "
+            "server: ..., collaboration: ..., username: ..., password_file: ..., "
+            "image: ...}"
+        )
+    if engine_map is not None and engine == "vantage6":
+        from pht.orchestrator import vantage6_config
+
+        settings = vantage6_config.parse(engine_map, path.parent, list(stations))
     return Network(
         path,
         stations,
         trains,
         engine=engine,
         address=address_node.as_str() if address_node else None,
+        engine_settings=settings,
     )
+
+
+def _engine_mapping(node: yamlcfg.Node | None) -> yamlcfg.Mapping | None:
+    """``engine:`` as a mapping (``kind`` plus the engine's settings), else None.
+
+    A plain name (``engine: embedded``) gives None. The keys allowed depend on
+    ``kind``: the embedded engine takes none besides it.
+    """
+    if node is None or not isinstance(node.value(), dict):
+        return None
+    kind = node.mapping(None).require("kind").as_str()
+    if kind == "vantage6":
+        from pht.orchestrator.vantage6_config import KEYS
+
+        return node.mapping(set(KEYS))
+    from pht.orchestrator.engine import ENGINES
+
+    return node.mapping({"kind"} if kind in ENGINES else None)
 
 
 STUDY_KEYS = frozenset(

@@ -8,6 +8,9 @@ Engines:
 
 - ``embedded`` (:mod:`pht.orchestrator.embedded`): every station of the network file
   in this process, talking JSON messages;
+- ``vantage6`` (:mod:`pht.orchestrator.vantage6_engine`): every station is a
+  vantage6 node running the pht station image; ``engine:`` is then a mapping
+  (:mod:`pht.orchestrator.vantage6_config`);
 - :class:`~pht.orchestrator.fake.FakeEngine` (tests): stations are functions, as
   httpx's ``MockTransport`` makes a server a function.
 """
@@ -164,7 +167,13 @@ def _embedded(network: Network, catalogue: Catalogue | None) -> Engine:
     return EmbeddedEngine(network, catalogue)
 
 
-ENGINES: dict[str, EngineFactory] = {"embedded": _embedded}
+def _vantage6(network: Network, catalogue: Catalogue | None) -> Engine:
+    from pht.orchestrator.vantage6_config import make_engine as make_vantage6
+
+    return make_vantage6(network)
+
+
+ENGINES: dict[str, EngineFactory] = {"embedded": _embedded, "vantage6": _vantage6}
 """Engine name (``engine:`` in ``network.yaml``) to the factory that builds it."""
 
 

@@ -16,7 +16,8 @@ that is offline (vantage6 keeps its run ``pending`` forever), a timeout naming t
 node's status. The engine then kills the task, so a node that comes back later does
 not run an expired request.
 
-Single-round trains only for now: :meth:`open_sessions` raises a ConfigError.
+Iterative trains run one task per round through a session host at each node
+(:meth:`Vantage6Engine.open_sessions`).
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pht.crypto import PublicIdentity, canonical_json, digest, load_public, seal
 from pht.errors import ConfigError
 from pht.orchestrator.engine import Envelope, ProgressCallback, SessionGroup
 from pht.wire import Reply
@@ -52,6 +54,25 @@ DONE = frozenset(
     }
 )
 """vantage6 4.15 run statuses after which a run does not change any more."""
+
+NODE_ERRORS: dict[str, str] = {
+    "no-folder": "the vantage6 node has no pht station folder (a database labelled "
+    "'pht' of type folder); its operator adds it to the node's configuration "
+    "(deploy/vantage6/README.md)",
+    "folder": "the node's pht station folder has no valid network.yaml; its operator "
+    "re-creates the station folder (deploy/vantage6/README.md)",
+    "busy": "the station stayed busy with other requests; run the study again later",
+    "no-host": "the node's pht session host did not start; the station's operator "
+    "finds why in the node's log",
+    "no-session": "the node holds no open session for this request (closed after "
+    "being idle, or the node restarted); run the study again",
+    "input": "the node did not understand the task; the pht station image and this "
+    "pht differ in version",
+    "internal": "the node's pht station failed; its operator finds why in the "
+    "node's log",
+}
+"""The fixed codes a pht node answers with when it has no station reply (the node
+never sends free text), and what they tell the analyst."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +114,35 @@ class Vantage6Settings:
     timeout: float = 300.0
     offline_grace: float = 15.0
     poll: float = 0.5
+    station_keys: Mapping[str, Path] = field(default_factory=dict)
+    """Station id to its public identity file: iterative rounds are sealed to it."""
+
+
+ROUND_BINDING = digest(b"pht vantage6 round message v1")
+"""The ``manifest_digest`` binding of a sealed round message (results use the
+train's manifest digest: a round message never opens as a result, nor the reverse)."""
+
+
+def seal_round(
+    message: Mapping[str, Any],
+    seq: int,
+    key: PublicIdentity,
+    session: str,
+    station: str,
+) -> dict[str, Any]:
+    """A round message sealed to the station (the vantage6 server sees its size only).
+
+    ``seq`` numbers the rounds of the session from 1, so a round the server replays
+    is refused by the node without touching the session.
+    """
+    plaintext = canonical_json({"seq": seq, "message": dict(message)})
+    return seal(
+        plaintext,
+        key.sealing_key,
+        request_id=session,
+        station_id=station,
+        manifest_digest=ROUND_BINDING,
+    )
 
 
 def _request_id(envelope: Envelope) -> str:
@@ -189,30 +239,41 @@ class Vantage6Engine:
         self, requests: Mapping[str, Envelope], progress: ProgressCallback | None = None
     ) -> dict[str, Reply]:
         """Create one task for all stations, wait, return their replies."""
+        if not requests:
+            return {}
+        inputs = {s: {"envelope": dict(e)} for s, e in requests.items()}
+        if progress:
+            for station in requests:
+                progress(station, "started", None)
+        task_id = self._create("station", inputs, "pht signed request")
+        return self._collect(task_id, requests, progress, "finished")
+
+    def _create(
+        self, method: str, kwargs: Mapping[str, Mapping[str, Any]], description: str
+    ) -> int:
+        """One vantage6 task with a different input per station's organisation."""
         orgs = self.settings.organizations
-        unknown = [s for s in requests if s not in orgs]
+        unknown = [s for s in kwargs if s not in orgs]
         if unknown:
             raise ConfigError(
                 f"station(s) {', '.join(unknown)} have no vantage6 organisation; add "
                 "them under the engine's 'organizations'"
             )
-        if not requests:
-            return {}
         self._login()
         inputs = []
-        for station, envelope in requests.items():
-            task_input = {"method": "station", "kwargs": {"envelope": dict(envelope)}}
-            encoded = base64.b64encode(json.dumps(task_input).encode()).decode()
+        for station, args in kwargs.items():
+            task_input = {"method": method, "kwargs": dict(args)}
+            encoded = base64.b64encode(
+                json.dumps(task_input, allow_nan=False).encode()
+            ).decode()
             inputs.append({"id": orgs[station], "input": encoded})
-            if progress:
-                progress(station, "started", None)
         task = self._call(
             "POST",
             "task",
             {
-                "name": "pht",
+                "name": f"pht {method}",
                 "image": self.settings.image,
-                "description": "pht signed request",
+                "description": description,
                 "collaboration_id": self.settings.collaboration,
                 "organizations": inputs,
                 "databases": [{"label": label} for label in self.settings.databases],
@@ -220,8 +281,19 @@ class Vantage6Engine:
         )
         task_id = int(task["id"])
         self.task_ids.append(task_id)
+        return task_id
+
+    def _collect(
+        self,
+        task_id: int,
+        requests: Mapping[str, Envelope],
+        progress: ProgressCallback | None,
+        event: str,
+    ) -> dict[str, Reply]:
+        """Wait for a task's runs; each station's reply, in request order."""
+        orgs = self.settings.organizations
         by_org = {orgs[s]: s for s in requests}
-        done = self._wait(task_id, by_org, requests, progress)
+        done = self._wait(task_id, by_org, requests, progress, event)
         replies = {s: done[s] for s in requests}  # the request order, as embedded
         if any(
             r.status == "error" and r.details.get("vantage6") for r in replies.values()
@@ -235,6 +307,7 @@ class Vantage6Engine:
         by_org: Mapping[int, str],
         requests: Mapping[str, Envelope],
         progress: ProgressCallback | None,
+        event: str = "finished",
     ) -> dict[str, Reply]:
         start = time.monotonic()
         replies: dict[str, Reply] = {}
@@ -251,7 +324,7 @@ class Vantage6Engine:
                     continue
                 replies[station] = self._reply(station, run, requests[station])
                 if progress:
-                    progress(station, "finished", replies[station])
+                    progress(station, event, replies[station])
             waiting = [s for s in by_org.values() if s not in replies]
             if not waiting:
                 return replies
@@ -270,7 +343,7 @@ class Vantage6Engine:
                         "station's operator to start its node",
                     )
                     if progress:
-                        progress(station, "finished", replies[station])
+                        progress(station, event, replies[station])
                 if all(s in replies for s in by_org.values()):
                     return replies
             time.sleep(self.settings.poll)
@@ -288,17 +361,29 @@ class Vantage6Engine:
         if raw is None:
             raw = self._call("GET", f"result/{run['id']}").get("result")
         try:
-            text = base64.b64decode(str(raw)).decode()
+            text = base64.b64decode(str(raw), validate=True).decode()
+        except ValueError:
+            text = str(raw)
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            answer = None
+        if isinstance(answer, dict) and "pht_node_error" in answer:
+            code = answer["pht_node_error"]
+            reason = NODE_ERRORS.get(code if isinstance(code, str) else "", None)
+            return self._failed(
+                station,
+                envelope,
+                reason or NODE_ERRORS["internal"],
+            )
+        try:
             reply = Reply.from_json(text)
-        except (ValueError, ConfigError):
-            try:
-                reply = Reply.from_json(str(raw))
-            except (ValueError, ConfigError):
-                return self._failed(
-                    station,
-                    envelope,
-                    f"the vantage6 run {run.get('id')} returned no pht reply",
-                )
+        except (ValueError, TypeError, KeyError, ConfigError):
+            return self._failed(
+                station,
+                envelope,
+                f"the vantage6 run {run.get('id')} returned no pht reply",
+            )
         if reply.station != station:
             return self._failed(
                 station,
@@ -331,11 +416,84 @@ class Vantage6Engine:
         progress: ProgressCallback | None = None,
         opener: Callable[[Reply], Reply] | None = None,
     ) -> SessionGroup:
-        """Iterative trains are not available on vantage6 yet."""
-        raise ConfigError(
-            "the vantage6 engine runs single-round trains only so far; use the "
-            "embedded engine for iterative trains (survival.cox, glm, iptw)"
+        """Open an iterative session at each station: a task per round.
+
+        A session must keep its train process and the station's replay state, but
+        vantage6 starts a fresh container per task. So a first task starts a session
+        host at every node (a container that holds the station open and serves a
+        spool in the station's folder, which only that node mounts); the open, every
+        round and the close are short tasks whose containers hand the message to the
+        host and return its reply. The station checks every message as under the
+        embedded engine; the server carries only signed requests, round messages and
+        sealed replies.
+        """
+        decode = opener or (lambda reply: reply)
+        if not requests:
+            return SessionGroup({}, lambda messages: {}, lambda: None, progress)
+        keys: dict[str, PublicIdentity] = {}
+        for station in requests:
+            path = self.settings.station_keys.get(station)
+            if path is None:
+                raise ConfigError(
+                    f"station '{station}' has no public key for the vantage6 engine; "
+                    "iterative rounds are sealed to it: give its public_key in the "
+                    "network file"
+                )
+            keys[station] = load_public(Path(path))
+        sessions = {s: _request_id(e) for s, e in requests.items()}
+        seqs = dict.fromkeys(requests, 0)
+        if progress:
+            for station in requests:
+                progress(station, "started", None)
+        host_task = self._create(
+            "session_host", {s: {} for s in requests}, "pht session host"
         )
+        opened_task = self._create(
+            "session_open",
+            {s: {"envelope": dict(e)} for s, e in requests.items()},
+            "pht iterative request",
+        )
+        opened = {
+            s: decode(r)
+            for s, r in self._collect(opened_task, requests, progress, "opened").items()
+        }
+        if not any(r.ok for r in opened.values()):
+            self._kill(host_task)
+
+        def run_round(messages: Mapping[str, Mapping[str, Any]]) -> dict[str, Reply]:
+            if not messages:
+                return {}
+            sealed = {}
+            for s, m in messages.items():
+                seqs[s] += 1
+                sealed[s] = {
+                    "session": sessions[s],
+                    "sealed": seal_round(m, seqs[s], keys[s], sessions[s], s),
+                }
+            task_id = self._create("session_round", sealed, "pht round")
+            asked = {s: requests[s] for s in messages}
+            return {
+                s: decode(r)
+                for s, r in self._collect(task_id, asked, None, "finished").items()
+            }
+
+        def close() -> None:
+            # the hosts close the sessions; nobody waits for the small task (a host
+            # also closes a session after its idle limit and exits without any)
+            live = [s for s, r in opened.items() if r.ok]
+            if not live:
+                return
+            try:
+                self._create(
+                    "session_close",
+                    {s: {"session": sessions[s]} for s in live},
+                    "pht session close",
+                )
+            except ConfigError as exc:
+                log.warning("vantage6 sessions could not be closed: %s", exc)
+                self._kill(host_task)
+
+        return SessionGroup(opened, run_round, close, progress)
 
     def collect(self, station: str, request_id: str) -> Reply | None:
         """Manual review is not reachable through vantage6 yet (always None)."""
