@@ -48,9 +48,10 @@ ANALYST_FILE = "network-vantage6.yaml"
 """The analyst-side network file written next to the network file."""
 ALGORITHM_UID = 10001
 """The uid the pht station image runs as (it writes the audit log)."""
-LOCK = REPO / ".build" / "vantage6.lock"
-"""Held while a network started here runs: one at a time per machine (the server
-port, and the Docker networks and containers vantage6 names after the stations)."""
+LOCK = Path(os.environ.get("PHT_V6_LOCK", "/tmp/pht-vantage6.lock"))
+"""Held while a network started here runs: one at a time per machine, whatever the
+checkout (the server port, and the Docker networks and containers vantage6 names
+after the stations)."""
 
 
 @dataclass(frozen=True)
