@@ -337,6 +337,10 @@ def _start(
         "PHT_V6_IMAGE": image,
     }
     env.pop("PHT_V6_EXTRA_IMAGES", None)  # pht mode: the station image only
+    if "PHT_V6_REGISTRY" not in os.environ and shutil.which("docker-registry"):
+        # pin the nodes to the image's registry digest (a local registry on
+        # 127.0.0.1; require_algorithm_pull: true), not to a local tag
+        env["PHT_V6_REGISTRY"] = "1"
     log.info("starting the vantage6 network in %s", state)
     # on failure start-network.sh stops what it started itself
     _script("start-network.sh", [], env, state / "start-network.log")

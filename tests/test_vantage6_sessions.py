@@ -124,3 +124,30 @@ def test_a_round_off_the_path_is_refused_and_ends_the_session(
         for station in stations:
             assert again[station].status == "error"
             assert "no open session" in (again[station].reason or "")
+
+
+def test_nodes_run_only_the_pinned_station_image(v6_network: Any) -> None:
+    """A task naming any other image is 'not allowed' at every node, per station."""
+    import shutil
+    import subprocess
+
+    if shutil.which("docker-registry"):
+        # nodes pinned to the registry digest of the station image
+        assert "@sha256:" in v6_network.image, v6_network.image
+    other = subprocess.run(
+        ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    runtime = next(i for i in other if i.startswith("pht/train-runtime:"))
+    demo = v6_network.demo
+    net = load_network(demo.network)
+    study = load_study(demo.study, Catalogue(), net)
+    requester = _requester(net, demo)
+    body, envelope = plan_request(study, net, requester)
+    engine = v6_network.engine(image=runtime, timeout=120.0)
+    replies = engine.dispatch({s: envelope for s in body.targets})
+    for station in body.targets:
+        assert replies[station].status == "error", replies[station]
+        assert "not allowed" in (replies[station].reason or ""), replies[station]

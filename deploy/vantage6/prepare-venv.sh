@@ -18,6 +18,14 @@ die() {
     echo "prepare-venv: $*" >&2
     exit 1
 }
+# Debian's docker-registry (a registry on 127.0.0.1 only): with it the local networks
+# pin their nodes to the station image's registry digest (pht/vantage6_local.py)
+if ! command -v docker-registry >/dev/null && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "prepare-venv: installing docker-registry (apt-get)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry >/dev/null 2>&1 ||
+        { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry >/dev/null 2>&1; } ||
+        echo "prepare-venv: docker-registry could not be installed; nodes pin the image by its content-hash tag" >&2
+fi
 if [[ -x "$PY" ]] && "$PY" -c 'import vantage6.server, vantage6.node, vantage6.client' 2>/dev/null; then
     exit 0
 fi

@@ -8,7 +8,7 @@ station: ``{"method": "station", "kwargs": {"envelope": ...}}``), waits for the 
 and returns each station's :class:`~pht.wire.Reply` (aggregate sealed to the
 requester; the server stores only sealed output). The server is reached over its
 REST API with the standard library (no vantage6 client: vantage6 4.15 pins old
-versions of pht's dependencies and runs on Python 3.10 only).
+versions of pht's dependencies, so it lives in its own environment).
 
 A run that does not complete is a per-station ``error`` reply whose reason says
 why: vantage6's status (``crashed``, ``not allowed``, ``failed``, ...) or, for a node
@@ -68,6 +68,8 @@ NODE_ERRORS: dict[str, str] = {
     "being idle, or the node restarted); run the study again",
     "input": "the node did not understand the task; the pht station image and this "
     "pht differ in version",
+    "round": "the node ignored a round message that was not sealed to it for this "
+    "round (replayed or altered on the way); run the study again",
     "internal": "the node's pht station failed; its operator finds why in the "
     "node's log",
 }

@@ -58,6 +58,7 @@ NODE_ERRORS = frozenset(
         "no-host",  # no session host started at this node
         "no-session",  # this node holds no open session with that id
         "input",  # the task input is not what pht sends
+        "round",  # a round message not sealed to this station for this round
         "internal",  # anything else (the node's log says what)
     }
 )
@@ -419,7 +420,7 @@ def _answer(
     if kind == "round":
         message = _unseal(host, sid, job.get("sealed"), seqs[sid] + 1)
         if message is None:  # not sealed to this station for this round: ignored
-            return _fail("input")
+            return _fail("round")
         seqs[sid] += 1
         used[sid] = time.monotonic()
         reply = sessions[sid].round(message)
