@@ -109,6 +109,7 @@ def test_a_round_off_the_path_is_refused_and_ends_the_session(
     requester = _requester(net, demo)
     body, envelope = plan_request(study, net, requester)
     engine = v6_network.engine(timeout=240.0)
+    engine.sign_rounds_with(requester.identity)
     stations = ["dica", "umc"]
     with engine.open_sessions(
         {s: envelope for s in stations},

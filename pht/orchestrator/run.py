@@ -436,6 +436,9 @@ def _run_study(
         return requester.open(reply, body.request_id)
 
     if plugin.strategy is not None:
+        sign_rounds = getattr(engine, "sign_rounds_with", None)
+        if sign_rounds is not None:  # engines that carry rounds over a third party
+            sign_rounds(requester.identity)
         with engine.open_sessions(requests, progress, opener) as group:
             _check_participation(study, group.opened)
             # every round-0 reply, refusals included (a strategy may say who is

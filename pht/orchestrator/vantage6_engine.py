@@ -33,7 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pht.crypto import PublicIdentity, canonical_json, digest, load_public, seal
+from pht.crypto import (
+    Identity,
+    PublicIdentity,
+    canonical_json,
+    digest,
+    load_public,
+    seal,
+    sealed_digest,
+)
 from pht.errors import ConfigError
 from pht.orchestrator.engine import Envelope, ProgressCallback, SessionGroup
 from pht.wire import Reply
@@ -147,6 +155,24 @@ def seal_round(
     )
 
 
+ROUND_SIGNATURE_CONTEXT = b"pht vantage6 round v1\n"
+"""Prefix of what the requester signs for a round or a close (domain separation)."""
+
+
+def round_statement(session: str, station: str, seq: int, sealed: Any) -> bytes:
+    """What the requester signs for round ``seq`` (``sealed``) or the close (seq 0).
+
+    The node's session host verifies it with the requester key of the session's
+    signed request before the round reaches the session: a third party who can
+    create tasks (or the server) can seal a message to a station's public key, but
+    cannot sign it.
+    """
+    sealed_part = sealed_digest(sealed) if seq else "close"
+    return ROUND_SIGNATURE_CONTEXT + canonical_json(
+        {"session": session, "station": station, "seq": seq, "sealed": sealed_part}
+    )
+
+
 def _request_id(envelope: Envelope) -> str:
     """The request id inside a signed envelope's payload (``unknown`` if absent)."""
     try:
@@ -166,6 +192,20 @@ class Vantage6Engine:
         self._token: str | None = None
         self.task_ids: list[int] = []
         """The vantage6 tasks this engine created (for logs and tests)."""
+        self._signer: Identity | None = None
+
+    def sign_rounds_with(self, identity: Identity) -> None:
+        """The requester identity that signs round messages and closes.
+
+        :func:`pht.orchestrator.run.run_study` calls this with the study's
+        requester before it opens sessions.
+        """
+        self._signer = identity
+
+    def _sign(self, session: str, station: str, seq: int, sealed: Any) -> str:
+        assert self._signer is not None
+        raw = self._signer.signing.sign(round_statement(session, station, seq, sealed))
+        return base64.b64encode(raw).decode()
 
     # -- REST --------------------------------------------------------------------
     def _call(
@@ -432,6 +472,11 @@ class Vantage6Engine:
         decode = opener or (lambda reply: reply)
         if not requests:
             return SessionGroup({}, lambda messages: {}, lambda: None, progress)
+        if self._signer is None:
+            raise ConfigError(
+                "the vantage6 engine signs round messages with the requester's key: "
+                "call sign_rounds_with(identity) before open_sessions"
+            )
         keys: dict[str, PublicIdentity] = {}
         for station in requests:
             path = self.settings.station_keys.get(station)
@@ -468,9 +513,11 @@ class Vantage6Engine:
             sealed = {}
             for s, m in messages.items():
                 seqs[s] += 1
+                box = seal_round(m, seqs[s], keys[s], sessions[s], s)
                 sealed[s] = {
                     "session": sessions[s],
-                    "sealed": seal_round(m, seqs[s], keys[s], sessions[s], s),
+                    "sealed": box,
+                    "signature": self._sign(sessions[s], s, seqs[s], box),
                 }
             task_id = self._create("session_round", sealed, "pht round")
             asked = {s: requests[s] for s in messages}
@@ -488,7 +535,13 @@ class Vantage6Engine:
             try:
                 self._create(
                     "session_close",
-                    {s: {"session": sessions[s]} for s in live},
+                    {
+                        s: {
+                            "session": sessions[s],
+                            "signature": self._sign(sessions[s], s, 0, None),
+                        }
+                        for s in live
+                    },
                     "pht session close",
                 )
             except ConfigError as exc:

@@ -13,7 +13,11 @@ Denied with ``EPERM``:
   ``process_vm_readv``/``writev``, ``open_by_handle_at``/``name_to_handle_at``;
 - what needs privileges anyway: mounts (old and new API), ``pivot_root``, ``chroot``,
   modules, ``kexec``, ``reboot``, ``swapon``/``swapoff``, ``acct``, ``syslog``;
-- on x86-64, every x32-ABI system call (they would bypass the numbers above).
+- on x86-64, every x32-ABI system call (they would bypass the numbers above);
+- ``socket`` of any family but ``AF_UNIX``: no TCP, UDP, ICMP ("ping" sockets),
+  raw, packet or netlink sockets, even where the sandbox has no network namespace of
+  its own (a train inside a vantage6 node's container: there Landlock stops TCP
+  only, and Docker's ``ping_group_range`` lets any group open ICMP sockets).
 
 A process of another architecture than the filter's is killed. The filter exists for
 x86-64 and arm64; :func:`install` returns False elsewhere. It runs in the train's own
@@ -34,6 +38,7 @@ _CLONE_NEW_ANY = (
     0x7E020000  # NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
 )
 _X32_BIT = 0x40000000
+_AF_UNIX = 1
 
 # (audit arch, {name: number}) per machine
 _TABLES: dict[str, tuple[int, dict[str, int]]] = {
@@ -51,7 +56,7 @@ _TABLES: dict[str, tuple[int, dict[str, int]]] = {
             "fspick": 433, "mount_setattr": 442, "init_module": 175,
             "finit_module": 313, "delete_module": 176, "kexec_load": 246,
             "kexec_file_load": 320, "reboot": 169, "swapon": 167, "swapoff": 168,
-            "acct": 163, "syslog": 103,
+            "acct": 163, "syslog": 103, "socket": 41,
         },
     ),
     "aarch64": (
@@ -68,7 +73,7 @@ _TABLES: dict[str, tuple[int, dict[str, int]]] = {
             "fspick": 433, "mount_setattr": 442, "init_module": 105,
             "finit_module": 273, "delete_module": 106, "kexec_load": 104,
             "kexec_file_load": 294, "reboot": 142, "swapon": 224, "swapoff": 225,
-            "acct": 89, "syslog": 116,
+            "acct": 89, "syslog": 116, "socket": 198,
         },
     ),
 }  # fmt: skip
@@ -103,7 +108,7 @@ def program(machine: str) -> list[tuple[int, int, int, int]] | None:
         code += [(_JGE, 0, 1, _X32_BIT), (_RET, 0, 0, eperm)]
     code += [(_JEQ, 0, 1, numbers["clone3"]), (_RET, 0, 0, enosys)]
     for name, number in sorted(numbers.items()):
-        if name not in ("clone", "clone3"):
+        if name not in ("clone", "clone3", "socket"):
             code += [(_JEQ, 0, 1, number), (_RET, 0, 0, eperm)]
     code += [
         (_JEQ, 0, 4, numbers["clone"]),
@@ -111,6 +116,11 @@ def program(machine: str) -> list[tuple[int, int, int, int]] | None:
         (_JSET, 0, 1, _CLONE_NEW_ANY),
         (_RET, 0, 0, eperm),
         (_RET, 0, 0, _ALLOW),
+        # the accumulator still holds the number here (reached from the first jump)
+        (_JEQ, 0, 3, numbers["socket"]),
+        (_LD_ABS_W, 0, 0, 16),  # low half of args[0], the address family
+        (_JEQ, 1, 0, _AF_UNIX),
+        (_RET, 0, 0, eperm),
         (_RET, 0, 0, _ALLOW),
     ]
     return code

@@ -29,15 +29,15 @@ def session_open(envelope=None):  # noqa: ANN001, ANN201
     return run(envelope)
 
 
-def session_round(session=None, sealed=None):  # noqa: ANN001, ANN201
-    """One sealed round message of an open session; the station's reply."""
+def session_round(session=None, sealed=None, signature=None):  # noqa: ANN001, ANN201
+    """One sealed, requester-signed round message of an open session."""
     from pht_v6._node import session_round as run
 
-    return run(session, sealed)
+    return run(session, sealed, signature)
 
 
-def session_close(session=None):  # noqa: ANN001, ANN201
-    """End an open session."""
+def session_close(session=None, signature=None):  # noqa: ANN001, ANN201
+    """End an open session (signed by its requester)."""
     from pht_v6._node import session_close as run
 
-    return run(session)
+    return run(session, signature)

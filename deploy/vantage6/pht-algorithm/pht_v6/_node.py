@@ -79,7 +79,7 @@ MAX_JOB = 64 * 1024 * 1024
 BUSY_WAIT = float(os.environ.get("PHT_V6_BUSY_WAIT", "300"))
 """Seconds a single-round request waits for the station's audit log to be free."""
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 log = logging.getLogger(__name__)
 
 
@@ -217,11 +217,26 @@ def _host_alive() -> bool:
         return False
 
 
+def _encode(data: dict[str, Any]) -> bytes:
+    """``data`` as JSON for the spool; non-finite numbers or oversize: ``input``."""
+    try:
+        raw = json.dumps(data, allow_nan=False).encode("utf-8")
+    except (ValueError, TypeError, RecursionError):
+        raise NodeError("input") from None
+    if len(raw) > MAX_JOB:
+        raise NodeError("input")
+    return raw
+
+
 def _write(path: Path, data: dict[str, Any]) -> None:
+    raw = _encode(data)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, allow_nan=False)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(raw)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -270,25 +285,31 @@ def session_open(envelope: dict[str, Any]) -> dict[str, Any]:
     return _guarded(lambda: _submit({"kind": "open", "envelope": envelope}, True))
 
 
-def session_round(session: str, sealed: dict[str, Any]) -> dict[str, Any]:
+def session_round(
+    session: str, sealed: dict[str, Any], signature: str
+) -> dict[str, Any]:
     """One round of the open session ``session``; the station's reply.
 
     ``sealed`` is the round message sealed to the station
-    (:func:`pht.orchestrator.vantage6_engine.seal_round`); the host opens it.
+    (:func:`pht.orchestrator.vantage6_engine.seal_round`), ``signature`` the
+    requester's over it (:func:`~pht.orchestrator.vantage6_engine.round_statement`);
+    the host checks both before the session sees anything.
     """
-    if not isinstance(session, str) or not _ID.match(session):
+    if not isinstance(session, str) or not _ID.fullmatch(session):
         return _fail("input")
-    if not isinstance(sealed, dict):
+    if not isinstance(sealed, dict) or not isinstance(signature, str):
         return _fail("input")
-    job = {"kind": "round", "session": session, "sealed": sealed}
+    job = {"kind": "round", "session": session, "sealed": sealed, "sig": signature}
     return _guarded(lambda: _submit(job, wait_host=False))
 
 
-def session_close(session: str) -> dict[str, Any]:
-    """End the session ``session`` (the train process exits)."""
-    if not isinstance(session, str) or not _ID.match(session):
+def session_close(session: str, signature: str) -> dict[str, Any]:
+    """End the session ``session`` (the train process exits); signed by its requester."""
+    if not isinstance(session, str) or not _ID.fullmatch(session):
         return _fail("input")
-    job = {"kind": "close", "session": session}
+    if not isinstance(signature, str):
+        return _fail("input")
+    job = {"kind": "close", "session": session, "sig": signature}
     return _guarded(lambda: _submit(job, wait_host=False))
 
 
@@ -375,7 +396,10 @@ def _loop(host: Any) -> dict[str, Any]:
                 answer = _fail("internal")
             if isinstance(answer, Reply):
                 answer = _reply_json(answer)
-            _write(path.with_suffix(".out"), answer)
+            try:
+                _write(path.with_suffix(".out"), answer)
+            except NodeError:
+                _write(path.with_suffix(".out"), _fail("internal"))
             running.unlink(missing_ok=True)
             served += 1
             last = time.monotonic()
@@ -418,7 +442,10 @@ def _answer(
     if not isinstance(sid, str) or sid not in sessions:
         return _fail("no-session")
     if kind == "round":
-        message = _unseal(host, sid, job.get("sealed"), seqs[sid] + 1)
+        seq = seqs[sid] + 1
+        if not _signed(host, sessions[sid], sid, seq, job):
+            return _fail("round")
+        message = _unseal(host, sid, job.get("sealed"), seq)
         if message is None:  # not sealed to this station for this round: ignored
             return _fail("round")
         seqs[sid] += 1
@@ -428,6 +455,8 @@ def _answer(
             _end(sid, sessions, used, seqs)
         return reply
     if kind == "close":
+        if not _signed(host, sessions[sid], sid, 0, job):
+            return _fail("round")
         _end(sid, sessions, used, seqs)
         return {"pht_closed": sid}
     return _fail("input")
@@ -438,6 +467,30 @@ def _end(sid: str, *tables: dict[str, Any]) -> None:
     sessions[sid].close()
     for table in tables:
         table.pop(sid, None)
+
+
+def _signed(host: Any, session: Any, sid: str, seq: int, job: dict[str, Any]) -> bool:
+    """Whether the session's requester signed this round (``seq``) or close (0)."""
+    import base64
+    import binascii
+
+    from cryptography.exceptions import InvalidSignature
+
+    from pht.orchestrator.vantage6_engine import round_statement
+
+    sealed = job.get("sealed")
+    signature = job.get("sig")
+    if not isinstance(signature, str) or len(signature) > 200:
+        return False
+    try:
+        raw = base64.b64decode(signature, validate=True)
+        statement = round_statement(sid, host.id, seq, sealed)
+        session.admitted.requester.signing_key.verify(raw, statement)
+    except (InvalidSignature, binascii.Error, ValueError, TypeError, KeyError):
+        return False
+    except Exception:  # noqa: BLE001 - a malformed sealed object: not signed
+        return False
+    return True
 
 
 def _unseal(host: Any, sid: str, sealed: Any, seq: int) -> Any:
