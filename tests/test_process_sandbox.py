@@ -326,7 +326,8 @@ def test_train_cannot_reach_a_station_listener_on_loopback(
     assert got["unix"] == "FileNotFoundError"  # the path is not in its file system
     assert got["abstract"] in ("ConnectionRefusedError", "PermissionError")
     assert got["bind"] in ("OSError", "PermissionError")
-    assert got["interfaces"] == "['lo']"
+    # if_nameindex needs a netlink socket, which the seccomp filter denies
+    assert got["interfaces"] in ("['lo']", "PermissionError", "OSError"), got
     assert nothing_connected(listener)
     assert all(nothing_connected(server) for server in station_sockets)
 
