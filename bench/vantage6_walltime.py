@@ -17,7 +17,6 @@ another to stop). The numbers must agree (checked: the script exits 1 otherwise)
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -27,29 +26,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-COX = """\
-question: Is overall survival associated with age and sex (stratified Cox)?
-purpose: package-management/reassessment
-train: survival.cox
-dataset: melanoma
-stations: [nkr, dica, umc]
-min_stations: 2
-parameters: {time: os_days, event: death, covariates: [age, sex]}
-"""
-VOLATILE = {"created", "provenance", "pht_version"}
-
-
-def _numbers(result: dict[str, Any]) -> str:
-    kept = {k: v for k, v in result.items() if k not in VOLATILE}
-    if "cox" in kept:  # hidden stations' labels are shuffled by design
-        cox = dict(kept["cox"])
-        cox["station_estimates"] = sorted(
-            json.dumps(v, sort_keys=True)
-            for v in (cox.get("station_estimates") or {}).values()
-        )
-        kept["cox"] = cox
-    return json.dumps(kept, sort_keys=True, default=str)
 
 
 def _timed(run: Any) -> tuple[dict[str, Any], float, list[float]]:
@@ -78,11 +54,15 @@ def main() -> int:
     from pht.orchestrator.requester import Requester
     from pht.orchestrator.run import run_study
     from pht.orchestrator.vantage6_config import make_engine
-    from pht.vantage6_local import start_local_network
+    from pht.vantage6_local import (
+        DEMO_COX_STUDY,
+        comparable,
+        start_local_network,
+    )
 
     root = Path(tempfile.mkdtemp(prefix="pht-bench-v6-"))
     demo = create_demo(root / "demo", patients=args.patients)
-    (demo.root / "study-cox.yaml").write_text(COX, encoding="utf-8")
+    (demo.root / "study-cox.yaml").write_text(DEMO_COX_STUDY, encoding="utf-8")
     started = time.perf_counter()
     local = start_local_network(demo.network, root / "v6", wait=1800)
     print(f"network up in {time.perf_counter() - started:.1f} s (image {local.image})")
@@ -108,7 +88,7 @@ def main() -> int:
                             s, net, e, requester, p
                         )
                     )
-                same = _numbers(v6) == _numbers(here)
+                same = comparable(v6) == comparable(here)
                 ok = ok and same
                 line = (
                     f"{name}: vantage6 {v6_s:.1f} s, embedded {here_s:.2f} s, "

@@ -379,3 +379,37 @@ def stop_local_network(state: Path) -> None:
         os.environ | {"PHT_V6_DIR": str(state)},
         state / "stop-network.log",
     )
+
+
+# -- checks against the embedded engine (tests, bench/vantage6_walltime.py) -----------
+DEMO_COX_STUDY = """\
+question: Is overall survival associated with age and sex (stratified Cox)?
+purpose: package-management/reassessment
+train: survival.cox
+dataset: melanoma
+stations: [nkr, dica, umc]
+min_stations: 2
+parameters: {time: os_days, event: death, covariates: [age, sex]}
+"""
+"""An iterative study on the demo network (the demo's own study is single-round)."""
+
+VOLATILE = frozenset({"created", "provenance", "pht_version"})
+"""result.json sections that differ between two runs of the same study."""
+
+
+def comparable(result: dict[str, Any]) -> str:
+    """A result's numbers as canonical JSON, to compare two engines' runs.
+
+    Leaves out :data:`VOLATILE`; hidden stations' Cox estimates, labelled "station 1",
+    "station 2"... in a random order by design (``survival_cox.station_labels``),
+    are compared as a sorted list.
+    """
+    kept = {k: v for k, v in result.items() if k not in VOLATILE}
+    if isinstance(kept.get("cox"), dict):
+        cox = dict(kept["cox"])
+        cox["station_estimates"] = sorted(
+            json.dumps(v, sort_keys=True)
+            for v in (cox.get("station_estimates") or {}).values()
+        )
+        kept["cox"] = cox
+    return json.dumps(kept, sort_keys=True, default=str)

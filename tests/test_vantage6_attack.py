@@ -42,22 +42,13 @@ from pht.orchestrator.embedded import EmbeddedEngine
 from pht.orchestrator.requester import Requester
 from pht.orchestrator.run import plan_request, run_study
 from pht.orchestrator.vantage6_engine import DONE, Vantage6Engine, seal_round
+from pht.vantage6_local import DEMO_COX_STUDY, comparable
 
 pytestmark = [pytest.mark.vantage6]
 
 STATIONS = ("nkr", "dica", "umc")
 
-COX = """\
-question: Is overall survival associated with age and sex (stratified Cox)?
-purpose: package-management/reassessment
-train: survival.cox
-dataset: melanoma
-stations: [nkr, dica, umc]
-min_stations: 2
-parameters: {time: os_days, event: death, covariates: [age, sex]}
-"""
-
-VOLATILE = {"created", "provenance", "pht_version"}
+COX = DEMO_COX_STUDY
 
 
 # -- the attacker's raw REST ----------------------------------------------------------
@@ -351,17 +342,6 @@ class _Meddler(Vantage6Engine):
         return replies
 
 
-def _numbers(result: dict[str, Any]) -> str:
-    kept = {k: v for k, v in result.items() if k not in VOLATILE}
-    cox = dict(kept["cox"])
-    estimates = cox.get("station_estimates") or {}
-    cox["station_estimates"] = sorted(
-        json.dumps(v, sort_keys=True) for v in estimates.values()
-    )
-    kept["cox"] = cox
-    return json.dumps(kept, sort_keys=True, default=str)
-
-
 def test_replayed_and_misrouted_rounds_neither_steer_nor_leak(v6_network: Any) -> None:
     study, net, requester = _cox_study(v6_network)
     meddler = _Meddler(v6_network.engine(timeout=300.0))
@@ -369,7 +349,7 @@ def test_replayed_and_misrouted_rounds_neither_steer_nor_leak(v6_network: Any) -
         on_v6 = run_study(study, net, meddler, requester)
     with EmbeddedEngine(net, Catalogue()) as embedded:
         here = run_study(study, net, embedded, requester)
-    assert _numbers(on_v6) == _numbers(here)
+    assert comparable(on_v6) == comparable(here)
     assert sum(s["participated"] for s in on_v6["stations"]) == 3
     kinds = {kind for kind, _ in meddler.attacks}
     assert kinds == {

@@ -13,7 +13,6 @@ not hold is a per-station reason.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -25,36 +24,11 @@ from pht.orchestrator.config import load_network, load_study
 from pht.orchestrator.embedded import EmbeddedEngine
 from pht.orchestrator.requester import Requester
 from pht.orchestrator.run import plan_request, run_study
+from pht.vantage6_local import DEMO_COX_STUDY, comparable
 
 pytestmark = [pytest.mark.vantage6]
 
-COX = """\
-question: Is overall survival associated with age and sex (stratified Cox)?
-purpose: package-management/reassessment
-train: survival.cox
-dataset: melanoma
-stations: [nkr, dica, umc]
-min_stations: 2
-parameters: {time: os_days, event: death, covariates: [age, sex]}
-"""
-
-VOLATILE = {"created", "provenance", "pht_version"}
-
-
-def _numbers(result: dict[str, Any]) -> str:
-    """Every section but the volatile ones, as canonical JSON.
-
-    Hidden stations' estimates are labelled "station 1", "station 2"... in a random
-    order by design (``survival_cox.station_labels``): compared as a sorted list.
-    """
-    kept = {k: v for k, v in result.items() if k not in VOLATILE}
-    cox = dict(kept["cox"])
-    estimates = cox.get("station_estimates") or {}
-    cox["station_estimates"] = sorted(
-        json.dumps(v, sort_keys=True) for v in estimates.values()
-    )
-    kept["cox"] = cox
-    return json.dumps(kept, sort_keys=True, default=str)
+COX = DEMO_COX_STUDY
 
 
 def _requester(net: Any, demo: Any) -> Requester:
@@ -93,7 +67,7 @@ def test_cox_on_vantage6_equals_embedded(v6_network: Any) -> None:
     assert on_v6["provenance"]["engine"] == "vantage6"
     assert on_v6["provenance"]["rounds"] == here["provenance"]["rounds"] >= 3
     assert len(rounds) >= 3
-    assert _numbers(on_v6) == _numbers(here)
+    assert comparable(on_v6) == comparable(here)
     assert sum(s["participated"] for s in on_v6["stations"]) == 3
 
 
