@@ -29,7 +29,20 @@ fi
 if [[ -x "$PY" ]] && "$PY" -c 'import vantage6.server, vantage6.node, vantage6.client' 2>/dev/null; then
     exit 0
 fi
-P="${PHT_V6_PYTHON:-$(command -v python3.10 || ls -d "$HOME"/.pyenv/versions/3.10.*/bin/python 2>/dev/null | tail -n1 || command -v python3 || true)}"
+# the first candidate that runs and is >= 3.10 (a pyenv shim for python3.10 can exist
+# on PATH without a 3.10 it may run: try each one)
+works() { [[ -n "$1" && -x "$1" ]] && "$1" -c 'import sys; sys.exit(sys.version_info < (3, 10))' >/dev/null 2>&1; }
+P="${PHT_V6_PYTHON:-}"
+if [[ -z "$P" ]]; then
+    for c in "$(command -v python3.10 || true)" \
+        $(ls -d "$HOME"/.pyenv/versions/3.10.*/bin/python 2>/dev/null | sort -r) \
+        "$(command -v python3 || true)" /usr/bin/python3; do
+        if works "$c"; then
+            P="$c"
+            break
+        fi
+    done
+fi
 [[ -n "$P" && -x "$P" ]] || die "no Python for the vantage6 venv: set PHT_V6_PYTHON"
 "$P" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "vantage6 4.15 needs Python >= 3.10 ($P is older): set PHT_V6_PYTHON"
 mkdir -p "$DIR"
