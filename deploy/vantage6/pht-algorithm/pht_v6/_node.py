@@ -207,14 +207,8 @@ def _station(envelope: Any) -> dict[str, Any]:
 # -- the spool ----------------------------------------------------------------------
 def _host_alive() -> bool:
     """Whether a session host holds this node's host lock."""
-    lock = _spool().parent / "host.lock"
-    with open(lock, "a+b") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        return False
+    with _host_lock(fcntl.LOCK_SH) as free:
+        return not free
 
 
 def _encode(data: dict[str, Any]) -> bytes:
@@ -315,11 +309,12 @@ def session_close(session: str, signature: str) -> dict[str, Any]:
 
 # -- the host -----------------------------------------------------------------------
 @contextlib.contextmanager
-def _host_lock() -> Iterator[bool]:
+def _host_lock(mode: int = fcntl.LOCK_EX) -> Iterator[bool]:
+    """Try the node's host lock (``mode``): True while held, False if taken."""
     lock = _spool().parent / "host.lock"
     with open(lock, "a+b") as handle:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle.fileno(), mode | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
